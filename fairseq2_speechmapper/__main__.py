@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from fairseq2_speechmapper.cli import main
+
+main()

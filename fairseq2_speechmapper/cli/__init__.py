@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from fairseq2_speechmapper.cli.main import main as main

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import sys
+from argparse import ArgumentParser
+from collections.abc import Callable
+from pathlib import Path
+
+from fairseq2_speechmapper.cli.main import SubCommand
+
+
+def get_speechmapper_commands() -> list[SubCommand]:
+    return [
+        _not_yet_implemented(
+            "pretrain",
+            "stage 1: pretrain a mapper on ASR data against the LLM's embedding table (fairseq2 recipe: OUTPUT_DIR, --config-file, --config k=v, --dump-config)",
+            issue=4,
+        ),
+        _not_yet_implemented(
+            "instruct",
+            "stage 2: instruction-tune a pretrained mapper through the frozen LLM (fairseq2 recipe)",
+            issue=5,
+        ),
+        _not_yet_implemented(
+            "evaluate",
+            "generate from a test manifest and score WER, BLEU/chrF, COMET or spoken-QA metrics (fairseq2 recipe)",
+            issue=5,
+        ),
+        _not_yet_implemented(
+            "generate", "transcribe, translate or answer from audio files with a trained speech LLM", issue=5
+        ),
+        _not_yet_implemented(
+            "prepare", "write speech manifests from the official LibriSpeech, CoVoST 2, EuroParl-ST or Spoken-SQuAD layouts", issue=4
+        ),
+        _not_yet_implemented(
+            "extract-features", "cache the frozen speech encoder's features for pretraining (fairseq2 recipe)", issue=6
+        ),
+        SubCommand(
+            name="self-check",
+            summary="check the install: build tiny models, load them through fairseq2's hubs and run speech -> mapper -> LLM",
+            run=_run_self_check,
+        ),
+        SubCommand(
+            name="make-tiny-assets",
+            summary="write tiny random-weight SFM, LLMs, tokenizers and mappers with their asset cards",
+            run=_run_make_tiny_assets,
+        ),
+        SubCommand(
+            name="model-info",
+            summary="load a model by card name and print its family, architecture, size and, for mappers, its set-up",
+            run=_run_model_info,
+        ),
+    ]
+
+
+def _not_yet_implemented(name: str, summary: str, *, issue: int) -> SubCommand:
+    def run(prog: str, args: list[str]) -> int:
+        if args[:1] in (["-h"], ["--help"]):
+            print(f"usage: {prog} OUTPUT_DIR [options]\n\n{summary}\n\nNot yet implemented.")
+
+            return 0
+
+        print(f"error: `{prog}` is not yet implemented (tracked in issue {issue}).", file=sys.stderr)
+
+        return 2
+
+    return SubCommand(name=name, summary=f"{summary} [not yet implemented]", run=run)
+
+
+def _run_self_check(prog: str, args: list[str]) -> int:
+    parser = ArgumentParser(
+        prog=prog,
+        description="Writes tiny random-weight models of real fairseq2 families with their cards (once, into the cache directory), loads them through fairseq2's model and tokenizer hubs, and runs a padded batch of waveforms through SFM -> mapper -> LLM chat prompt.",
+    )
+    parser.parse_args(args)
+
+    from fairseq2_speechmapper.self_check import run_self_check
+
+    return _with_extension(run_self_check)
+
+
+def _run_make_tiny_assets(prog: str, args: list[str]) -> int:
+    from fairseq2_speechmapper.paths import get_cache_dir
+
+    parser = ArgumentParser(
+        prog=prog,
+        description="Writes the tiny test assets into DIR and their cards into DIR/cards. fairseq2 finds the cards of the default directory by itself; for another DIR add it to FAIRSEQ2_USER_ASSET_DIR or a recipe's common.assets.extra_paths.",
+    )
+    parser.add_argument(
+        "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"
+    )
+    namespace = parser.parse_args(args)
+
+    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+
+    output_dir: Path = namespace.dir
+
+    assets = write_tiny_assets(output_dir / "tiny", output_dir / "cards")
+
+    print(f"Tiny assets are in {assets.root_dir}, their cards in {assets.card_file}.")
+
+    return 0
+
+
+def _run_model_info(prog: str, args: list[str]) -> int:
+    parser = ArgumentParser(
+        prog=prog,
+        description="Loads a model through fairseq2's model hub, which checks its card and checkpoint, and prints a summary.",
+    )
+    parser.add_argument("name", help="name of the model's asset card")
+    namespace = parser.parse_args(args)
+
+    from fairseq2_speechmapper.model_info import print_model_info
+
+    return _with_extension(lambda: print_model_info(namespace.name))
+
+
+def _with_extension(run: Callable[[], int]) -> int:
+    from fairseq2_speechmapper.cli.extension_check import check_extension
+
+    check_extension()
+
+    return run()

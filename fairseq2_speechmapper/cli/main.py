@@ -1,0 +1,172 @@
+"""The ``fairseq2`` console script (fairseq2 0.8.1 ships none).
+
+``fairseq2 speechmapper COMMAND ...`` runs SpeechMapper's recipes and tools;
+``fairseq2 assets list|show`` forwards to fairseq2's own asset command line.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from argparse import SUPPRESS, ArgumentParser, RawDescriptionHelpFormatter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+from fairseq2_speechmapper.cli.errors import CommandError, handle_errors
+
+PROG = "fairseq2"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubCommand:
+    name: str
+    """The sub-command's name on the command line."""
+
+    summary: str
+    """One line for the command list."""
+
+    run: Callable[[str, list[str]], int]
+    """Runs the command on its arguments (``prog``, ``args``) and returns the
+    exit code."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+
+    with handle_errors():
+        exit_code = _run(args)
+
+    sys.exit(exit_code)
+
+
+def _run(args: list[str]) -> int:
+    groups = {
+        "speechmapper": (
+            "train, tune and evaluate SpeechMapper speech LLMs",
+            _run_speechmapper,
+        ),
+        "assets": ("list and show fairseq2 asset cards", _run_assets),
+    }
+
+    parser = ArgumentParser(
+        prog=PROG,
+        description="fairseq2 command line, with the SpeechMapper extension.",
+        formatter_class=RawDescriptionHelpFormatter,
+        epilog="groups:\n"
+        + "\n".join(f"  {name:<14}{summary}" for name, (summary, _) in groups.items())
+        + f"\n\nRun '{PROG} GROUP --help' for the commands of a group.",
+    )
+    parser.add_argument("group", choices=list(groups), help=SUPPRESS)
+    parser.add_argument("args", nargs="...", help=SUPPRESS)
+
+    if not args:
+        parser.print_help(sys.stderr)
+
+        return 2
+
+    if args[0] in ("-h", "--help"):
+        parser.print_help()
+
+        return 0
+
+    namespace = parser.parse_args(args[:1])
+
+    _, run_group = groups[namespace.group]
+
+    return run_group(f"{PROG} {namespace.group}", args[1:])
+
+
+def _run_speechmapper(prog: str, args: list[str]) -> int:
+    from fairseq2_speechmapper.cli.commands import get_speechmapper_commands
+
+    commands = {command.name: command for command in get_speechmapper_commands()}
+
+    parser = ArgumentParser(
+        prog=prog,
+        description="SpeechMapper: pretrain a speech-to-LLM-embedding mapper without the LLM, instruction-tune it on the LLM, evaluate it.",
+        formatter_class=RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {c.name:<18}{c.summary}" for c in commands.values())
+        + f"\n\nRun '{prog} COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("command", choices=list(commands), help=SUPPRESS)
+
+    if not args:
+        parser.print_help(sys.stderr)
+
+        return 2
+
+    if args[0] in ("-h", "--help"):
+        parser.print_help()
+
+        return 0
+
+    namespace = parser.parse_args(args[:1])
+
+    command = commands[namespace.command]
+
+    return command.run(f"{prog} {command.name}", args[1:])
+
+
+def _run_assets(prog: str, args: list[str]) -> int:
+    from fairseq2_speechmapper.cli.extension_check import check_extension
+
+    if not args or args[0] not in ("list", "show", "-h", "--help"):
+        print(
+            f"usage: {prog} {{list,show}} ...\n\n"
+            f"  list [--kind {{all,model,dataset,tokenizer}}]  list the asset cards fairseq2 finds\n"
+            f"  show NAME                                     print a card and its base chain",
+            file=sys.stderr if args[:1] != ["-h"] else sys.stdout,
+        )
+
+        return 2
+
+    if args[0] not in ("-h", "--help"):
+        check_extension()
+
+    return _run_module_main("fairseq2.assets", prog, args)
+
+
+def run_recipe_main(prog: str, args: list[str], run: Callable[[], None]) -> int:
+    """Runs a fairseq2 command-line entry point that parses ``sys.argv``."""
+    return _with_argv(prog, args, run)
+
+
+def _run_module_main(module: str, prog: str, args: list[str]) -> int:
+    def run() -> None:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+    return _with_argv(prog, args, run)
+
+
+def _with_argv(prog: str, args: list[str], run: Callable[[], None]) -> int:
+    saved_argv = sys.argv
+
+    sys.argv = [prog, *args]
+
+    try:
+        run()
+    except SystemExit as ex:
+        return _exit_code(ex)
+    finally:
+        sys.argv = saved_argv
+
+    return 0
+
+
+def _exit_code(ex: SystemExit) -> int:
+    if ex.code is None:
+        return 0
+
+    if isinstance(ex.code, int):
+        return ex.code
+
+    print(ex.code, file=sys.stderr)
+
+    return 1
+
+
+def fail(message: str, exit_code: int = 1) -> NoReturn:
+    raise CommandError(message, exit_code)
+

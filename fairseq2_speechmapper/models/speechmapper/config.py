@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from fairseq2.runtime.config_registry import ConfigRegistrar
+from fairseq2.runtime.dependency import DependencyContainer
+
+SPEECHMAPPER_FAMILY: Final = "speechmapper"
+
+
+@dataclass(kw_only=True)
+class SpeechMapperBlockConfig:
+    """Holds the configuration of one mapper block:
+    ``Conv1d(kernel, stride)`` -> Transformer encoder layers -> up-projection."""
+
+    model_dim: int
+    """The width of the convolution output and of the Transformer layers."""
+
+    output_dim: int
+    """The width of the block's up-projection output."""
+
+    conv_kernel_size: int = 6
+    """The kernel size of the downsampling convolution, in frames."""
+
+    conv_stride: int = 2
+    """The stride of the downsampling convolution, in frames."""
+
+    num_layers: int = 6
+    """The number of Transformer encoder layers."""
+
+    num_attn_heads: int = 16
+    """The number of attention heads of the Transformer layers."""
+
+    ffn_inner_dim: int = 2048
+    """The inner width of the feed-forward networks (PyTorch's
+    ``nn.TransformerEncoderLayer`` default, which reproduces the paper's ~277M)."""
+
+
+def _paper_blocks() -> list[SpeechMapperBlockConfig]:
+    return [
+        SpeechMapperBlockConfig(model_dim=1024, output_dim=2048),
+        SpeechMapperBlockConfig(model_dim=2048, output_dim=4096),
+    ]
+
+
+@dataclass(kw_only=True)
+class SpeechMapperConfig:
+    """Holds the configuration of a SpeechMapper.
+
+    The default values correspond to the mapper between w2v-BERT 2.0 (layer 24)
+    and Llama 3.1 8B Instruct described in
+    :cite:t:`https://arxiv.org/abs/2601.20417`.
+    """
+
+    input_dim: int = 1024
+    """The width of the speech foundation model features."""
+
+    frame_average: int = 2
+    """The number of consecutive input frames averaged into one (1 = none)."""
+
+    blocks: list[SpeechMapperBlockConfig] = field(default_factory=_paper_blocks)
+    """The downsampling blocks, applied in order."""
+
+    llm_dim: int = 4096
+    """The width of the target LLM's input embeddings."""
+
+    final_proj_hidden_dim: int | None = 4096
+    """If not ``None``, the final projection is a two-layer MLP with this inner
+    width; otherwise a single linear layer."""
+
+    pos_encoder_type: Literal["sinusoidal", "none"] = "sinusoidal"
+    """The position encoding added before each block's Transformer layers. The
+    mapper must learn where content ends and padding starts, which needs
+    absolute positions."""
+
+    max_seq_len: int = 4096
+    """The maximum sequence length a block's Transformer layers accept."""
+
+    dropout_p: float = 0.1
+    """The dropout probability in the Transformer layers and projections."""
+
+    @property
+    def downsampling_factor(self) -> int:
+        """The number of input frames per output vector (for strides alone)."""
+        factor = self.frame_average
+
+        for block in self.blocks:
+            factor *= block.conv_stride
+
+        return factor
+
+
+def register_speechmapper_configs(container: DependencyContainer) -> None:
+    arch = ConfigRegistrar(container, SpeechMapperConfig)
+
+    @arch("paper_llama3_8b")
+    def paper_llama3_8b() -> SpeechMapperConfig:
+        return SpeechMapperConfig()
+
+    @arch("paper_eurollm_9b")
+    def paper_eurollm_9b() -> SpeechMapperConfig:
+        # EuroLLM-9B embeds into 4096 dimensions as Llama 3.1 8B does.
+        return SpeechMapperConfig()
+
+    @arch("paper_qwen3_4b")
+    def paper_qwen3_4b() -> SpeechMapperConfig:
+        config = SpeechMapperConfig()
+
+        config.llm_dim = 2560
+        config.final_proj_hidden_dim = 2560
+
+        return config
+
+    @arch("tiny")
+    def tiny() -> SpeechMapperConfig:
+        return tiny_speechmapper_config()
+
+
+def tiny_speechmapper_config() -> SpeechMapperConfig:
+    """Returns the ``tiny`` architecture: small enough for CPU tests and the
+    install self-check; cards override its widths to match their SFM and LLM."""
+    return SpeechMapperConfig(
+        input_dim=64,
+        blocks=[
+            SpeechMapperBlockConfig(
+                model_dim=64,
+                output_dim=128,
+                conv_kernel_size=3,
+                num_layers=2,
+                num_attn_heads=4,
+                ffn_inner_dim=128,
+            ),
+            SpeechMapperBlockConfig(
+                model_dim=128,
+                output_dim=128,
+                conv_kernel_size=3,
+                num_layers=2,
+                num_attn_heads=4,
+                ffn_inner_dim=256,
+            ),
+        ],
+        llm_dim=64,
+        final_proj_hidden_dim=None,
+        max_seq_len=2048,
+        dropout_p=0.0,
+    )

@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+from typing import final
+
+import torch
+from torch import Tensor
+from torch.nn import Conv1d, Dropout, Module, ModuleList
+
+from fairseq2.models.transformer import TransformerEncoder
+from fairseq2.nn import BatchLayout, PositionEncoder, Projection
+
+
+@final
+class SpeechMapperBlock(Module):
+    """Downsamples its input with a strided convolution, contextualises it with
+    Transformer encoder layers and projects it to a wider representation."""
+
+    def __init__(
+        self,
+        conv: Conv1d,
+        conv_activation: Module,
+        pos_encoder: PositionEncoder | None,
+        encoder: TransformerEncoder,
+        up_proj: Projection,
+    ) -> None:
+        super().__init__()
+
+        self.conv = conv
+        self.conv_activation = conv_activation
+        self.pos_encoder: PositionEncoder | None
+
+        self.register_module("pos_encoder", pos_encoder)
+
+        self.encoder = encoder
+        self.up_proj = up_proj
+
+    def output_lengths(self, seq_lens: Tensor) -> Tensor:
+        """Returns the output length of each input length (no padding in the
+        convolution, so a window never reaches past a sequence's end)."""
+        kernel_size, stride = self.conv.kernel_size[0], self.conv.stride[0]
+
+        return torch.div(seq_lens - kernel_size, stride, rounding_mode="floor") + 1
+
+    def forward(
+        self, seqs: Tensor, seqs_layout: BatchLayout
+    ) -> tuple[Tensor, BatchLayout]:
+        # (N, S, M) -> (N, M, S) -> (N, M', S') -> (N, S', M')
+        seqs = self.conv(seqs.transpose(1, 2)).transpose(1, 2)
+
+        seqs = self.conv_activation(seqs)
+
+        seq_lens = self.output_lengths(seqs_layout.seq_lens_pt).tolist()
+
+        seqs_layout = BatchLayout.of(seqs, seq_lens)
+
+        seqs = _zero_padding(seqs, seqs_layout)
+
+        if self.pos_encoder is not None:
+            seqs = self.pos_encoder(seqs, seqs_layout)
+
+        seqs = self.encoder(seqs, seqs_layout)
+
+        seqs = self.up_proj(seqs)
+
+        return _zero_padding(seqs, seqs_layout), seqs_layout
+
+
+@final
+class SpeechMapperFinalProjection(Module):
+    """Maps the last block's output into the LLM's input-embedding space, with
+    one linear layer or a two-layer MLP."""
+
+    def __init__(
+        self,
+        proj: Projection,
+        activation: Module | None = None,
+        output_proj: Projection | None = None,
+        dropout: Dropout | None = None,
+    ) -> None:
+        super().__init__()
+
+        self.proj = proj
+
+        self.activation: Module | None
+        self.output_proj: Projection | None
+        self.dropout: Dropout | None
+
+        self.register_module("activation", activation)
+        self.register_module("dropout", dropout)
+        self.register_module("output_proj", output_proj)
+
+    def forward(self, seqs: Tensor) -> Tensor:
+        seqs = self.proj(seqs)
+
+        if self.output_proj is not None:
+            if self.activation is not None:
+                seqs = self.activation(seqs)
+
+            if self.dropout is not None:
+                seqs = self.dropout(seqs)
+
+            seqs = self.output_proj(seqs)
+
+        return seqs
+
+
+@final
+class SpeechMapper(Module):
+    """Maps frozen speech foundation model features to a frozen LLM's input
+    embeddings, as described in :cite:t:`https://arxiv.org/abs/2601.20417`."""
+
+    def __init__(
+        self,
+        frame_average: int,
+        blocks: list[SpeechMapperBlock],
+        final_proj: SpeechMapperFinalProjection,
+        *,
+        input_dim: int,
+        llm_dim: int,
+    ) -> None:
+        super().__init__()
+
+        if frame_average < 1:
+            raise ValueError(
+                f"`frame_average` must be greater than or equal to 1, but is {frame_average} instead."
+            )
+
+        self.frame_average = frame_average
+        self.blocks = ModuleList(blocks)
+        self.final_proj = final_proj
+        self.input_dim = input_dim
+        self.llm_dim = llm_dim
+
+    def output_lengths(self, seq_lens: Tensor) -> Tensor:
+        """Returns the number of output vectors for each input length in
+        frames; lengths below :attr:`min_input_len` give values below 1."""
+        seq_lens = torch.div(seq_lens, self.frame_average, rounding_mode="floor")
+
+        for block in self.blocks:
+            seq_lens = block.output_lengths(seq_lens)  # type: ignore[operator]
+
+        return seq_lens
+
+    @property
+    def min_input_len(self) -> int:
+        """The fewest input frames that yield one output vector."""
+        seq_len = 1
+
+        for block in reversed(self.blocks):
+            kernel_size, stride = block.conv.kernel_size[0], block.conv.stride[0]  # type: ignore[union-attr, index]
+
+            seq_len = (seq_len - 1) * stride + kernel_size
+
+        return seq_len * self.frame_average
+
+    def forward(
+        self, seqs: Tensor, seqs_layout: BatchLayout
+    ) -> tuple[Tensor, BatchLayout]:
+        """
+        :param seqs: The speech features. *Shape:* :math:`(N,S,M_{in})`.
+        :param seqs_layout: The layout of ``seqs`` (right padding only).
+
+        :returns: The mapped embeddings, *Shape:* :math:`(N,S_{out},M_{llm})`,
+            zero at padded positions, and their layout.
+        """
+        if seqs_layout.packed:
+            raise ValueError("`seqs` must not be a packed batch.")
+
+        if seqs.size(-1) != self.input_dim:
+            raise ValueError(
+                f"The mapper expects {self.input_dim}-dimensional speech features, but the features are {seqs.size(-1)}-dimensional. Check that the speech encoder and layer match the mapper's card."
+            )
+
+        min_len = int(seqs_layout.seq_lens_pt.min())
+        if min_len < self.min_input_len:
+            raise ValueError(
+                f"Each speech sequence must be at least {self.min_input_len} frames long to yield one output vector, but the shortest is {min_len} frames long."
+            )
+
+        seqs = _zero_padding(seqs, seqs_layout)
+
+        seqs, seqs_layout = self._average_frames(seqs, seqs_layout)
+
+        for block in self.blocks:
+            seqs, seqs_layout = block(seqs, seqs_layout)
+
+        seqs = self.final_proj(seqs)
+
+        return _zero_padding(seqs, seqs_layout), seqs_layout
+
+    def _average_frames(
+        self, seqs: Tensor, seqs_layout: BatchLayout
+    ) -> tuple[Tensor, BatchLayout]:
+        if self.frame_average == 1:
+            return seqs, seqs_layout
+
+        batch_size, num_frames, model_dim = seqs.shape
+
+        # A trailing partial group is dropped, as in the length computation.
+        num_frames -= num_frames % self.frame_average
+
+        seqs = seqs[:, :num_frames].reshape(
+            batch_size, num_frames // self.frame_average, self.frame_average, model_dim
+        )
+
+        seqs = seqs.mean(dim=2)
+
+        seq_lens = torch.div(
+            seqs_layout.seq_lens_pt, self.frame_average, rounding_mode="floor"
+        )
+
+        return seqs, BatchLayout.of(seqs, seq_lens.tolist())
+
+    def extra_repr(self) -> str:
+        return f"frame_average={self.frame_average}, input_dim={self.input_dim}, llm_dim={self.llm_dim}"
+
+
+def _zero_padding(seqs: Tensor, seqs_layout: BatchLayout) -> Tensor:
+    if not seqs_layout.padded:
+        return seqs
+
+    # `masked_fill` rather than a product, so that NaNs in padding cannot leak.
+    pad_mask = seqs_layout.position_indices < 0
+
+    return seqs.masked_fill(pad_mask.unsqueeze(-1), 0.0)

@@ -1,0 +1,1 @@
+"""SpeechMapper recipes, installed as ``fairseq2_speechmapper.recipes``."""
