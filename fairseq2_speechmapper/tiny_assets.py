@@ -37,7 +37,7 @@ TINY_SFM_NUM_LAYERS: Final = 2
 TINY_LLM_DIM: Final = 64
 
 # Bumped whenever what is written changes, so stale directories are rebuilt.
-_VERSION: Final = 1
+_VERSION: Final = 2
 
 # Self-written sentences for training the tiny tokenizers' BPE merges; byte-level
 # BPE still encodes any text.
@@ -260,6 +260,8 @@ def tiny_llama_config(vocab_size: int) -> LLaMAConfig:
         ffn_inner_dim_multiple_of=1,
         rope_theta=500_000.0,
         use_scaled_rope=False,
+        # Tied embeddings need a vocabulary-sharded table.
+        shard_embed_dim=False,
     )
 
 
@@ -379,9 +381,11 @@ def _llama_overrides(config: LLaMAConfig) -> dict[str, object]:
         "num_key_value_heads": config.num_key_value_heads,
         "ffn_inner_dim": config.ffn_inner_dim,
         "ffn_inner_dim_scale": config.ffn_inner_dim_scale,
+        "ffn_inner_dim_multiplier": config.ffn_inner_dim_multiplier,
         "ffn_inner_dim_multiple_of": config.ffn_inner_dim_multiple_of,
         "rope_theta": config.rope_theta,
         "use_scaled_rope": config.use_scaled_rope,
+        "shard_embed_dim": config.shard_embed_dim,
     }
 
 

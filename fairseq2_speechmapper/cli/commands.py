@@ -73,7 +73,14 @@ def _run_self_check(prog: str, args: list[str]) -> int:
     )
     parser.parse_args(args)
 
+    from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
     from fairseq2_speechmapper.self_check import run_self_check
+    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+
+    # Before fairseq2 starts: its asset store reads the cards directory once.
+    assets = write_tiny_assets(get_cache_dir() / "tiny", get_cache_cards_dir())
+
+    print(f"ok  tiny assets in {assets.root_dir}")
 
     return _with_extension(run_self_check)
 

@@ -19,6 +19,8 @@ from fairseq2.models import (
     ModelNotKnownError,
 )
 
+from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError
+
 TRACEBACK_ENV = "FAIRSEQ2_SPEECHMAPPER_TRACEBACK"
 
 
@@ -46,6 +48,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
+    SpeechEncoderNotSupportedError,
 )
 
 _NOT_FOUND_ERRORS: tuple[type[BaseException], ...] = (
@@ -72,14 +75,18 @@ def handle_errors() -> Iterator[None]:
 
 
 def _one_line(ex: BaseException) -> str:
-    message = str(ex) or type(ex).__name__
+    messages = [str(ex) or type(ex).__name__]
 
-    # The cause often says which file is wrong (e.g. a missing checkpoint).
+    # fairseq2 chains errors from general to specific ("card X is erroneous" <-
+    # "checkpoint F is not compatible" <- "key K has shape S"): keep them all.
     cause = ex.__cause__
-    if cause is not None and str(cause) and str(cause) not in message:
-        message = f"{message} ({type(cause).__name__}: {cause})"
+    while cause is not None:
+        if str(cause) and all(str(cause) not in m for m in messages):
+            messages.append(str(cause))
 
-    return " ".join(message.split())
+        cause = cause.__cause__
+
+    return " ".join(" <- ".join(messages).split())
 
 
 def _exit(message: str, exit_code: int) -> None:

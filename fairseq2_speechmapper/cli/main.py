@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from argparse import SUPPRESS, ArgumentParser, RawDescriptionHelpFormatter
@@ -33,6 +34,10 @@ class SubCommand:
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
+
+    # Progress bars only where someone watches them; in logs they leave blank lines.
+    if not sys.stderr.isatty():
+        os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 
     with handle_errors():
         exit_code = _run(args)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from typing import final
+
+from torch import Tensor
+from torch.nn.functional import layer_norm
+
+from fairseq2.models.wav2vec2 import Wav2Vec2Model
+from fairseq2.nn import BatchLayout
+
+from fairseq2_speechmapper.speech_encoders.base import (
+    SpeechEncoder,
+    check_waveform,
+    run_encoder_layers,
+    zero_padding,
+)
+
+
+@final
+class Wav2Vec2SpeechEncoder(SpeechEncoder):
+    """fairseq2's ``wav2vec2`` family: raw 16 kHz waveform in, 50 Hz features."""
+
+    def __init__(
+        self, model: Wav2Vec2Model, layer: int, *, normalize_waveform: bool = False
+    ) -> None:
+        super().__init__()
+
+        self.model = model
+        self.layer = layer
+        self.output_dim = model.model_dim
+        self.normalize_waveform = normalize_waveform
+
+    def prepare_input(self, waveform: Tensor, sample_rate: int) -> Tensor:
+        check_waveform(waveform, sample_rate)
+
+        waveform = waveform.float()
+
+        # Checkpoints fine-tuned with normalised audio (e.g. large-lv60) expect
+        # it per utterance, before padding.
+        if self.normalize_waveform:
+            waveform = layer_norm(waveform, waveform.shape)
+
+        return waveform
+
+    def forward(
+        self, inputs: Tensor, inputs_layout: BatchLayout
+    ) -> tuple[Tensor, BatchLayout]:
+        frontend = self.model.encoder_frontend
+
+        seqs, seqs_layout, _ = frontend.extract_features(inputs, inputs_layout)
+
+        seqs, _ = frontend.process_features(seqs, seqs_layout)
+
+        seqs = run_encoder_layers(self.model.encoder, seqs, seqs_layout, self.layer)
+
+        return zero_padding(seqs, seqs_layout), seqs_layout

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports fairseq2: generated cards are read from this cache
+# directory once, when fairseq2 builds its asset store; progress bars would only
+# clutter the test output.
+_CACHE_DIR = Path(tempfile.mkdtemp(prefix="speechmapper-test-cache-"))
+
+os.environ["FAIRSEQ2_SPEECHMAPPER_CACHE_DIR"] = str(_CACHE_DIR)
+os.environ["FAIRSEQ2_NO_PROGRESS"] = "1"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from fairseq2_speechmapper.paths import get_cache_cards_dir
+    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+
+    write_tiny_assets(_CACHE_DIR / "tiny", get_cache_cards_dir())
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The cache directory holding the tiny assets and their cards."""
+    return _CACHE_DIR
