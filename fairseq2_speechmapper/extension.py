@@ -2,7 +2,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from fairseq2.composition import register_model_family, register_package_assets
+from fairseq2.composition import (
+    register_file_assets,
+    register_model_family,
+    register_package_assets,
+)
 from fairseq2.runtime.dependency import DependencyContainer
 
 from fairseq2_speechmapper.models.speechmapper import (
@@ -15,6 +19,7 @@ from fairseq2_speechmapper.models.speechmapper import (
     create_speechmapper_model,
     register_speechmapper_configs,
 )
+from fairseq2_speechmapper.paths import get_cache_cards_dir
 
 CARDS_PACKAGE: Final = "fairseq2_speechmapper.cards"
 """The package that holds the asset cards (the repository's ``assets/``)."""
@@ -59,4 +64,11 @@ def _register(container: DependencyContainer) -> None:
 
     register_speechmapper_configs(container)
 
+    from fairseq2_speechmapper.models.w2vbert2 import register_w2vbert2_family
+
+    register_w2vbert2_family(container)
+
     register_package_assets(container, CARDS_PACKAGE)
+
+    # Cards of generated assets (tiny test models, converted demo models).
+    register_file_assets(container, get_cache_cards_dir(), not_exist_ok=True)

@@ -188,7 +188,7 @@ def _write_all(root_dir: Path) -> list[dict[str, object]]:
             "name": TINY_LLAMA_CARD,
             "model_family": "llama",
             "model_arch": "llama3_2_1b",
-            "model_config": _llama_overrides(llama_config),
+            "model_config": _config_overrides(llama_config, _LLAMA_OVERRIDE_FIELDS),
             "checkpoint": "llama.pt",
             "tokenizer": "llama_tokenizer",
             "tokenizer_family": "llama",
@@ -198,7 +198,7 @@ def _write_all(root_dir: Path) -> list[dict[str, object]]:
             "name": TINY_QWEN_CARD,
             "model_family": "qwen",
             "model_arch": "qwen3_0.6b",
-            "model_config": _qwen_overrides(qwen_config),
+            "model_config": _config_overrides(qwen_config, _QWEN_OVERRIDE_FIELDS),
             "checkpoint": "qwen.pt",
             "tokenizer": "qwen_tokenizer",
             "tokenizer_family": "qwen",
@@ -369,38 +369,34 @@ def _wav2vec2_overrides(config: Wav2Vec2Config) -> dict[str, object]:
     }
 
 
-def _llama_overrides(config: LLaMAConfig) -> dict[str, object]:
-    return {
-        "model_dim": config.model_dim,
-        "max_seq_len": config.max_seq_len,
-        "vocab_size": config.vocab_size,
-        "pad_idx": config.pad_idx,
-        "tied_embeddings": config.tied_embeddings,
-        "num_layers": config.num_layers,
-        "num_attn_heads": config.num_attn_heads,
-        "num_key_value_heads": config.num_key_value_heads,
-        "ffn_inner_dim": config.ffn_inner_dim,
-        "ffn_inner_dim_scale": config.ffn_inner_dim_scale,
-        "ffn_inner_dim_multiplier": config.ffn_inner_dim_multiplier,
-        "ffn_inner_dim_multiple_of": config.ffn_inner_dim_multiple_of,
-        "rope_theta": config.rope_theta,
-        "use_scaled_rope": config.use_scaled_rope,
-        "shard_embed_dim": config.shard_embed_dim,
-    }
+def _config_overrides(config: object, field_names: list[str]) -> dict[str, object]:
+    return {name: getattr(config, name) for name in field_names}
 
 
-def _qwen_overrides(config: QwenConfig) -> dict[str, object]:
-    return {
-        "model_dim": config.model_dim,
-        "max_seq_len": config.max_seq_len,
-        "vocab_size": config.vocab_size,
-        "tied_embeddings": config.tied_embeddings,
-        "num_layers": config.num_layers,
-        "num_attn_heads": config.num_attn_heads,
-        "num_key_value_heads": config.num_key_value_heads,
-        "head_dim": config.head_dim,
-        "qkv_proj_bias": config.qkv_proj_bias,
-        "q_norm": config.q_norm,
-        "k_norm": config.k_norm,
-        "ffn_inner_dim": config.ffn_inner_dim,
-    }
+_LLM_OVERRIDE_FIELDS: Final = [
+    "model_dim",
+    "max_seq_len",
+    "vocab_size",
+    "tied_embeddings",
+    "num_layers",
+    "num_attn_heads",
+    "num_key_value_heads",
+    "ffn_inner_dim",
+]
+
+_LLAMA_OVERRIDE_FIELDS: Final = _LLM_OVERRIDE_FIELDS + [
+    "pad_idx",
+    "ffn_inner_dim_scale",
+    "ffn_inner_dim_multiplier",
+    "ffn_inner_dim_multiple_of",
+    "rope_theta",
+    "use_scaled_rope",
+    "shard_embed_dim",
+]
+
+_QWEN_OVERRIDE_FIELDS: Final = _LLM_OVERRIDE_FIELDS + [
+    "head_dim",
+    "qkv_proj_bias",
+    "q_norm",
+    "k_norm",
+]

@@ -62,24 +62,13 @@ def _run(args: list[str]) -> int:
         + "\n".join(f"  {name:<14}{summary}" for name, (summary, _) in groups.items())
         + f"\n\nRun '{PROG} GROUP --help' for the commands of a group.",
     )
-    parser.add_argument("group", choices=list(groups), help=SUPPRESS)
-    parser.add_argument("args", nargs="...", help=SUPPRESS)
+    choice = _parse_choice(parser, list(groups), args)
+    if isinstance(choice, int):
+        return choice
 
-    if not args:
-        parser.print_help(sys.stderr)
+    _, run_group = groups[choice]
 
-        return 2
-
-    if args[0] in ("-h", "--help"):
-        parser.print_help()
-
-        return 0
-
-    namespace = parser.parse_args(args[:1])
-
-    _, run_group = groups[namespace.group]
-
-    return run_group(f"{PROG} {namespace.group}", args[1:])
+    return run_group(f"{PROG} {choice}", args[1:])
 
 
 def _run_speechmapper(prog: str, args: list[str]) -> int:
@@ -95,7 +84,19 @@ def _run_speechmapper(prog: str, args: list[str]) -> int:
         + "\n".join(f"  {c.name:<18}{c.summary}" for c in commands.values())
         + f"\n\nRun '{prog} COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("command", choices=list(commands), help=SUPPRESS)
+    choice = _parse_choice(parser, list(commands), args)
+    if isinstance(choice, int):
+        return choice
+
+    command = commands[choice]
+
+    return command.run(f"{prog} {command.name}", args[1:])
+
+
+def _parse_choice(parser: ArgumentParser, choices: list[str], args: list[str]) -> str | int:
+    """Parses the first of ``args`` as one of ``choices``; returns the exit
+    code instead when there is nothing to run (help, or no argument)."""
+    parser.add_argument("choice", choices=choices, help=SUPPRESS)
 
     if not args:
         parser.print_help(sys.stderr)
@@ -107,11 +108,9 @@ def _run_speechmapper(prog: str, args: list[str]) -> int:
 
         return 0
 
-    namespace = parser.parse_args(args[:1])
+    choice: str = parser.parse_args(args[:1]).choice
 
-    command = commands[namespace.command]
-
-    return command.run(f"{prog} {command.name}", args[1:])
+    return choice
 
 
 def _run_assets(prog: str, args: list[str]) -> int:

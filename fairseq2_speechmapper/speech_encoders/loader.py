@@ -10,7 +10,9 @@ from fairseq2.assets import AssetCard, get_asset_store
 from fairseq2.models import load_model
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
 
+from fairseq2_speechmapper.models.w2vbert2 import W2VBERT2_FAMILY, W2VBert2Model
 from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder
+from fairseq2_speechmapper.speech_encoders.w2vbert2 import W2VBert2SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.wav2vec2 import Wav2Vec2SpeechEncoder
 
 SpeechEncoderWrapper = Callable[[Module, AssetCard, int | None], SpeechEncoder]
@@ -30,7 +32,17 @@ def _wrap_wav2vec2(model: Module, card: AssetCard, layer: int | None) -> SpeechE
     return Wav2Vec2SpeechEncoder(model, layer, normalize_waveform=normalize_waveform)
 
 
-_WRAPPERS: Final[dict[str, SpeechEncoderWrapper]] = {"wav2vec2": _wrap_wav2vec2}
+def _wrap_w2vbert2(model: Module, card: AssetCard, layer: int | None) -> SpeechEncoder:
+    if not isinstance(model, W2VBert2Model):
+        raise TypeError(f"The `{card.name}` card does not hold a w2v-BERT 2.0 model.")
+
+    return W2VBert2SpeechEncoder(model, model.num_layers if layer is None else layer)
+
+
+_WRAPPERS: Final[dict[str, SpeechEncoderWrapper]] = {
+    "wav2vec2": _wrap_wav2vec2,
+    W2VBERT2_FAMILY: _wrap_w2vbert2,
+}
 
 
 class SpeechEncoderNotSupportedError(Exception):

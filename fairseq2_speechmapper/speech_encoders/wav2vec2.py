@@ -7,6 +7,7 @@ from torch.nn.functional import layer_norm
 
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
 from fairseq2.nn import BatchLayout
+from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.speech_encoders.base import (
     SpeechEncoder,
@@ -47,9 +48,26 @@ class Wav2Vec2SpeechEncoder(SpeechEncoder):
     ) -> tuple[Tensor, BatchLayout]:
         frontend = self.model.encoder_frontend
 
-        seqs, seqs_layout, _ = frontend.extract_features(inputs, inputs_layout)
+        if inputs_layout.padded:
+            # The convolutional feature extractor of wav2vec2 base normalises
+            # over time (GroupNorm), so padding would leak into real frames:
+            # extract per utterance, then batch the rest, which masks padding.
+            features = []
 
-        seqs, _ = frontend.process_features(seqs, seqs_layout)
+            for inputs_row, seq_len in zip(inputs, inputs_layout.seq_lens):
+                utterance = inputs_row[:seq_len].unsqueeze(0)
+
+                utterance_features, _, _ = frontend.extract_features(
+                    utterance, BatchLayout.of(utterance)
+                )
+
+                features.append(utterance_features.squeeze(0))
+
+            seqs, seqs_layout = pad_seqs(features)
+        else:
+            seqs, seqs_layout, _ = frontend.extract_features(inputs, inputs_layout)
+
+        seqs, _ = frontend.process_features(zero_padding(seqs, seqs_layout), seqs_layout)
 
         seqs = run_encoder_layers(self.model.encoder, seqs, seqs_layout, self.layer)
 

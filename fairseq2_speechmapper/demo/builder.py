@@ -1,0 +1,243 @@
+"""Builds the demo assets once: the converted SmolLM2 and Whisper tiny.en, the
+spoken demo corpus, and the cards of both models.
+
+Each part is written into ``NAME.tmp`` and renamed to ``NAME`` with a stamp
+file only when complete, so a killed run never leaves a half-written part that
+looks done; a part whose stamp is missing or from another version is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, final
+
+import yaml
+
+from fairseq2_speechmapper.paths import get_cache_dir
+
+# Bumped whenever what a part writes changes, so stale parts are rebuilt.
+_VERSION: Final = 1
+
+_STAMP_FILE: Final = "DONE.json"
+
+CARD_FILE_NAME: Final = "demo.yaml"
+
+
+@final
+@dataclass(kw_only=True)
+class PartReport:
+    name: str
+    seconds: float
+    """How long building the part took (when it was built, maybe earlier)."""
+
+    size_bytes: int
+    details: str
+    built_now: bool
+
+
+@final
+@dataclass(kw_only=True)
+class DemoAssets:
+    """Where :func:`make_demo_assets` put its files."""
+
+    root_dir: Path
+    card_file: Path
+    smollm2_model_dir: Path
+    smollm2_tokenizer_dir: Path
+    whisper_hub_cache_dir: Path
+    """Use as ``HF_HUB_CACHE`` (with ``HF_HUB_OFFLINE=1``) to load the Whisper card."""
+
+    whisper_snapshot_dir: Path
+    corpus_dir: Path
+    train_manifest: Path
+    dev_manifest: Path
+    cards: list[dict[str, object]]
+    reports: list[PartReport]
+
+    @property
+    def hf_env(self) -> dict[str, str]:
+        """The environment under which fairseq2's ``hg`` family finds the
+        converted Whisper offline; it must be set before ``huggingface_hub`` is
+        imported."""
+        return {"HF_HUB_CACHE": str(self.whisper_hub_cache_dir), "HF_HUB_OFFLINE": "1"}
+
+
+def ensure_demo_assets() -> DemoAssets:
+    """Returns the demo assets in the cache directory, building what is missing
+    (minutes on the first call, instant afterwards)."""
+    return make_demo_assets(get_cache_dir())
+
+
+def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> DemoAssets:
+    """Writes the demo assets into ``output_dir/demo`` and their cards into
+    ``cards_dir/demo.yaml`` (default ``output_dir/cards``, the directory that
+    :func:`~fairseq2_speechmapper.paths.get_cache_cards_dir` names for the
+    default ``output_dir``); parts already built are skipped.
+
+    :raises DemoAssetError: A source package, file or tool is missing or broken.
+    """
+    from fairseq2_speechmapper.demo.corpus import write_corpus
+    from fairseq2_speechmapper.demo.smollm2 import convert_smollm2, locate_smollm2_gguf, smollm2_card
+    from fairseq2_speechmapper.demo.whisper import (
+        WhisperConversion,
+        convert_whisper,
+        locate_whisper_ct2,
+        whisper_card,
+    )
+
+    root_dir = output_dir.expanduser().resolve() / "demo"
+
+    if cards_dir is None:
+        cards_dir = output_dir.expanduser().resolve() / "cards"
+
+    reports = []
+
+    def build_smollm2(part_dir: Path) -> tuple[str, dict[str, object]]:
+        conversion = convert_smollm2(locate_smollm2_gguf(), part_dir)
+
+        details = f"{conversion.num_parameters / 1e6:.1f}M parameters fp32; tokenizer: {conversion.tokenizer_report}"
+
+        # The card is written with the final paths, not those of the tmp dir.
+        conversion.model_dir = root_dir / "smollm2" / "model"
+        conversion.tokenizer_dir = root_dir / "smollm2" / "tokenizer"
+
+        return details, smollm2_card(conversion)
+
+    reports.append(_build_part(root_dir / "smollm2", build_smollm2))
+
+    def build_whisper(part_dir: Path) -> tuple[str, dict[str, object]]:
+        conversion = convert_whisper(locate_whisper_ct2(), part_dir)
+
+        final_dir = root_dir / "whisper_hub"
+
+        final_conversion = WhisperConversion(
+            hub_cache_dir=final_dir,
+            snapshot_dir=final_dir / conversion.snapshot_dir.relative_to(part_dir),
+            num_parameters=conversion.num_parameters,
+        )
+
+        details = f"{conversion.num_parameters / 1e6:.1f}M parameters fp32 (encoder and decoder)"
+
+        return details, whisper_card(final_conversion)
+
+    reports.append(_build_part(root_dir / "whisper_hub", build_whisper))
+
+    def build_corpus(part_dir: Path) -> tuple[str, dict[str, object]]:
+        summary = write_corpus(part_dir)
+
+        details = ", ".join(
+            f"{split} {summary.num_utterances[split]} utterances / {summary.minutes[split]:.1f} min"
+            for split in ("train", "dev")
+        )
+        details += f"; {len(summary.voices)} voices"
+
+        return details, {}
+
+    reports.append(_build_part(root_dir / "corpus", build_corpus))
+
+    smollm2_card_dict = _read_stamp(root_dir / "smollm2")["card"]
+    whisper_card_dict = _read_stamp(root_dir / "whisper_hub")["card"]
+
+    cards = [smollm2_card_dict, whisper_card_dict]
+
+    card_file = cards_dir / CARD_FILE_NAME
+
+    _write_cards(card_file, cards)
+
+    whisper_hub_cache_dir = root_dir / "whisper_hub"
+
+    return DemoAssets(
+        root_dir=root_dir,
+        card_file=card_file,
+        smollm2_model_dir=root_dir / "smollm2" / "model",
+        smollm2_tokenizer_dir=root_dir / "smollm2" / "tokenizer",
+        whisper_hub_cache_dir=whisper_hub_cache_dir,
+        whisper_snapshot_dir=Path(str(whisper_card_dict["checkpoint"])),
+        corpus_dir=root_dir / "corpus",
+        train_manifest=root_dir / "corpus" / "train.jsonl",
+        dev_manifest=root_dir / "corpus" / "dev.jsonl",
+        cards=cards,
+        reports=reports,
+    )
+
+
+def _build_part(part_dir: Path, build: Callable[[Path], tuple[str, dict[str, object]]]) -> PartReport:
+    stamp = _read_stamp(part_dir)
+    if stamp:
+        return PartReport(
+            name=part_dir.name,
+            seconds=float(stamp["seconds"]),
+            size_bytes=int(stamp["size_bytes"]),
+            details=str(stamp["details"]),
+            built_now=False,
+        )
+
+    tmp_dir = part_dir.with_name(part_dir.name + ".tmp")
+
+    # Leftovers of a killed run, or a part of another version.
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+
+    tmp_dir.mkdir(parents=True)
+
+    start_time = time.perf_counter()
+
+    try:
+        details, card = build(tmp_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+        raise
+
+    seconds = time.perf_counter() - start_time
+
+    size_bytes = _dir_size(tmp_dir)
+
+    stamp = {"version": _VERSION, "seconds": seconds, "size_bytes": size_bytes, "details": details, "card": card}
+
+    (tmp_dir / _STAMP_FILE).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
+
+    shutil.rmtree(part_dir, ignore_errors=True)
+
+    tmp_dir.rename(part_dir)
+
+    return PartReport(name=part_dir.name, seconds=seconds, size_bytes=size_bytes, details=details, built_now=True)
+
+
+def _read_stamp(part_dir: Path) -> dict[str, object]:
+    """Returns the stamp of a finished part of this version, else ``{}``."""
+    try:
+        stamp = json.loads((part_dir / _STAMP_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+    if not isinstance(stamp, dict) or stamp.get("version") != _VERSION:
+        return {}
+
+    return stamp
+
+
+def _write_cards(card_file: Path, cards: list[dict[str, object]]) -> None:
+    text = yaml.safe_dump_all(cards, sort_keys=False)
+
+    try:
+        if card_file.read_text(encoding="utf-8") == text:
+            return
+    except OSError:
+        pass
+
+    card_file.parent.mkdir(parents=True, exist_ok=True)
+
+    tmp_file = card_file.with_suffix(".yaml.tmp")
+
+    tmp_file.write_text(text, encoding="utf-8")
+
+    tmp_file.replace(card_file)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -1,0 +1,200 @@
+"""A small real spoken corpus: self-written sentences synthesised by the
+Debian TTS engines espeak-ng and flite, 16 kHz mono 16-bit WAV, with NeMo-style
+JSONL manifests (``audio_filepath`` relative to the manifest)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, final
+
+from fairseq2_speechmapper.demo.errors import DemoAssetError
+from fairseq2_speechmapper.demo.sentences import SENTENCES
+
+SAMPLE_RATE: Final = 16_000
+
+# Each sentence is spoken by this many voices.
+VOICES_PER_SENTENCE: Final = 2
+
+# Every n-th sentence goes to dev, so dev and train share no sentence.
+DEV_EVERY: Final = 10
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class Voice:
+    name: str
+    engine: str
+    """``espeak-ng`` or ``flite``."""
+
+    voice: str
+    """The engine's voice name (espeak-ng ``language+variant``)."""
+
+
+VOICES: Final = [
+    Voice(name="espeak_en_us", engine="espeak-ng", voice="en-us"),
+    Voice(name="espeak_en_gb", engine="espeak-ng", voice="en-gb"),
+    Voice(name="espeak_en_us_f3", engine="espeak-ng", voice="en-us+f3"),
+    Voice(name="espeak_en_gb_m3", engine="espeak-ng", voice="en-gb+m3"),
+    Voice(name="espeak_en_scotland_f2", engine="espeak-ng", voice="en-gb-scotland+f2"),
+    Voice(name="espeak_en_rp_m1", engine="espeak-ng", voice="en-gb-x-rp+m1"),
+    Voice(name="flite_kal16", engine="flite", voice="kal16"),
+    Voice(name="flite_slt", engine="flite", voice="slt"),
+    Voice(name="flite_rms", engine="flite", voice="rms"),
+    Voice(name="flite_awb", engine="flite", voice="awb"),
+]
+
+
+@final
+@dataclass(kw_only=True)
+class Utterance:
+    id: str
+    split: str
+    text: str
+    """The sentence as written, for the TTS engine."""
+
+    voice: Voice
+    rate: float
+    """Relative speaking rate, 1.0 = the engine's default."""
+
+    pitch: int | None
+    """espeak-ng pitch (0-99); ``None`` for flite."""
+
+
+@final
+@dataclass(kw_only=True)
+class CorpusSummary:
+    num_utterances: dict[str, int]
+    minutes: dict[str, float]
+    voices: list[str]
+
+
+def normalize_transcript(text: str) -> str:
+    """Lower-case, no punctuation except apostrophes, single spaces."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+
+    return " ".join(text.split())
+
+
+def plan_utterances() -> list[Utterance]:
+    """Decides deterministically who says what, how fast and how high."""
+    utterances = []
+
+    for sentence_idx, sentence in enumerate(SENTENCES):
+        split = "dev" if sentence_idx % DEV_EVERY == DEV_EVERY - 1 else "train"
+
+        for k in range(VOICES_PER_SENTENCE):
+            # Steps through the voices so that each sentence gets two different ones.
+            voice_idx = (sentence_idx * VOICES_PER_SENTENCE + k * 3) % len(VOICES)
+            voice = VOICES[voice_idx]
+
+            variation = (sentence_idx * 7 + k * 5) % 9
+
+            utterances.append(
+                Utterance(
+                    id=f"{split}_{sentence_idx:03d}_{voice.name}",
+                    split=split,
+                    text=sentence,
+                    voice=voice,
+                    rate=0.85 + 0.05 * (variation % 6),
+                    pitch=30 + 5 * variation if voice.engine == "espeak-ng" else None,
+                )
+            )
+
+    return utterances
+
+
+def check_tts_tools() -> None:
+    for tool, package in (("espeak-ng", "espeak-ng"), ("flite", "flite"), ("sox", "sox")):
+        if shutil.which(tool) is None:
+            raise DemoAssetError(f"The demo corpus needs the `{tool}` command; run `apt-get install {package}`.")
+
+
+def write_corpus(corpus_dir: Path, *, num_workers: int = 2) -> CorpusSummary:
+    """Synthesises all utterances into ``corpus_dir/audio/SPLIT/ID.wav`` and
+    writes ``corpus_dir/{train,dev}.jsonl``."""
+    check_tts_tools()
+
+    utterances = plan_utterances()
+
+    for split in ("train", "dev"):
+        (corpus_dir / "audio" / split).mkdir(parents=True, exist_ok=True)
+
+    with ThreadPoolExecutor(max_workers=num_workers) as executor:
+        durations = list(executor.map(lambda u: _synthesize(u, corpus_dir), utterances))
+
+    num_utterances: dict[str, int] = {}
+    minutes: dict[str, float] = {}
+
+    for split in ("train", "dev"):
+        with (corpus_dir / f"{split}.jsonl").open("w", encoding="utf-8") as fp:
+            for utterance, duration in zip(utterances, durations):
+                if utterance.split != split:
+                    continue
+
+                entry = {
+                    "id": utterance.id,
+                    "audio_filepath": f"audio/{split}/{utterance.id}.wav",
+                    "duration": round(duration, 4),
+                    "text": normalize_transcript(utterance.text),
+                    "speaker": utterance.voice.name,
+                    "voice": _describe_voice(utterance),
+                }
+
+                fp.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+                num_utterances[split] = num_utterances.get(split, 0) + 1
+                minutes[split] = minutes.get(split, 0.0) + duration / 60
+
+    return CorpusSummary(num_utterances=num_utterances, minutes=minutes, voices=[v.name for v in VOICES])
+
+
+def _describe_voice(utterance: Utterance) -> str:
+    voice = utterance.voice
+    if voice.engine == "espeak-ng":
+        return f"espeak-ng {voice.voice} rate {utterance.rate:.2f} pitch {utterance.pitch}"
+
+    return f"flite {voice.voice} rate {utterance.rate:.2f}"
+
+
+def _synthesize(utterance: Utterance, corpus_dir: Path) -> float:
+    output_file = corpus_dir / "audio" / utterance.split / f"{utterance.id}.wav"
+
+    voice = utterance.voice
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        raw_file = Path(tmp_dir) / "raw.wav"
+
+        if voice.engine == "espeak-ng":
+            # espeak-ng speaks ~175 words per minute by default.
+            command = ["espeak-ng", "-v", voice.voice, "-s", str(round(175 * utterance.rate)), "-p", str(utterance.pitch), "-w", str(raw_file), utterance.text]  # fmt: skip
+        else:
+            command = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={1 / utterance.rate:.3f}", "-t", utterance.text, "-o", str(raw_file)]  # fmt: skip
+
+        _run(command)
+
+        # Resample to 16 kHz mono 16-bit and trim leading/trailing silence.
+        _run(["sox", str(raw_file), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(output_file), "silence", "1", "0.02", "0.1%", "reverse", "silence", "1", "0.02", "0.1%", "reverse", "pad", "0.1", "0.1"])  # fmt: skip
+
+    return wav_duration(output_file)
+
+
+def _run(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
+
+        raise DemoAssetError(f"`{command[0]}` failed ({reason}) while writing the demo corpus.")
+
+
+def wav_duration(path: Path) -> float:
+    with wave.open(str(path), "rb") as fp:
+        return fp.getnframes() / fp.getframerate()
