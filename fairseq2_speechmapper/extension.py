@@ -19,6 +19,7 @@ from fairseq2_speechmapper.models.speechmapper import (
     create_speechmapper_model,
     register_speechmapper_configs,
 )
+from fairseq2_speechmapper.models.w2vbert2 import register_w2vbert2_family
 from fairseq2_speechmapper.paths import get_cache_cards_dir
 
 CARDS_PACKAGE: Final = "fairseq2_speechmapper.cards"
@@ -63,8 +64,6 @@ def _register(container: DependencyContainer) -> None:
     )
 
     register_speechmapper_configs(container)
-
-    from fairseq2_speechmapper.models.w2vbert2 import register_w2vbert2_family
 
     register_w2vbert2_family(container)
 
