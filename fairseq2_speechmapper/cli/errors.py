@@ -19,6 +19,7 @@ from fairseq2.models import (
     ModelNotKnownError,
 )
 
+from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError
 
 TRACEBACK_ENV = "FAIRSEQ2_SPEECHMAPPER_TRACEBACK"
@@ -48,6 +49,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     NotADirectoryError,
     PermissionError,
+    DemoAssetError,
     SpeechEncoderNotSupportedError,
 )
 

@@ -9,6 +9,7 @@ use).
 
 from __future__ import annotations
 
+import json
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Final, final
 
 import numpy as np
 import torch
+
+from fairseq2_speechmapper.demo.builder import DemoAssets
 
 KNOWN_ANSWER_QUESTION: Final = "What is the capital of France?"
 KNOWN_ANSWER: Final = "Paris"
@@ -40,6 +43,54 @@ class WhisperCheck:
 
     num_frames: int
     feature_abs_mean: float
+
+
+@final
+@dataclass(kw_only=True)
+class DemoChecks:
+    smollm2: SmolLM2Check
+    whisper: WhisperCheck
+
+    @property
+    def passed(self) -> bool:
+        ct2_diff = self.whisper.max_abs_feature_diff_ct2
+
+        return (
+            self.smollm2.max_abs_logit_diff < 1e-3
+            and KNOWN_ANSWER in self.smollm2.answer
+            and self.whisper.max_abs_weight_diff == 0.0
+            and (ct2_diff is None or ct2_diff < 1e-3)
+        )
+
+    def summary_lines(self) -> list[str]:
+        smollm2, whisper = self.smollm2, self.whisper
+
+        ct2_diff = whisper.max_abs_feature_diff_ct2
+        ct2_text = "ctranslate2 not installed" if ct2_diff is None else f"{ct2_diff:.2e}"
+
+        return [
+            f"SmolLM2: max |fairseq2 - transformers| logit = {smollm2.max_abs_logit_diff:.2e} over {smollm2.num_prompt_tokens} tokens; greedy answer: {smollm2.answer!r}",
+            f"Whisper: max |weight - CT2 fp16| = {whisper.max_abs_weight_diff:.1e}; max |encoder - CT2 encode| = {ct2_text} ({whisper.num_frames} speech frames, mean |feature| {whisper.feature_abs_mean:.3f})",
+        ]
+
+
+def run_demo_checks(assets: DemoAssets) -> DemoChecks:
+    """Checks both converted models against their sources, Whisper on the
+    first dev utterance of the demo corpus."""
+    from fairseq2_speechmapper.demo.smollm2 import SMOLLM2_CARD
+    from fairseq2_speechmapper.demo.whisper import locate_whisper_ct2
+
+    (smollm2_card,) = (card for card in assets.cards if card["name"] == SMOLLM2_CARD)
+
+    with assets.dev_manifest.open(encoding="utf-8") as fp:
+        first_dev_utterance = json.loads(fp.readline())
+
+    wav_file = assets.corpus_dir / first_dev_utterance["audio_filepath"]
+
+    return DemoChecks(
+        smollm2=check_smollm2(smollm2_card),
+        whisper=check_whisper(assets.whisper_snapshot_dir, locate_whisper_ct2(), wav_file),
+    )
 
 
 def card_from_dict(card: dict[str, object]) -> object:

@@ -59,15 +59,6 @@ def run_encoder_layers(
     return seqs
 
 
-def zero_padding(seqs: Tensor, seqs_layout: BatchLayout) -> Tensor:
-    """Sets the padded positions of ``seqs`` to zero."""
-    if not seqs_layout.padded:
-        return seqs
-
-    pad_mask = seqs_layout.position_indices < 0
-
-    return seqs.masked_fill(pad_mask.unsqueeze(-1), 0.0)
-
 
 def check_waveform(waveform: Tensor, sample_rate: int) -> None:
     """Checks that ``waveform`` is what every frontend expects: 16 kHz mono."""

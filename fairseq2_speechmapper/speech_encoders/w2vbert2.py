@@ -11,7 +11,7 @@ from fairseq2_speechmapper.models.w2vbert2 import (
     compute_w2vbert2_fbank,
     create_w2vbert2_fbank_converter,
 )
-from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder, check_waveform
+from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder
 
 
 @final
@@ -28,9 +28,8 @@ class W2VBert2SpeechEncoder(SpeechEncoder):
         self._fbank_converter = create_w2vbert2_fbank_converter()
 
     def prepare_input(self, waveform: Tensor, sample_rate: int) -> Tensor:
-        check_waveform(waveform, sample_rate)
-
-        # Standardised per utterance, so before padding.
+        # Standardised per utterance, so before padding; the frontend checks
+        # the sample rate and channels.
         return compute_w2vbert2_fbank(
             waveform.float(), sample_rate, converter=self._fbank_converter
         )

@@ -9,6 +9,8 @@ from torch.nn import Conv1d, Dropout, Module, ModuleList
 from fairseq2.models.transformer import TransformerEncoder
 from fairseq2.nn import BatchLayout, PositionEncoder, Projection
 
+from fairseq2_speechmapper.nn import zero_padding
+
 
 @final
 class SpeechMapperBlock(Module):
@@ -53,7 +55,7 @@ class SpeechMapperBlock(Module):
 
         seqs_layout = BatchLayout.of(seqs, seq_lens)
 
-        seqs = _zero_padding(seqs, seqs_layout)
+        seqs = zero_padding(seqs, seqs_layout)
 
         if self.pos_encoder is not None:
             seqs = self.pos_encoder(seqs, seqs_layout)
@@ -62,7 +64,7 @@ class SpeechMapperBlock(Module):
 
         seqs = self.up_proj(seqs)
 
-        return _zero_padding(seqs, seqs_layout), seqs_layout
+        return zero_padding(seqs, seqs_layout), seqs_layout
 
 
 @final
@@ -177,7 +179,7 @@ class SpeechMapper(Module):
                 f"Each speech sequence must be at least {self.min_input_len} frames long to yield one output vector, but the shortest is {min_len} frames long."
             )
 
-        seqs = _zero_padding(seqs, seqs_layout)
+        seqs = zero_padding(seqs, seqs_layout)
 
         seqs, seqs_layout = self._average_frames(seqs, seqs_layout)
 
@@ -186,7 +188,7 @@ class SpeechMapper(Module):
 
         seqs = self.final_proj(seqs)
 
-        return _zero_padding(seqs, seqs_layout), seqs_layout
+        return zero_padding(seqs, seqs_layout), seqs_layout
 
     def _average_frames(
         self, seqs: Tensor, seqs_layout: BatchLayout
@@ -214,12 +216,3 @@ class SpeechMapper(Module):
     def extra_repr(self) -> str:
         return f"frame_average={self.frame_average}, input_dim={self.input_dim}, llm_dim={self.llm_dim}"
 
-
-def _zero_padding(seqs: Tensor, seqs_layout: BatchLayout) -> Tensor:
-    if not seqs_layout.padded:
-        return seqs
-
-    # `masked_fill` rather than a product, so that NaNs in padding cannot leak.
-    pad_mask = seqs_layout.position_indices < 0
-
-    return seqs.masked_fill(pad_mask.unsqueeze(-1), 0.0)

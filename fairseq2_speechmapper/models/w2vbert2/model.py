@@ -10,6 +10,8 @@ from fairseq2.models.transformer import AttentionBiasCache, StandardTransformerE
 from fairseq2.models.wav2vec2 import Wav2Vec2Frontend
 from fairseq2.nn import BatchLayout
 
+from fairseq2_speechmapper.nn import zero_padding
+
 
 @final
 class W2VBert2Model(Module):
@@ -122,7 +124,7 @@ class W2VBert2Model(Module):
 
         # Padding may hold anything, even NaN, which a zero attention weight
         # does not cancel; transformers zeroes the encoder input too.
-        seqs = _zero_padding(seqs, seqs_layout)
+        seqs = zero_padding(seqs, seqs_layout)
 
         yield seqs, seqs_layout
 
@@ -133,7 +135,7 @@ class W2VBert2Model(Module):
         for encoder_layer in self.encoder.layers:
             seqs = encoder_layer(seqs, seqs_layout, attn_bias_cache)
 
-            seqs = _zero_padding(seqs, seqs_layout)
+            seqs = zero_padding(seqs, seqs_layout)
 
             yield seqs, seqs_layout
 
@@ -142,12 +144,3 @@ class W2VBert2Model(Module):
             f"num_fbank_channels={self.num_fbank_channels}, model_dim={self.model_dim}"
         )
 
-
-def _zero_padding(seqs: Tensor, seqs_layout: BatchLayout) -> Tensor:
-    if not seqs_layout.padded:
-        return seqs
-
-    # `masked_fill` rather than a product, so that NaNs in padding cannot leak.
-    pad_mask = seqs_layout.position_indices < 0
-
-    return seqs.masked_fill(pad_mask.unsqueeze(-1), 0.0)
