@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Final
 
 import torch
-import yaml
 from torch.nn import Module
 
 from fairseq2.models.llama import LLaMAConfig, create_llama_model
 from fairseq2.models.qwen import QwenConfig, create_qwen_model
 from fairseq2.models.wav2vec2 import Wav2Vec2Config, create_wav2vec2_model
 
+from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.models.speechmapper import (
     create_speechmapper_model,
     tiny_speechmapper_config,
@@ -106,7 +106,6 @@ def write_tiny_assets(root_dir: Path, cards_dir: Path, *, seed: int = 0) -> Tiny
         return TinyAssets(root_dir=root_dir, card_file=card_file)
 
     root_dir.mkdir(parents=True, exist_ok=True)
-    cards_dir.mkdir(parents=True, exist_ok=True)
 
     generator_state = torch.random.get_rng_state()
 
@@ -122,12 +121,7 @@ def write_tiny_assets(root_dir: Path, cards_dir: Path, *, seed: int = 0) -> Tiny
             if field in card:
                 card[field] = str((root_dir / card[field]).resolve())
 
-    tmp_file = card_file.with_suffix(".yaml.tmp")
-
-    with tmp_file.open("w", encoding="utf-8") as fp:
-        yaml.safe_dump_all(cards, fp, sort_keys=False)
-
-    tmp_file.replace(card_file)
+    write_card_file(card_file, cards)
 
     stamp_file.write_text(f"{_VERSION}\n", encoding="utf-8")
 

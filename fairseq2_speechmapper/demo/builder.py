@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
-import yaml
-
+from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.paths import get_cache_dir
 
 # Bumped whenever what a part writes changes, so stale parts are rebuilt.
@@ -147,7 +146,7 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
 
     card_file = cards_dir / CARD_FILE_NAME
 
-    _write_cards(card_file, cards)
+    write_card_file(card_file, cards)
 
     whisper_hub_cache_dir = root_dir / "whisper_hub"
 
@@ -219,24 +218,6 @@ def _read_stamp(part_dir: Path) -> dict[str, object]:
         return {}
 
     return stamp
-
-
-def _write_cards(card_file: Path, cards: list[dict[str, object]]) -> None:
-    text = yaml.safe_dump_all(cards, sort_keys=False)
-
-    try:
-        if card_file.read_text(encoding="utf-8") == text:
-            return
-    except OSError:
-        pass
-
-    card_file.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp_file = card_file.with_suffix(".yaml.tmp")
-
-    tmp_file.write_text(text, encoding="utf-8")
-
-    tmp_file.replace(card_file)
 
 
 def _dir_size(path: Path) -> int:
