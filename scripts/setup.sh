@@ -42,7 +42,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --no-deps "unbabel-comet==2.2.7" -r requirements-demo.txt
 
 "$VENV/bin/python" - <<'PY'
-import numpy, comet, fairseq2, fairseq2n  # noqa: F401
+import warnings
+
+# torchmetrics 0.10 (unbabel-comet's) warns on import about pkg_resources.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+import numpy, comet, fairseq2, fairseq2n  # noqa: E402, F401
 
 assert numpy.__version__.startswith("2."), f"numpy {numpy.__version__} was installed; fairseq2n needs numpy 2.x"
 print(f"fairseq2 {fairseq2.__version__}, numpy {numpy.__version__}, unbabel-comet installed.")
