@@ -21,24 +21,25 @@ def print_model_info(name: str) -> int:
 
     num_params = sum(p.numel() for p in model.parameters())
 
-    print(f"name:        {card.name}")
-    print(f"family:      {card.field('model_family').as_(str)}")
-
-    if card.has_field("model_arch"):
-        print(f"arch:        {card.field('model_arch').as_(str)}")
-
-    print(f"class:       {type(model).__name__}")
-    print(f"parameters:  {num_params:,} ({num_params / 1e6:.1f}M)")
+    lines = {
+        "name": card.name,
+        "family": card.field("model_family").as_(str),
+        "arch": card.field("model_arch").as_(str) if card.has_field("model_arch") else None,
+        "class": type(model).__name__,
+        "parameters": f"{num_params:,} ({num_params / 1e6:.1f}M)",
+    }
 
     if isinstance(model, SpeechMapper):
-        downsampling = int(model.output_lengths(torch.tensor([10_000])).item())
-
-        print(f"input dim:   {model.input_dim}")
-        print(f"output dim:  {model.llm_dim}")
-        print(f"frames/out:  {10_000 / downsampling:.2f} (min input {model.min_input_len} frames)")
+        lines["input dim"] = model.input_dim
+        lines["output dim"] = model.llm_dim
+        lines["downsampling"] = f"{model.downsampling_factor}x (at least {model.min_input_len} input frames)"
 
         for field in _MAPPER_FIELDS:
             if card.has_field(field):
-                print(f"{field + ':':<13}{card.field(field).as_(object)}")
+                lines[field] = card.field(field).as_(object)
+
+    for label, value in lines.items():
+        if value is not None:
+            print(f"{label + ':':<22}{value}")
 
     return 0

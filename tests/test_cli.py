@@ -113,7 +113,8 @@ def test_model_info_prints_a_mapper_setup(cache_dir: Path) -> None:
     result = run_cli("speechmapper", "model-info", "speechmapper_tiny", cache_dir=cache_dir)
 
     assert result.returncode == 0, result.stderr
-    assert "parameters:  427,008" in result.stdout
+    assert "parameters:           427,008" in result.stdout
+    assert "downsampling:         8x" in result.stdout
     assert "speech_encoder:" in result.stdout and "speechmapper_tiny_wav2vec2" in result.stdout
 
 

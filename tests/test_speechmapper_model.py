@@ -95,6 +95,7 @@ def test_paper_arch_counts_277m_and_downsamples_8x() -> None:
     lengths = model.output_lengths(torch.tensor([5000]))
 
     assert 5000 / int(lengths) == pytest.approx(8.0, rel=0.01)
+    assert model.downsampling_factor == 8
 
 
 def test_forward_returns_output_lengths_for_padded_batch() -> None:

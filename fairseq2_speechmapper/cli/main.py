@@ -62,7 +62,7 @@ def _run(args: list[str]) -> int:
         + "\n".join(f"  {name:<14}{summary}" for name, (summary, _) in groups.items())
         + f"\n\nRun '{PROG} GROUP --help' for the commands of a group.",
     )
-    choice = _parse_choice(parser, list(groups), args)
+    choice = _parse_choice(parser, "GROUP", list(groups), args)
     if isinstance(choice, int):
         return choice
 
@@ -84,7 +84,7 @@ def _run_speechmapper(prog: str, args: list[str]) -> int:
         + "\n".join(f"  {c.name:<18}{c.summary}" for c in commands.values())
         + f"\n\nRun '{prog} COMMAND --help' for the options of a command.",
     )
-    choice = _parse_choice(parser, list(commands), args)
+    choice = _parse_choice(parser, "COMMAND", list(commands), args)
     if isinstance(choice, int):
         return choice
 
@@ -93,10 +93,14 @@ def _run_speechmapper(prog: str, args: list[str]) -> int:
     return command.run(f"{prog} {command.name}", args[1:])
 
 
-def _parse_choice(parser: ArgumentParser, choices: list[str], args: list[str]) -> str | int:
+def _parse_choice(
+    parser: ArgumentParser, metavar: str, choices: list[str], args: list[str]
+) -> str | int:
     """Parses the first of ``args`` as one of ``choices``; returns the exit
     code instead when there is nothing to run (help, or no argument)."""
-    parser.add_argument("choice", choices=choices, help=SUPPRESS)
+    parser.usage = f"{parser.prog} [-h] {metavar} ..."
+
+    parser.add_argument("choice", metavar=metavar, choices=choices, help=SUPPRESS)
 
     if not args:
         parser.print_help(sys.stderr)

@@ -80,16 +80,6 @@ class SpeechMapperConfig:
     dropout_p: float = 0.1
     """The dropout probability in the Transformer layers and projections."""
 
-    @property
-    def downsampling_factor(self) -> int:
-        """The number of input frames per output vector (for strides alone)."""
-        factor = self.frame_average
-
-        for block in self.blocks:
-            factor *= block.conv_stride
-
-        return factor
-
 
 def register_speechmapper_configs(container: DependencyContainer) -> None:
     arch = ConfigRegistrar(container, SpeechMapperConfig)

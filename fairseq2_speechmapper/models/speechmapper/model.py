@@ -144,6 +144,16 @@ class SpeechMapper(Module):
         return seq_lens
 
     @property
+    def downsampling_factor(self) -> int:
+        """The number of input frames per output vector, for long inputs."""
+        factor = self.frame_average
+
+        for block in self.blocks:
+            factor *= block.conv.stride[0]  # type: ignore[union-attr, index]
+
+        return factor
+
+    @property
     def min_input_len(self) -> int:
         """The fewest input frames that yield one output vector."""
         seq_len = 1
