@@ -3,12 +3,19 @@ from __future__ import annotations
 from typing import Final
 
 from fairseq2.composition import (
+    register_dataset_family,
     register_file_assets,
     register_model_family,
     register_package_assets,
 )
 from fairseq2.runtime.dependency import DependencyContainer
 
+from fairseq2_speechmapper.datasets import (
+    SPEECH_MANIFEST_FAMILY,
+    SpeechManifestDataset,
+    SpeechManifestDatasetConfig,
+    open_speech_manifest_dataset,
+)
 from fairseq2_speechmapper.models.speechmapper import (
     SPEECHMAPPER_FAMILY,
     SpeechMapper,
@@ -66,6 +73,14 @@ def _register(container: DependencyContainer) -> None:
     register_speechmapper_configs(container)
 
     register_w2vbert2_family(container)
+
+    register_dataset_family(
+        container,
+        SPEECH_MANIFEST_FAMILY,
+        SpeechManifestDataset,
+        SpeechManifestDatasetConfig,
+        opener=open_speech_manifest_dataset,
+    )
 
     register_package_assets(container, CARDS_PACKAGE)
 

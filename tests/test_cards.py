@@ -26,12 +26,12 @@ from fairseq2_speechmapper.tiny_assets import (
 ASSETS_DIR = Path(__file__).parent.parent / "assets"
 
 
-def _our_card_names() -> list[str]:
+def _our_model_card_names() -> list[str]:
     names = []
 
     for file in sorted(ASSETS_DIR.rglob("*.yaml")):
         with file.open(encoding="utf-8") as fp:
-            names.extend(doc["name"] for doc in yaml.safe_load_all(fp) if doc)
+            names.extend(doc["name"] for doc in yaml.safe_load_all(fp) if doc and "model_family" in doc)
 
     return names
 
@@ -47,7 +47,7 @@ def _model_hub(card: AssetCard) -> ModelHub[Module, object]:
 
 
 def test_cards_ship_in_the_package() -> None:
-    names = _our_card_names()
+    names = _our_model_card_names()
 
     assert "speechmapper_paper_llama3_1_8b_instruct" in names
     assert "eurollm_9b_instruct" in names
@@ -58,7 +58,7 @@ def test_cards_ship_in_the_package() -> None:
         assert f"{name}@" in store.asset_names, name
 
 
-@pytest.mark.parametrize("name", _our_card_names())
+@pytest.mark.parametrize("name", _our_model_card_names())
 def test_card_resolves_to_known_family_arch_and_config(name: str) -> None:
     card = get_asset_store().retrieve_card(name)
 
@@ -84,7 +84,7 @@ def test_card_resolves_to_known_family_arch_and_config(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in _our_card_names() if n.startswith("speechmapper_")]
+    "name", [n for n in _our_model_card_names() if n.startswith("speechmapper_")]
 )
 def test_mapper_card_widths_match_its_llm_and_speech_encoder(name: str) -> None:
     store = get_asset_store()

@@ -26,6 +26,8 @@ def run_cli(
 
 SUBCOMMANDS = ["pretrain", "instruct", "evaluate", "generate", "prepare", "extract-features"]
 
+UNFINISHED_SUBCOMMANDS = ["instruct", "evaluate", "generate", "extract-features"]
+
 
 @pytest.mark.parametrize("module", [False, True])
 def test_help_lists_groups_and_subcommands(cache_dir: Path, module: bool) -> None:
@@ -49,7 +51,7 @@ def test_unknown_subcommand_is_a_usage_error(cache_dir: Path) -> None:
     assert "invalid choice: 'pretrian'" in result.stderr
 
 
-@pytest.mark.parametrize("name", SUBCOMMANDS)
+@pytest.mark.parametrize("name", UNFINISHED_SUBCOMMANDS)
 def test_unfinished_subcommands_exit_2(cache_dir: Path, name: str, tmp_path: Path) -> None:
     result = run_cli("speechmapper", name, str(tmp_path / "out"), cache_dir=cache_dir)
 

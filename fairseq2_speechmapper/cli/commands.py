@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+import os
 import sys
 from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
 
-from fairseq2_speechmapper.cli.main import SubCommand
+from fairseq2_speechmapper.cli.main import SubCommand, fail, run_recipe_main
+from fairseq2_speechmapper.prepare.cli import run_prepare
 
 
 def get_speechmapper_commands() -> list[SubCommand]:
     return [
-        _not_yet_implemented(
-            "pretrain",
-            "stage 1: pretrain a mapper on ASR data against the LLM's embedding table (fairseq2 recipe: OUTPUT_DIR, --config-file, --config k=v, --dump-config)",
-            issue=4,
+        SubCommand(
+            name="pretrain",
+            summary="stage 1: pretrain a mapper on ASR data against the LLM's embedding table (fairseq2 recipe; the demo without arguments)",
+            run=_run_pretrain,
         ),
         _not_yet_implemented(
             "instruct",
@@ -28,8 +30,10 @@ def get_speechmapper_commands() -> list[SubCommand]:
         _not_yet_implemented(
             "generate", "transcribe, translate or answer from audio files with a trained speech LLM", issue=5
         ),
-        _not_yet_implemented(
-            "prepare", "write speech manifests from the official LibriSpeech, CoVoST 2, EuroParl-ST or Spoken-SQuAD layouts", issue=4
+        SubCommand(
+            name="prepare",
+            summary="write speech manifests (JSONL) from the official LibriSpeech, Common Voice, CoVoST 2 or EuroParl-ST layouts",
+            run=run_prepare,
         ),
         _not_yet_implemented(
             "extract-features", "cache the frozen speech encoder's features for pretraining (fairseq2 recipe)", issue=6
@@ -69,6 +73,67 @@ def _not_yet_implemented(name: str, summary: str, *, issue: int) -> SubCommand:
         return 2
 
     return SubCommand(name=name, summary=f"{summary} [not yet implemented]", run=run)
+
+
+def _run_pretrain(prog: str, args: list[str]) -> int:
+    from fairseq2_speechmapper.recipes.pretrain.presets import DEFAULT_PRESET, get_preset_file, list_presets
+
+    parser = ArgumentParser(prog=prog, add_help=False)
+    parser.add_argument("--preset")
+    parser.add_argument("-h", "--help", action="store_true")
+    namespace, recipe_args = parser.parse_known_args(args)
+
+    if namespace.help:
+        print(
+            f"usage: {prog} OUTPUT_DIR [--preset {{{','.join(list_presets())}}} | --config-file FILE] [--config KEY=VALUE ...] [--dump-config] [--no-rich] [--checkpoint-dir DIR]\n\n"
+            "Stage 1 of SpeechMapper: trains the mapper to output the LLM's input embeddings of the transcript, reading only the LLM's tokenizer and embedding table.\n"
+            f"Without --preset or --config-file it runs the `{DEFAULT_PRESET}` preset: the real small demo models and corpus on CPU, built on first use.\n"
+            "Run the same command again to resume from the last checkpoint. Under torchrun, each rank reads its own shard.\n"
+            f"Print a preset's full configuration with `{prog} --preset NAME --dump-config`."
+        )
+
+        return 0
+
+    uses_config_file = any(a == "--config-file" or a.startswith("--config-file=") for a in recipe_args)
+
+    if uses_config_file and namespace.preset is not None:
+        fail("Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`.", 2)
+
+    preset = None if uses_config_file else (namespace.preset or DEFAULT_PRESET)
+
+    if preset is not None:
+        try:
+            preset_file = get_preset_file(preset)
+        except ValueError as ex:
+            fail(str(ex), 2)
+
+        recipe_args = ["--config-file", str(preset_file), *recipe_args]
+
+    if preset == DEFAULT_PRESET and "--dump-config" not in recipe_args:
+        _ensure_demo_assets()
+
+    from fairseq2.recipe.cli import main as recipe_main
+
+    from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
+
+    return run_recipe_main(prog, recipe_args, lambda: recipe_main(PretrainRecipe()))
+
+
+def _ensure_demo_assets() -> None:
+    """Builds the demo assets the first time the demo needs them (before
+    fairseq2 reads the card directory)."""
+    from fairseq2_speechmapper.demo import ensure_demo_assets, wait_for_demo_assets
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+        wait_for_demo_assets()
+
+        return
+
+    assets = ensure_demo_assets()
+
+    for report in assets.reports:
+        if report.built_now:
+            print(f"Built demo asset {report.name} in {report.seconds:.1f} s.", file=sys.stderr)
 
 
 def _run_self_check(prog: str, args: list[str]) -> int:

@@ -1,5 +1,5 @@
 """Builds the demo assets once: the converted SmolLM2 and Whisper tiny.en, the
-spoken demo corpus, and the cards of both models.
+spoken demo corpus, and the cards of both models and of the corpus.
 
 Each part is written into ``NAME.tmp`` and renamed to ``NAME`` with a stamp
 file only when complete, so a killed run never leaves a half-written part that
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Final, final
 
 from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.demo.errors import DemoAssetError
+from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.paths import get_cache_dir
 
 # Bumped whenever what a part writes changes, so stale parts are rebuilt.
@@ -25,6 +27,12 @@ _VERSION: Final = 1
 _STAMP_FILE: Final = "DONE.json"
 
 CARD_FILE_NAME: Final = "demo.yaml"
+
+# The part directories under ``demo/``.
+_PARTS: Final = ("smollm2", "whisper_hub", "corpus")
+
+DEMO_CORPUS_CARD: Final = "speechmapper_demo_corpus"
+"""The dataset card of the demo corpus (``train`` and ``dev`` splits)."""
 
 
 @final
@@ -70,6 +78,22 @@ def ensure_demo_assets() -> DemoAssets:
     """Returns the demo assets in the cache directory, building what is missing
     (minutes on the first call, instant afterwards)."""
     return make_demo_assets(get_cache_dir())
+
+
+def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
+    """Waits until another process (rank 0 of a distributed job) has built the
+    demo assets in the cache directory."""
+    root_dir = get_cache_dir().expanduser().resolve() / "demo"
+
+    card_file = get_cache_dir().expanduser().resolve() / "cards" / CARD_FILE_NAME
+
+    deadline = time.monotonic() + timeout_seconds
+
+    while not (card_file.exists() and all(_read_stamp(root_dir / part) for part in _PARTS)):
+        if time.monotonic() > deadline:
+            raise DemoAssetError(f"The demo assets in {root_dir} were not built within {timeout_seconds:.0f} s; run `fairseq2 speechmapper make-demo-assets` first.")
+
+        time.sleep(2.0)
 
 
 def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> DemoAssets:
@@ -142,7 +166,7 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
     smollm2_card_dict = _read_stamp(root_dir / "smollm2")["card"]
     whisper_card_dict = _read_stamp(root_dir / "whisper_hub")["card"]
 
-    cards = [smollm2_card_dict, whisper_card_dict]
+    cards = [smollm2_card_dict, whisper_card_dict, _corpus_card(root_dir / "corpus")]
 
     card_file = cards_dir / CARD_FILE_NAME
 
@@ -163,6 +187,14 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
         cards=cards,
         reports=reports,
     )
+
+
+def _corpus_card(corpus_dir: Path) -> dict[str, object]:
+    return {
+        "name": DEMO_CORPUS_CARD,
+        "dataset_family": SPEECH_MANIFEST_FAMILY,
+        "dataset_config": {"manifest_dir": str(corpus_dir)},
+    }
 
 
 def _build_part(part_dir: Path, build: Callable[[Path], tuple[str, dict[str, object]]]) -> PartReport:

@@ -102,6 +102,24 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
 
         return config
 
+    @arch("small")
+    def small() -> SpeechMapperConfig:
+        # The paper's layout at CPU scale (~10M parameters), sized for the
+        # demo: Whisper tiny.en features (384) into SmolLM2-135M (576).
+        return SpeechMapperConfig(
+            input_dim=384,
+            blocks=[
+                SpeechMapperBlockConfig(
+                    model_dim=256, output_dim=512, num_layers=2, num_attn_heads=4, ffn_inner_dim=1024
+                ),
+                SpeechMapperBlockConfig(
+                    model_dim=512, output_dim=512, num_layers=2, num_attn_heads=8, ffn_inner_dim=2048
+                ),
+            ],
+            llm_dim=576,
+            final_proj_hidden_dim=None,
+        )
+
     @arch("tiny")
     def tiny() -> SpeechMapperConfig:
         return tiny_speechmapper_config()

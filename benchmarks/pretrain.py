@@ -1,0 +1,794 @@
+"""The stage-1 pretraining recipe against baselines measured in the same run.
+
+Run from the repository root (Linux, CPU)::
+
+    .venv/bin/python benchmarks/pretrain.py [--quick] [--only {steps,memory,padding}] [--json FILE]
+
+Three comparisons, each printed as ``value / baseline = ratio`` in a table at
+the end:
+
+1. **Step time: the recipe vs a bare PyTorch loop.** fairseq2's trainer runs
+   the pretrain recipe in-process (``fairseq2.recipe.run``) with validation and
+   periodic checkpoints off and metrics published every step; its per-step time
+   is the difference of consecutive ``Wall Time`` values in
+   ``metrics/train.jsonl`` (data wait, forward/backward, grad clipping, AdamW,
+   LR schedule, metric bookkeeping). The baseline is a plain loop
+   (``Stage1Model(batch)`` → loss → ``backward`` → grad clipping → ``AdamW``)
+   with the same frozen SFM, mapper architecture and embedding table, over the
+   same batches: the recipe's training reader with the same seed, read in
+   advance (so the baseline pays no data loading). Both: median over the steps
+   after the first ``--warmup`` ones, fp32, the same number of intra-op threads,
+   the SFM run on every step (``cache_features_in_memory: false``, so that no
+   step is cheaper because of the cache). Models: the ``demo`` preset's
+   (Whisper tiny.en encoder with ``whisper_window: utterance`` → ``small``
+   mapper → SmolLM2-135M table, demo corpus) when the demo assets are built,
+   else (and with ``--quick``) the tiny random-weight assets and a generated
+   64-utterance corpus of 1–4 s noise.
+2. **Peak memory: the recipe's LLM side vs the whole LLM of the same card.**
+   The recipe loads only the token-embedding table
+   (``load_embedding_table``); this reuses ``embedding_memory.py`` (fresh
+   interpreter per operation, growth of peak RSS). (a) the tiny llama card,
+   both measured; (demo) SmolLM2-135M, both measured (not with ``--quick``);
+   (b) the Llama 3.1 8B shape: the table load measured on a sparse checkpoint
+   (``--quick``: computed from shapes), the full LLM computed from its
+   parameters on the meta device.
+3. **Padding: length bucketing vs none.** The share of padded audio
+   (``padding_fraction``) of the batches that ``make_length_batches`` forms
+   with the ``paper`` preset's budget (640 s, at most 64 utterances, 0.5–30 s)
+   and the default ``sort_window`` vs ``sort_window=1``, as the reader forms
+   them (shuffled, then split into windows of the default ``sort_window``);
+   mean over 5 shuffles. On the demo corpus manifest (if built) and on 10,000
+   synthetic LibriSpeech-like durations: 64% normal(14.6 s, 1.8 s), 34% uniform
+   1–14 s, 2% uniform 17–35 s, clipped to 1–35 s (mean ≈ 12.4 s; LibriSpeech
+   train-960 averages 12.3 s, most utterances 10–17 s, the longest ~35 s).
+
+Scaled for a 2-core CPU: the demo-sized models instead of the paper's
+(w2v-BERT 2.0 + 277M mapper + Llama 3.1 8B table), 3 warm-up + 12 timed steps
+(``--quick``: tiny models, 2 + 6 steps, the 8B table computed rather than
+read); about 3–4 minutes in all (``--quick``: under one). Timings are medians
+but remain sensitive to other processes on the machine; the table says so.
+
+Nothing is written to the user's cache: cards are read from a temporary copy
+of the cache's card directory, where the run's mapper card also goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from argparse import ArgumentParser
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+
+_MiB: Final = 2**20
+
+_PAPER_PRESET: Final = Path(__file__).resolve().parents[1] / "recipes" / "pretrain" / "presets" / "paper.yaml"
+
+
+@dataclass
+class Comparison:
+    """One row of the final table: ``value / baseline = ratio``."""
+
+    section: str
+    case: str
+    value_name: str
+    value: float
+    baseline_name: str
+    baseline: float
+    unit: str
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline else math.nan
+
+
+def _log(message: str) -> None:
+    """Progress goes to stderr; results to stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---- 3. padding ------------------------------------------------------------------------
+
+
+def _paper_read_options(*, sort_window: int | None = None) -> SpeechReadOptions:
+    """The paper preset's batch budget and duration limits; ``sort_window``
+    as given, else the reader's default."""
+    import yaml
+
+    from fairseq2_speechmapper.datasets import SpeechReadOptions
+
+    section = yaml.safe_load(_PAPER_PRESET.read_text(encoding="utf-8"))["dataset"]
+
+    keys = ("min_duration", "max_duration", "max_batch_seconds", "max_batch_size", "sort_window")
+
+    options = SpeechReadOptions(**{k: section[k] for k in keys if k in section})
+
+    if sort_window is not None:
+        options.sort_window = sort_window
+
+    return options
+
+
+def librispeech_like_durations(num_utterances: int = 10_000, *, seed: int = 0) -> list[float]:
+    """Durations (s) shaped like LibriSpeech train-960: a peak around 14–15 s,
+    a flat tail of shorter utterances, a few up to 35 s."""
+    rng = random.Random(seed)
+
+    durations = []
+
+    for _ in range(num_utterances):
+        u = rng.random()
+
+        if u < 0.64:
+            d = rng.gauss(14.6, 1.8)
+        elif u < 0.98:
+            d = rng.uniform(1.0, 14.0)
+        else:
+            d = rng.uniform(17.0, 35.0)
+
+        durations.append(min(max(d, 1.0), 35.0))
+
+    return durations
+
+
+def reader_padding_fraction(durations: Sequence[float], options: SpeechReadOptions, *, num_shuffles: int = 5) -> float:
+    """The padding fraction of the batches the training reader would form:
+    shuffled, cut into windows of the *default* ``sort_window``, each window
+    batched by ``make_length_batches(window, options)``; the mean over
+    ``num_shuffles`` seeds.
+
+    The windows keep the default size even for ``sort_window=1``: the reader
+    itself would then cut windows of one utterance, i.e. batches of one
+    (no padding, no batching at all), which is not the baseline of interest.
+    """
+    from fairseq2_speechmapper.datasets import SpeechReadOptions, make_length_batches, padding_fraction
+
+    window_size = SpeechReadOptions().sort_window
+
+    examples = [
+        {"duration": d} for d in durations if options.min_duration <= d <= options.max_duration
+    ]
+
+    fractions = []
+
+    for seed in range(num_shuffles):
+        shuffled = examples[:]
+
+        random.Random(seed).shuffle(shuffled)
+
+        batches = []
+
+        for start in range(0, len(shuffled), window_size):
+            batches.extend(make_length_batches(shuffled[start : start + window_size], options))
+
+        fractions.append(padding_fraction(batches))
+
+    return statistics.fmean(fractions)
+
+
+def measure_padding(demo_manifest: Path | None) -> list[Comparison]:
+    from fairseq2_speechmapper.datasets import read_manifest
+
+    bucketed = _paper_read_options()
+    unbucketed = _paper_read_options(sort_window=1)
+
+    budget = f"{bucketed.max_batch_seconds:g} s, <= {bucketed.max_batch_size}/batch"
+
+    cases: list[tuple[str, list[float]]] = []
+
+    if demo_manifest is not None:
+        manifest = read_manifest(demo_manifest, check_audio_files=False)
+
+        cases.append((f"demo corpus ({len(manifest.records)} utt.)", [r.duration for r in manifest.records]))
+
+    synthetic = librispeech_like_durations()
+
+    cases.append((f"LibriSpeech-like ({len(synthetic)} utt.)", synthetic))
+
+    rows = []
+
+    for case, durations in cases:
+        values = sorted(durations)
+
+        _log(
+            f"  {case}: mean {statistics.fmean(values):.2f} s, median {statistics.median(values):.2f} s, "
+            f"min {values[0]:.2f} s, max {values[-1]:.2f} s, "
+            f"{sum(d > bucketed.max_duration for d in values)} over {bucketed.max_duration:g} s left out"
+        )
+
+        rows.append(
+            Comparison(
+                section="padding",
+                case=case,
+                value_name=f"sort_window={bucketed.sort_window}",
+                value=reader_padding_fraction(durations, bucketed),
+                baseline_name="sort_window=1",
+                baseline=reader_padding_fraction(durations, unbucketed),
+                unit="fraction",
+                note=budget,
+            )
+        )
+
+    return rows
+
+
+# ---- assets ----------------------------------------------------------------------------
+
+
+@dataclass
+class Assets:
+    """Where the benchmark finds its cards (a temporary cache directory)."""
+
+    cache_dir: Path
+    demo_corpus_dir: Path | None
+    """The demo corpus, if the demo assets are built."""
+
+
+def find_demo_corpus() -> Path | None:
+    """The demo corpus directory if ``make-demo-assets`` has built the demo
+    assets (never builds them: that takes minutes)."""
+    from fairseq2_speechmapper.demo import DemoAssetError, ensure_demo_assets, wait_for_demo_assets
+
+    try:
+        wait_for_demo_assets(timeout_seconds=0.0)
+    except DemoAssetError:
+        return None
+
+    # Instant now; it returns the paths.
+    return ensure_demo_assets().corpus_dir
+
+
+def prepare_assets(work_dir: Path, *, demo_corpus_dir: Path | None) -> Assets:
+    """Points the extension at a temporary cache directory holding the tiny
+    assets and, if ``demo_corpus_dir`` is given, a copy of the demo cards.
+
+    Must run before fairseq2 builds its asset store (the extension reads the
+    cards directory once).
+    """
+    from fairseq2_speechmapper.paths import CACHE_DIR_ENV, get_cache_cards_dir
+
+    real_cards_dir = get_cache_cards_dir()
+
+    cache_dir = work_dir / "cache"
+
+    os.environ[CACHE_DIR_ENV] = str(cache_dir)
+
+    cards_dir = get_cache_cards_dir()
+
+    cards_dir.mkdir(parents=True)
+
+    if demo_corpus_dir is not None:
+        from fairseq2_speechmapper.demo.builder import CARD_FILE_NAME
+
+        # The demo cards name absolute paths, so a copy works from anywhere.
+        shutil.copy(real_cards_dir / CARD_FILE_NAME, cards_dir / CARD_FILE_NAME)
+
+    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+
+    write_tiny_assets(cache_dir / "tiny", cards_dir)
+
+    return Assets(cache_dir=cache_dir, demo_corpus_dir=demo_corpus_dir)
+
+
+def write_tiny_corpus(corpus_dir: Path, *, num_utterances: int = 64, seed: int = 0) -> Path:
+    """A ``train.jsonl`` manifest of 1–4 s noise WAVs with short transcripts."""
+    import numpy as np
+    import soundfile
+
+    sentences = [
+        "the quick brown fox",
+        "transcribe the audio",
+        "one two three four",
+        "hello world",
+        "what is said here",
+        "the sea shore",
+    ]
+
+    rng = np.random.default_rng(seed)
+
+    (corpus_dir / "audio").mkdir(parents=True)
+
+    lines = []
+
+    for idx in range(num_utterances):
+        duration = float(rng.uniform(1.0, 4.0))
+
+        file = corpus_dir / "audio" / f"u{idx:03d}.wav"
+
+        soundfile.write(file, rng.normal(0.0, 0.1, int(duration * 16_000)).astype(np.float32), 16_000)
+
+        entry = {"id": f"u{idx:03d}", "audio_filepath": str(file), "duration": duration, "text": sentences[idx % len(sentences)]}
+
+        lines.append(json.dumps(entry) + "\n")
+
+    manifest = corpus_dir / "train.jsonl"
+
+    manifest.write_text("".join(lines), encoding="utf-8")
+
+    return manifest
+
+
+# ---- 1. step time ----------------------------------------------------------------------
+
+
+def load_preset_config(preset: str) -> PretrainConfig:
+    """Loads a preset exactly as the recipe CLI does (defaults ← YAML →
+    structured sections, e.g. the AdamW config). fairseq2 0.8.1 has no public
+    API for this, hence its internal config loader."""
+    from fairseq2.composition import _register_library
+    from fairseq2.recipe.cli import _RecipeConfigLoader, _swap_default_resolver
+    from fairseq2.recipe.composition import _register_train_recipe
+    from fairseq2.recipe.internal.config import _RecipeConfigStructurer, _StandardRecipeConfigStructurer
+    from fairseq2.runtime.dependency import DependencyContainer
+
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+    from fairseq2_speechmapper.recipes.pretrain.presets import get_preset_file
+    from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
+
+    recipe = PretrainRecipe()
+
+    container = DependencyContainer()
+
+    with _swap_default_resolver(container):
+        _register_library(container, no_progress=True)
+
+        _register_train_recipe(container, recipe)
+
+        container.register_type(_RecipeConfigLoader)
+        container.register_type(_RecipeConfigStructurer, _StandardRecipeConfigStructurer)
+
+        config = container.resolve(_RecipeConfigLoader).load(PretrainConfig, get_preset_file(preset), [])
+
+    if not isinstance(config, PretrainConfig):
+        raise TypeError(f"The `{preset}` preset did not load as a `PretrainConfig`.")
+
+    return config
+
+
+def make_step_config(
+    assets: Assets, work_dir: Path, *, num_steps: int, num_threads: int
+) -> tuple[PretrainConfig, str]:
+    """The demo preset (or its tiny stand-in), set up for timing: no
+    validation, no periodic checkpoints, metrics every step, no feature cache."""
+    config = load_preset_config("demo")
+
+    if assets.demo_corpus_dir is not None:
+        config.dataset.manifest_dir = assets.demo_corpus_dir
+
+        label = "demo: whisper tiny.en + small mapper + SmolLM2 table"
+    else:
+        from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+
+        write_tiny_corpus(work_dir / "tiny_corpus")
+
+        config.dataset.manifest_dir = work_dir / "tiny_corpus"
+
+        config.model.arch = "tiny"
+
+        config.speech_encoder.name = TINY_SFM_CARD
+        config.speech_encoder.layer = None
+
+        config.llm.name = TINY_LLAMA_CARD
+
+        label = "tiny: wav2vec2 + tiny mapper + tiny llama table"
+
+    # Manifests given directly; no dataset card needed.
+    config.dataset.name = None
+    config.dataset.valid_split = None
+
+    config.speech_encoder.cache_features_in_memory = False
+
+    config.regime.num_steps = num_steps
+    config.regime.validate_at_start = False
+    config.regime.validate_every_n_steps = None
+    config.regime.checkpoint_every_n_steps = None
+    config.regime.publish_metrics_every_n_steps = 1
+
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.common.torch.num_threads = num_threads
+
+    return config, label
+
+
+def read_batches(config: PretrainConfig, num_batches: int) -> list[SpeechBatch]:
+    """The first batches of the recipe's training reader: same dataset
+    options, seed and input preparation, so the same batches in the same order."""
+    import torch
+
+    from fairseq2.data.tokenizers import load_tokenizer
+    from fairseq2.gang import create_fake_gangs
+
+    from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechManifestDatasetConfig
+    from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
+
+    cpu = torch.device("cpu")
+
+    section = config.speech_encoder
+
+    speech_encoder = load_speech_encoder(
+        section.name,
+        layer=section.layer,
+        device=cpu,
+        dtype=section.dtype,
+        options=SpeechEncoderOptions(whisper_window=section.whisper_window),
+    )
+
+    tokenizer = load_tokenizer(config.llm.name)
+
+    dataset = SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=config.dataset.manifest_dir))
+
+    reader = dataset.create_reader(
+        config.dataset.train_split,
+        create_fake_gangs(cpu),
+        config.dataset,
+        prepare_input=speech_encoder.prepare_input,
+        encode_text=tokenizer.create_raw_encoder(),
+        training=True,
+        seed=config.common.seed,
+    )
+
+    batches = []
+
+    for _ in range(num_batches):
+        (batch,) = next(reader)
+
+        batches.append(batch)
+
+    return batches
+
+
+def run_bare_loop(config: PretrainConfig, batches: Sequence[SpeechBatch]) -> list[float]:
+    """Plain PyTorch training over ``batches``; returns each step's seconds."""
+    import torch
+
+    from fairseq2.recipe.config import AdamWConfig
+
+    from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
+    from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
+    from fairseq2_speechmapper.recipes.pretrain.recipe import load_stage1_model
+    from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
+
+    cpu = torch.device("cpu")
+
+    torch.manual_seed(config.common.seed)
+
+    if config.model.config_overrides:
+        raise ValueError("The bare loop builds the mapper from its arch alone; drop `model.config_overrides`.")
+
+    mapper = get_speechmapper_model_hub().create_new_model(
+        get_speechmapper_model_hub().get_arch_config(config.model.arch), device=cpu, dtype=torch.float32
+    )
+
+    mapper.train()
+
+    model, _ = load_stage1_model(config, mapper=mapper, mapper_config=mapper, device=cpu)
+
+    loss_fn = create_stage1_loss(config.loss)
+
+    adamw = config.optimizer.config
+    if not isinstance(adamw, AdamWConfig):
+        raise TypeError("The bare loop mirrors AdamW only.")
+
+    optimizer = torch.optim.AdamW(
+        mapper.parameters(), lr=adamw.lr, betas=adamw.betas, eps=adamw.eps, weight_decay=adamw.weight_decay
+    )
+
+    max_grad_norm = config.trainer.max_grad_norm
+
+    step_times = []
+
+    for batch in batches:
+        start = time.perf_counter()
+
+        outputs, _, targets = model(batch)
+
+        loss, num_kept = sum_kept_loss(loss_fn(outputs, targets), targets)
+
+        # As the trainer does: gradients of the mean over the kept examples.
+        (loss / num_kept).backward()
+
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(mapper.parameters(), max_grad_norm)
+
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        step_times.append(time.perf_counter() - start)
+
+    return step_times
+
+
+@contextlib.contextmanager
+def _recipe_log_to(file: Path) -> Iterator[None]:
+    """Sends the recipe's console log to ``file`` (fairseq2's handler binds
+    to ``sys.stderr`` when the run configures logging)."""
+    import logging
+
+    with file.open("w", encoding="utf-8") as fp, contextlib.redirect_stderr(fp):
+        try:
+            yield
+        finally:
+            root = logging.getLogger()
+
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+
+                handler.close()
+
+
+def run_recipe(config: PretrainConfig, output_dir: Path) -> list[dict[str, float]]:
+    """Runs the pretrain recipe; returns its ``metrics/train.jsonl`` records."""
+    from fairseq2.recipe import run
+
+    from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
+
+    log_file = output_dir.parent / "recipe.log"
+
+    try:
+        with _recipe_log_to(log_file):
+            run(PretrainRecipe(), config, output_dir, no_rich=True)
+    except BaseException:
+        _log(log_file.read_text(encoding="utf-8")[-4000:])
+
+        raise
+
+    lines = (output_dir / "metrics" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+
+    return [json.loads(line) for line in lines]
+
+
+def measure_steps(assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int) -> list[Comparison]:
+    from fairseq2.utils.threading import get_num_threads
+
+    import torch
+
+    num_steps = num_warmup + num_timed
+
+    num_threads = get_num_threads(1)
+
+    config, label = make_step_config(assets, work_dir, num_steps=num_steps, num_threads=num_threads)
+
+    _log(f"  models: {label}; {num_threads} threads; reading {num_steps} batches for the bare loop")
+
+    batches = read_batches(config, num_steps)
+
+    torch.set_num_threads(num_threads)
+
+    _log("  bare PyTorch loop ...")
+
+    bare_times = run_bare_loop(config, batches)
+
+    _log("  recipe (fairseq2 trainer) ...")
+
+    records = run_recipe(config, work_dir / "recipe_out")
+
+    # The records' step sizes must match the batches the bare loop trained on.
+    recipe_sizes = [int(r["Batch Size"]) + int(r.get("Skipped (Transcript Too Long)", 0)) for r in records]
+    bare_sizes = [b.num_examples for b in batches]
+
+    if recipe_sizes != bare_sizes:
+        raise RuntimeError(f"The recipe read other batches than the bare loop: {recipe_sizes} != {bare_sizes}.")
+
+    wall = [0.0] + [float(r["Wall Time"]) for r in records]
+
+    recipe_times = [b - a for a, b in zip(wall, wall[1:])]
+
+    timed = slice(num_warmup, None)
+
+    recipe_median = statistics.median(recipe_times[timed])
+    bare_median = statistics.median(bare_times[timed])
+
+    compute_median = statistics.median(float(r["Compute Time"]) for r in records[timed])
+    data_median = statistics.median(float(r["Data Time"]) for r in records[timed])
+
+    mean_batch = statistics.fmean(bare_sizes[timed])
+
+    _log(
+        f"  recipe per step: {' '.join(f'{t:.2f}' for t in recipe_times)} s\n"
+        f"  bare   per step: {' '.join(f'{t:.2f}' for t in bare_times)} s\n"
+        f"  recipe median split: compute {compute_median:.3f} s, data wait {data_median:.4f} s; "
+        f"{mean_batch:.1f} utterances per timed batch"
+    )
+
+    return [
+        Comparison(
+            section="step time",
+            case=label.split(":")[0] + f" ({num_timed} steps)",
+            value_name="recipe",
+            value=recipe_median,
+            baseline_name="bare loop",
+            baseline=bare_median,
+            unit="s/step",
+            note=f"median after {num_warmup} warm-up; recipe compute {compute_median:.3f} s",
+        )
+    ]
+
+
+# ---- 2. memory -------------------------------------------------------------------------
+
+
+def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Comparison]:
+    import torch
+
+    # Reused rather than duplicated: the measurement child and the sparse 8B checkpoint.
+    from embedding_memory import _measure, _write_llama_8b_checkpoint
+
+    from fairseq2.models.llama import get_llama_model_hub
+
+    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+
+    rows = []
+
+    cards = [("(a) tiny llama", TINY_LLAMA_CARD)]
+
+    if assets.demo_corpus_dir is not None and not quick:
+        cards.append(("(demo) SmolLM2-135M", "smollm2_135m_instruct"))
+
+    for case, card in cards:
+        _log(f"  {case}: load_embedding_table vs load_model ...")
+
+        table = _measure("table", card, torch.float32)
+        model = _measure("model", card, torch.float32)
+
+        rows.append(
+            Comparison(
+                section="peak memory",
+                case=case,
+                value_name="table",
+                value=table["peak"] / _MiB,
+                baseline_name="full LLM",
+                baseline=model["peak"] / _MiB,
+                unit="MiB",
+                note=f"both measured (peak RSS growth); bytes ratio {table['bytes'] / model['bytes']:.3f}",
+            )
+        )
+
+    _log("  (b) Llama 3.1 8B shape ...")
+
+    checkpoint_dir = work_dir / "llama3_1_8b_shape"
+
+    checkpoint_dir.mkdir()
+
+    card, llm_bytes = _write_llama_8b_checkpoint(checkpoint_dir)
+
+    if quick:
+        arch = get_llama_model_hub().get_arch_config("llama3_1_8b")
+
+        table_bytes = float(arch.vocab_size * arch.model_dim * torch.bfloat16.itemsize)
+
+        note = "table and LLM computed from shapes (bf16)"
+    else:
+        table_bytes = _measure("table", card, torch.bfloat16)["peak"]
+
+        note = "table measured on a sparse checkpoint; LLM computed (bf16, meta)"
+
+    shutil.rmtree(checkpoint_dir)
+
+    rows.append(
+        Comparison(
+            section="peak memory",
+            case="(b) Llama 3.1 8B",
+            value_name="table",
+            value=table_bytes / _MiB,
+            baseline_name="full LLM",
+            baseline=llm_bytes / _MiB,
+            unit="MiB",
+            note=note,
+        )
+    )
+
+    return rows
+
+
+# ---- report ----------------------------------------------------------------------------
+
+
+def _format_value(value: float, unit: str) -> str:
+    if unit == "fraction":
+        return f"{value:.1%}"
+
+    if unit == "s/step":
+        return f"{value:.3f} s"
+
+    return f"{value:,.1f} MiB"
+
+
+def print_table(rows: Sequence[Comparison], *, seconds: float) -> None:
+    header = f"{'measurement':<12} {'case':<30} {'value':>24} {'baseline':>28} {'ratio':>7}  note"
+
+    print()
+    print(header)
+    print("-" * len(header))
+
+    for row in rows:
+        value = f"{row.value_name} {_format_value(row.value, row.unit)}"
+        baseline = f"{row.baseline_name} {_format_value(row.baseline, row.unit)}"
+
+        print(f"{row.section:<12} {row.case:<30} {value:>24} {baseline:>28} {row.ratio:>7.3f}  {row.note}")
+
+    print(f"\nratio = value / baseline. Total {seconds:.0f} s. Load average at the end: {_load_average()}.")
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
+    except OSError:
+        return "unknown"
+
+
+def main() -> int:
+    parser = ArgumentParser(description="The pretraining recipe against baselines measured in the same run.")
+    parser.add_argument("--quick", action="store_true", help="tiny models, fewer steps, 8B table computed (< 1 min)")
+    parser.add_argument("--only", choices=("steps", "memory", "padding"), action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
+    parser.add_argument("--steps", type=int, help="timed steps (default: 12, --quick 6)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    if not sys.platform.startswith("linux"):
+        print("This benchmark reads the peak RSS from /proc (Linux only).", file=sys.stderr)
+
+        return 1
+
+    parts = set(args.only or ("steps", "memory", "padding"))
+
+    num_warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
+    num_timed = args.steps if args.steps is not None else (6 if args.quick else 12)
+
+    start = time.perf_counter()
+
+    rows: list[Comparison] = []
+
+    with tempfile.TemporaryDirectory(prefix="benchmark-pretrain-") as tmp:
+        work_dir = Path(tmp)
+
+        # Looked up before the cache directory is redirected.
+        demo_corpus_dir = find_demo_corpus()
+
+        assets = None
+
+        if parts & {"steps", "memory"}:
+            assets = prepare_assets(work_dir, demo_corpus_dir=None if args.quick else demo_corpus_dir)
+
+        if "steps" in parts and assets is not None:
+            _log(f"[step time] recipe vs bare loop, {num_warmup} warm-up + {num_timed} timed steps")
+
+            rows += measure_steps(assets, work_dir, num_warmup=num_warmup, num_timed=num_timed)
+
+        if "memory" in parts and assets is not None:
+            _log("[peak memory] embedding table vs full LLM")
+
+            rows += measure_memory(assets, work_dir, quick=args.quick)
+
+        if "padding" in parts:
+            _log("[padding] bucketed vs unbucketed batches, paper budget")
+
+            rows += measure_padding(demo_corpus_dir / "train.jsonl" if demo_corpus_dir is not None else None)
+
+    print_table(rows, seconds=time.perf_counter() - start)
+
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
+        )
+
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

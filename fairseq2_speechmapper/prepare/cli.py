@@ -1,0 +1,170 @@
+"""``fairseq2 speechmapper prepare CORPUS ...``: writes the speech manifests of
+a corpus from its official layout and prints what each split holds."""
+
+from __future__ import annotations
+
+import time
+from argparse import ArgumentParser, Namespace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fairseq2_speechmapper.cli.errors import CommandError
+
+if TYPE_CHECKING:
+    from fairseq2_speechmapper.prepare.manifest import PrepareOptions, PrepareResult
+
+_DESCRIPTION = (
+    "Writes speech manifests (NeMo-style JSONL, OUT/<split>.jsonl: audio_filepath, duration, text, id, "
+    "and offset, lang, translation, tgt_lang, speaker where the corpus has them) from a corpus in its "
+    "official layout. Durations come from the audio headers; the audio stays where it is."
+)
+
+
+def run_prepare(prog: str, args: list[str]) -> int:
+    """Runs ``prepare`` on ``args``; a missing or malformed corpus file raises
+    :class:`CommandError` with one line naming the file (and line)."""
+    parser = _create_parser(prog)
+
+    namespace = parser.parse_args(args)
+
+    from fairseq2_speechmapper.prepare.manifest import PrepareError, PrepareOptions
+
+    options = PrepareOptions(skip_missing=namespace.skip_missing, num_threads=namespace.num_threads)
+
+    out_dir: Path = namespace.out
+
+    start_time = time.perf_counter()
+
+    try:
+        result = namespace.prepare(namespace, out_dir, options)
+    except PrepareError as ex:
+        raise CommandError(str(ex)) from None
+
+    for split in result.splits:
+        skipped = ", ".join(f"{reason}: {count}" for reason, count in sorted(split.skipped.items()))
+
+        print(
+            f"{split.name:<16} {split.num_utterances:>9,} utterances {split.hours:>9.2f} h  "
+            f"skipped {sum(split.skipped.values()):,}{f' ({skipped})' if skipped else ''}  -> {split.manifest_file}"
+        )
+
+    print(f"Wrote {len(result.splits)} manifest(s) to {out_dir} in {time.perf_counter() - start_time:.1f} s.")
+
+    for note in result.notes:
+        print(f"NOTE: {note}")
+
+    return 0
+
+
+def _create_parser(prog: str) -> ArgumentParser:
+    from fairseq2_speechmapper.prepare.manifest import DEFAULT_NUM_THREADS
+
+    common = ArgumentParser(add_help=False)
+    common.add_argument(
+        "--skip-missing", action="store_true", help="skip and count utterances whose audio file is missing, instead of failing"
+    )
+    common.add_argument(
+        "--num-threads", type=int, default=DEFAULT_NUM_THREADS, help="threads reading audio headers (default: %(default)s)"
+    )
+
+    parser = ArgumentParser(prog=prog, description=_DESCRIPTION)
+
+    corpora = parser.add_subparsers(title="corpora", metavar="CORPUS", required=True)
+
+    librispeech = corpora.add_parser(
+        "librispeech",
+        parents=[common],
+        help="LibriSpeech: one manifest per subset, and train-960 when the three training subsets are there",
+        description="Reads ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt and the .flac files beside it; ROOT is the LibriSpeech directory or its parent. Writes OUT/<subset>.jsonl per subset found and OUT/train-960.jsonl when train-clean-100, train-clean-360 and train-other-500 are all there. Transcripts stay upper case (the reader normalises them).",
+    )
+    librispeech.add_argument("root", type=Path, metavar="ROOT")
+    librispeech.add_argument("out", type=Path, metavar="OUT")
+    librispeech.set_defaults(prepare=_prepare_librispeech)
+
+    common_voice = corpora.add_parser(
+        "commonvoice",
+        parents=[common],
+        help="Common Voice ASR: one manifest per split TSV",
+        description="Reads ROOT/<split>.tsv (client_id, path, sentence, ...) of a Common Voice release's language directory and the clips in ROOT/clips/. Writes OUT/<split>.jsonl.",
+    )
+    common_voice.add_argument("root", type=Path, metavar="ROOT")
+    common_voice.add_argument("out", type=Path, metavar="OUT")
+    common_voice.add_argument(
+        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="TSV files to read (default: %(default)s)"
+    )
+    common_voice.add_argument("--lang", help="the `lang` field (default: the name of ROOT, the release's locale)")
+    common_voice.set_defaults(prepare=_prepare_common_voice)
+
+    covost2 = corpora.add_parser(
+        "covost2",
+        parents=[common],
+        help="CoVoST 2 speech translation: Common Voice clips with CoVoST 2's translations",
+        description="Reads COVOST_TSV_DIR/covost_v2.<src>_<tgt>.<split>.tsv (path, sentence, translation, client_id; written by CoVoST's get_covost_splits.py) or else the official COVOST_TSV_DIR/covost_v2.<src>_<tgt>.tsv (path, translation, split) joined with CV_ROOT/validated.tsv; the clips are in CV_ROOT/clips/. Writes OUT/<split>.jsonl with translation, lang and tgt_lang.",
+    )
+    covost2.add_argument("cv_root", type=Path, metavar="CV_ROOT", help="Common Voice's directory of the source language")
+    covost2.add_argument("covost_dir", type=Path, metavar="COVOST_TSV_DIR")
+    covost2.add_argument("out", type=Path, metavar="OUT")
+    covost2.add_argument("--src", required=True, help="source (speech) language, e.g. en")
+    covost2.add_argument("--tgt", required=True, help="target (text) language, e.g. de")
+    covost2.add_argument(
+        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="(default: %(default)s)"
+    )
+    covost2.set_defaults(prepare=_prepare_covost2)
+
+    europarl_st = corpora.add_parser(
+        "europarl-st",
+        parents=[common],
+        help="EuroParl-ST v1.1 speech translation: segments of the talks' recordings",
+        description="Reads ROOT/<src>/<tgt>/<split>/{segments.lst,segments.<src>,segments.<tgt>} and the recordings ROOT/<src>/audios/<talk>.<ext>; ROOT is v1.1/ of the official archive or its parent. Writes OUT/<split>.jsonl with offset and duration into the recordings, translation, lang and tgt_lang. libsndfile cannot decode the official .m4a recordings: convert them to .flac or .wav with the same stem and pass --audio-ext.",
+    )
+    europarl_st.add_argument("root", type=Path, metavar="ROOT")
+    europarl_st.add_argument("out", type=Path, metavar="OUT")
+    europarl_st.add_argument("--src", required=True, help="source (speech) language, e.g. en")
+    europarl_st.add_argument("--tgt", required=True, help="target (text) language, e.g. fr")
+    europarl_st.add_argument(
+        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="(default: %(default)s)"
+    )
+    europarl_st.add_argument(
+        "--audio-ext", default="m4a", help="extension of the recordings in ROOT/<src>/audios/ (default: %(default)s)"
+    )
+    europarl_st.set_defaults(prepare=_prepare_europarl_st)
+
+    return parser
+
+
+# The corpus modules import soundfile: only the chosen one is imported, and
+# only when a corpus is prepared.
+
+
+def _prepare_librispeech(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.librispeech import prepare_librispeech
+
+    return prepare_librispeech(namespace.root, out_dir, options)
+
+
+def _prepare_common_voice(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.common_voice import prepare_common_voice
+
+    return prepare_common_voice(namespace.root, out_dir, options, splits=namespace.splits, lang=namespace.lang)
+
+
+def _prepare_covost2(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.covost2 import prepare_covost2
+
+    return prepare_covost2(
+        namespace.cv_root, namespace.covost_dir, out_dir, options, src=namespace.src, tgt=namespace.tgt, splits=namespace.splits
+    )
+
+
+def _prepare_europarl_st(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.europarl_st import prepare_europarl_st
+
+    return prepare_europarl_st(
+        namespace.root,
+        out_dir,
+        options,
+        src=namespace.src,
+        tgt=namespace.tgt,
+        splits=namespace.splits,
+        audio_ext=namespace.audio_ext,
+    )

@@ -1,0 +1,1 @@
+"""Stage 1: ``fairseq2 speechmapper pretrain``."""

@@ -1,0 +1,62 @@
+"""The asset card of a trained mapper: it names the mapper's checkpoint and
+the set-up it was trained for (SFM, layer, LLM, pad token), so that later
+stages load it by name and can check that they attach it to the right LLM."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import final
+
+from fairseq2.logging import log
+from fairseq2.trainer import TrainStepHookArgs
+
+from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
+from fairseq2_speechmapper.paths import get_cache_cards_dir
+
+
+def default_mapper_card_name(output_dir: Path) -> str:
+    return "speechmapper_" + re.sub(r"[^A-Za-z0-9_]+", "_", output_dir.resolve().name).strip("_").lower()
+
+
+@final
+@dataclass(kw_only=True)
+class MapperCardWriter:
+    """Writes (and rewrites, at every checkpoint) the card of the mapper being
+    trained into the cache card directory, pointing at the latest checkpoint."""
+
+    name: str
+    checkpoint_dir: Path
+    model_fields: dict[str, object]
+    """``model_arch`` and ``model_config``, or ``base`` (the card trained from)."""
+
+    speech_encoder: str
+    speech_encoder_layer: int | None
+    llm: str
+    pad_token: str
+    pad_token_id: int
+
+    @property
+    def card_file(self) -> Path:
+        return get_cache_cards_dir() / f"{self.name}.yaml"
+
+    def card(self, step_nr: int) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "model_family": SPEECHMAPPER_FAMILY,
+            **self.model_fields,
+            "checkpoint": str(self.checkpoint_dir / f"step_{step_nr}" / "model"),
+            "speech_encoder": self.speech_encoder,
+            "speech_encoder_layer": self.speech_encoder_layer,
+            "llm": self.llm,
+            "pad_token": self.pad_token,
+            "pad_token_id": self.pad_token_id,
+            "trained_steps": step_nr,
+        }
+
+    def __call__(self, args: TrainStepHookArgs) -> None:
+        write_card_file(self.card_file, [self.card(args.step_nr)])
+
+        log.info("Mapper card `{}` written to {} (step {}).", self.name, self.card_file, args.step_nr)

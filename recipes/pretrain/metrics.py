@@ -1,0 +1,184 @@
+"""Stage-1 metrics: the loss pieces, and embedding-space decoding — each output
+vector becomes its nearest LLM vocabulary embedding (cosine), pads are dropped,
+and the tokens are scored against the transcript."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from typing import Final, final
+
+import editdistance
+import torch
+from torch import Tensor
+
+from fairseq2.data.tokenizers import TokenDecoder
+from fairseq2.metrics import Mean, MetricBag, Sum
+
+from fairseq2_speechmapper.datasets import normalize_for_wer
+from fairseq2_speechmapper.recipes.pretrain.criterion import EmbeddingTargets, Stage1LossOutput
+
+# Rows of outputs compared with the whole vocabulary at once; bounds the
+# (rows × vocabulary) similarity matrix.
+_NEAREST_CHUNK_SIZE: Final = 1024
+
+
+def add_stage1_loss_metrics(bag: MetricBag) -> None:
+    bag.add("loss", Mean())
+    bag.add("word_distance", Mean())
+    bag.add("pad_distance", Mean())
+    bag.add("cosine", Mean())
+    bag.add("norm_ratio", Mean())
+    bag.add("num_examples", Sum())
+    bag.add("num_skipped_too_long", Sum())
+    bag.add("num_bad_samples", Sum())
+
+
+@torch.no_grad()
+def update_stage1_loss_metrics(
+    bag: MetricBag,
+    output: Stage1LossOutput,
+    outputs: Tensor,
+    targets: EmbeddingTargets,
+    *,
+    num_bad_samples: int,
+) -> None:
+    num_kept = targets.num_kept
+
+    if num_kept > 0:
+        keep = targets.keep
+
+        bag.get("loss", Mean).update(output.loss[keep].sum() / num_kept, weight=num_kept)
+        bag.get("word_distance", Mean).update(output.word_distance[keep].sum() / num_kept, weight=num_kept)
+        bag.get("pad_distance", Mean).update(output.pad_distance[keep].sum() / num_kept, weight=num_kept)
+        bag.get("cosine", Mean).update(output.cosine[keep].sum() / num_kept, weight=num_kept)
+
+        # Cosine ignores norms; this shows whether the outputs drift from the
+        # embedding rows' scale (the paper's γ = 100 tends to let them).
+        word_mask = targets.word_mask
+        output_norms = outputs.detach().float().norm(dim=-1)[word_mask]
+        target_norms = targets.embeddings.float().norm(dim=-1)[word_mask]
+        bag.get("norm_ratio", Mean).update(
+            (output_norms.sum() / target_norms.sum().clamp(min=1e-8)), weight=int(word_mask.sum())
+        )
+
+    bag.get("num_examples", Sum).update(num_kept)
+    bag.get("num_skipped_too_long", Sum).update(targets.num_skipped)
+    bag.get("num_bad_samples", Sum).update(num_bad_samples)
+
+
+@final
+class NearestEmbeddingDecoder:
+    """Maps vectors to the ids of their nearest vocabulary embeddings (cosine)."""
+
+    def __init__(self, embedding_table: Tensor) -> None:
+        self._normalized_table = torch.nn.functional.normalize(embedding_table.float(), dim=-1)
+
+    @torch.no_grad()
+    def __call__(self, vectors: Tensor) -> Tensor:
+        """*Shape:* :math:`(*,M)` → :math:`(*)`."""
+        flat_vectors = torch.nn.functional.normalize(vectors.float().reshape(-1, vectors.size(-1)), dim=-1)
+
+        ids = [
+            (chunk @ self._normalized_table.T).argmax(dim=-1)
+            for chunk in flat_vectors.split(_NEAREST_CHUNK_SIZE)
+        ]
+
+        if not ids:
+            return torch.empty(vectors.shape[:-1], dtype=torch.int64, device=vectors.device)
+
+        return torch.cat(ids).reshape(vectors.shape[:-1])
+
+
+@final
+class EmbeddingDecodingScorer:
+    """Scores mapper outputs by embedding-space decoding: token error rate
+    against the transcript's tokens, WER of the detokenized text (both
+    normalised with :func:`normalize_for_wer`), and the accuracy of the nearest
+    token at word and pad positions."""
+
+    def __init__(self, nearest: NearestEmbeddingDecoder, text_decoder: TokenDecoder, pad_idx: int) -> None:
+        self._nearest = nearest
+        self._text_decoder = text_decoder
+        self._pad_idx = pad_idx
+
+    @staticmethod
+    def add_metrics(bag: MetricBag) -> None:
+        for name in (
+            "token_errors",
+            "num_ref_tokens",
+            "word_errors",
+            "num_ref_words",
+            "word_token_hits",
+            "num_word_tokens",
+            "pad_hits",
+            "num_pads",
+        ):
+            bag.add(name, Sum())
+
+    @torch.no_grad()
+    def update(
+        self,
+        bag: MetricBag,
+        outputs: Tensor,
+        output_lens: Sequence[int],
+        targets: EmbeddingTargets,
+        target_ids: Sequence[Tensor],
+        texts: Sequence[str],
+    ) -> list[str]:
+        """Updates the decoding metrics and returns the decoded texts."""
+        nearest_ids = self._nearest(outputs)
+
+        word_positions = targets.word_mask & (targets.token_ids != self._pad_idx)
+
+        bag.get("word_token_hits", Sum).update(int((nearest_ids == targets.token_ids)[word_positions].sum()))
+        bag.get("num_word_tokens", Sum).update(int(word_positions.sum()))
+
+        pad_positions = (targets.word_mask | targets.pad_mask) & (targets.token_ids == self._pad_idx)
+
+        bag.get("pad_hits", Sum).update(int((nearest_ids == self._pad_idx)[pad_positions].sum()))
+        bag.get("num_pads", Sum).update(int(pad_positions.sum()))
+
+        hypotheses = []
+
+        nearest_ids = nearest_ids.cpu()
+
+        for ids, output_len, ref_ids, text in zip(nearest_ids, output_lens, target_ids, texts):
+            hyp_ids = ids[:output_len]
+            hyp_ids = hyp_ids[hyp_ids != self._pad_idx]
+
+            hypothesis = self._text_decoder(hyp_ids) if hyp_ids.numel() > 0 else ""
+
+            hypotheses.append(hypothesis)
+
+            bag.get("token_errors", Sum).update(editdistance.eval(hyp_ids.tolist(), ref_ids.tolist()))
+            bag.get("num_ref_tokens", Sum).update(ref_ids.numel())
+
+            ref_words = normalize_for_wer(text).split()
+            hyp_words = normalize_for_wer(hypothesis).split()
+
+            bag.get("word_errors", Sum).update(editdistance.eval(hyp_words, ref_words))
+            bag.get("num_ref_words", Sum).update(len(ref_words))
+
+        return hypotheses
+
+
+def finalize_decoding_metrics(values: MutableMapping[str, object]) -> None:
+    """Turns the decoding counts into rates (percent)."""
+
+    def ratio(numerator: str, denominator: str) -> float | None:
+        if numerator not in values or denominator not in values:
+            return None
+
+        num, den = float(values.pop(numerator)), float(values.pop(denominator))  # type: ignore[arg-type]
+
+        return 100.0 * num / den if den > 0 else 0.0
+
+    for name, numerator, denominator in (
+        ("ter", "token_errors", "num_ref_tokens"),
+        ("wer", "word_errors", "num_ref_words"),
+        ("word_token_accuracy", "word_token_hits", "num_word_tokens"),
+        ("pad_accuracy", "pad_hits", "num_pads"),
+    ):
+        rate = ratio(numerator, denominator)
+        if rate is not None:
+            values[name] = rate

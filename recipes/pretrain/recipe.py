@@ -1,0 +1,240 @@
+"""Stage 1 of SpeechMapper: pretrain the mapper to output the LLM's input
+embeddings of the transcript, without the LLM (paper, "Stage 1")."""
+
+from __future__ import annotations
+
+from typing import final
+
+import torch
+from typing_extensions import override
+
+from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
+from fairseq2.datasets import DataReader
+from fairseq2.logging import log
+from fairseq2.metrics.formatters import format_as_float, format_as_int
+from fairseq2.metrics.recorders import MetricDescriptor
+from fairseq2.recipe.base import Recipe, RecipeContext
+from fairseq2.recipe.cli import register_cli_error
+from fairseq2.runtime.dependency import DependencyContainer
+from fairseq2.trainer import Trainer
+
+from fairseq2_speechmapper.datasets import (
+    BadSampleError,
+    ManifestError,
+    SpeechBatch,
+    SpeechManifestDataset,
+    SpeechManifestDatasetConfig,
+)
+from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection
+from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
+from fairseq2_speechmapper.recipes.pretrain.metrics import EmbeddingDecodingScorer, NearestEmbeddingDecoder
+from fairseq2_speechmapper.recipes.pretrain.stage1 import (
+    PadTokenError,
+    SpeechFeatureEncoder,
+    Stage1Model,
+    decode_token,
+    resolve_pad_idx,
+)
+from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, Stage1EvalUnit
+from fairseq2_speechmapper.speech_encoders import (
+    SpeechEncoderNotSupportedError,
+    SpeechEncoderOptions,
+    load_speech_encoder,
+)
+
+
+class Stage1SetupError(Exception):
+    """The mapper, the SFM and the LLM do not fit together."""
+
+
+@final
+class PretrainRecipe(Recipe):
+    @override
+    def register(self, container: DependencyContainer) -> None:
+        register_stage1_errors(container)
+
+        register_stage1_metric_descriptors(container)
+
+    @override
+    def create_task(self, context: RecipeContext) -> Trainer:
+        config = context.get_config_as(PretrainConfig)
+
+        gangs = context.gangs
+
+        mapper = context.get_model_as(SpeechMapper)
+
+        model, tokenizer = load_stage1_model(
+            config, mapper=context.get_data_parallel_model(), mapper_config=mapper, device=gangs.root.device
+        )
+
+        dataset = open_speech_dataset(context, config.dataset)
+
+        def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
+            return dataset.create_reader(
+                split,
+                gangs,
+                config.dataset,
+                prepare_input=model.speech_encoder.speech_encoder.prepare_input,
+                encode_text=tokenizer.create_raw_encoder(),
+                training=training,
+                seed=config.common.seed,
+                num_accumulate=config.trainer.grad_accumulation.num_batches if training else 1,
+            )
+
+        loss = create_stage1_loss(config.loss)
+
+        unit = PretrainUnit(model, loss)
+
+        train_reader = create_reader(config.dataset.train_split, training=True)
+
+        valid_units, valid_readers = [], []
+
+        if config.dataset.valid_split is not None:
+            scorer = EmbeddingDecodingScorer(
+                NearestEmbeddingDecoder(model.embedding_table),
+                tokenizer.create_decoder(skip_special_tokens=True),
+                model.pad_idx,
+            )
+
+            valid_units.append(Stage1EvalUnit(model, loss, scorer))
+
+            valid_readers.append(create_reader(config.dataset.valid_split, training=False))
+
+        trainer = context.create_trainer(unit, train_reader, valid_units, valid_readers)
+
+        if gangs.root.rank == 0:
+            card_writer = MapperCardWriter(
+                name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
+                checkpoint_dir=context.output_dir / "checkpoints",
+                model_fields=_mapper_model_fields(config),
+                speech_encoder=config.speech_encoder.name,
+                speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
+                llm=config.llm.name,
+                pad_token=decode_token(tokenizer, model.pad_idx),
+                pad_token_id=model.pad_idx,
+            )
+
+            trainer.register_checkpoint_save_hook(card_writer)
+
+        return trainer
+
+    @property
+    @override
+    def config_kls(self) -> type[object]:
+        return PretrainConfig
+
+
+def load_stage1_model(
+    config: PretrainConfig, *, mapper: torch.nn.Module, mapper_config: SpeechMapper, device: torch.device
+) -> tuple[Stage1Model, Tokenizer]:
+    """Loads the frozen SFM, the LLM's tokenizer and embedding table, and
+    checks that ``mapper`` fits both."""
+    speech_encoder = load_speech_encoder(
+        config.speech_encoder.name,
+        layer=config.speech_encoder.layer,
+        device=device,
+        dtype=config.speech_encoder.dtype,
+        options=SpeechEncoderOptions(whisper_window=config.speech_encoder.whisper_window),
+    )
+
+    tokenizer = load_tokenizer(config.llm.name)
+
+    embedding_table = load_embedding_table(config.llm.name, device=device, dtype=torch.float32)
+
+    pad_idx = resolve_pad_idx(tokenizer, config.llm.pad_token, llm_name=config.llm.name)
+
+    check_mapper_fits(
+        mapper_config,
+        speech_encoder_dim=speech_encoder.output_dim,
+        llm_dim=embedding_table.size(1),
+        speech_encoder_name=config.speech_encoder.name,
+        llm_name=config.llm.name,
+    )
+
+    log.info(
+        "Targets: the `{}` embedding table ({} x {}), pad token {!r} (id {}); the LLM itself is not loaded.",
+        config.llm.name,
+        embedding_table.size(0),
+        embedding_table.size(1),
+        decode_token(tokenizer, pad_idx),
+        pad_idx,
+    )
+
+    feature_encoder = SpeechFeatureEncoder(
+        speech_encoder, cache_in_memory=config.speech_encoder.cache_features_in_memory
+    )
+
+    return Stage1Model(feature_encoder, mapper, embedding_table, pad_idx), tokenizer
+
+
+def check_mapper_fits(
+    mapper: SpeechMapper, *, speech_encoder_dim: int, llm_dim: int, speech_encoder_name: str, llm_name: str
+) -> None:
+    if mapper.input_dim != speech_encoder_dim:
+        raise Stage1SetupError(
+            f"The mapper reads {mapper.input_dim}-dimensional features, but `{speech_encoder_name}` outputs {speech_encoder_dim}; set `model.config_overrides.input_dim={speech_encoder_dim}`."
+        )
+
+    if mapper.llm_dim != llm_dim:
+        raise Stage1SetupError(
+            f"The mapper outputs {mapper.llm_dim}-dimensional vectors, but `{llm_name}` embeds into {llm_dim}; set `model.config_overrides.llm_dim={llm_dim}`."
+        )
+
+
+def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
+    """Manifests given in the section win over the dataset card."""
+    if section.manifest_dir is not None or section.manifests:
+        return SpeechManifestDataset.from_config(
+            SpeechManifestDatasetConfig(manifest_dir=section.manifest_dir, manifests=dict(section.manifests))
+        )
+
+    return context.get_dataset_as(SpeechManifestDataset)
+
+
+def _mapper_model_fields(config: PretrainConfig) -> dict[str, object]:
+    if config.model.name is not None:
+        return {"base": config.model.name}
+
+    fields: dict[str, object] = {"model_arch": config.model.arch}
+
+    if config.model.config_overrides:
+        fields["model_config"] = config.model.config_overrides
+
+    return fields
+
+
+def register_stage1_errors(container: DependencyContainer) -> None:
+    """User errors end the run with their one-line message and exit code 2."""
+
+    def log_error(ex: Exception) -> int:
+        log.error("{}", ex)
+
+        return 2
+
+    for kls in (
+        BadSampleError,
+        ManifestError,
+        EmbeddingTableError,
+        PadTokenError,
+        SpeechEncoderNotSupportedError,
+        Stage1SetupError,
+    ):
+        register_cli_error(container, kls, log_error)
+
+
+def register_stage1_metric_descriptors(container: DependencyContainer) -> None:
+    for descriptor in (
+        MetricDescriptor("word_distance", "Word Distance", 91, format_as_float),
+        MetricDescriptor("pad_distance", "Pad Distance", 92, format_as_float),
+        MetricDescriptor("cosine", "Cosine", 93, format_as_float, higher_better=True),
+        MetricDescriptor("norm_ratio", "Output/Target Norm", 94, format_as_float),
+        MetricDescriptor("ter", "Token Error Rate", 95, format_as_float),
+        MetricDescriptor("word_token_accuracy", "Word Token Accuracy", 96, format_as_float, higher_better=True),
+        MetricDescriptor("pad_accuracy", "Pad Accuracy", 97, format_as_float, higher_better=True),
+        MetricDescriptor("num_skipped_too_long", "Skipped (Transcript Too Long)", 800, format_as_int),
+        MetricDescriptor("num_bad_samples", "Skipped (Bad Audio)", 801, format_as_int),
+    ):
+        container.collection.register_instance(MetricDescriptor, descriptor)
