@@ -71,7 +71,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from torch.nn import Module
+
+    from fairseq2.data.tokenizers import Tokenizer
+
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
+    from fairseq2_speechmapper.recipes.pretrain.stage1 import Stage1Model
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 
 _MiB: Final = 2**20
@@ -405,38 +410,54 @@ def make_step_config(
     return config, label
 
 
-def read_batches(config: PretrainConfig, num_batches: int) -> list[SpeechBatch]:
-    """The first batches of the recipe's training reader: same dataset
-    options, seed and input preparation, so the same batches in the same order."""
+def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, Tokenizer, Module]:
+    """The recipe's stage-1 model built outside fairseq2's trainer: a fresh
+    mapper of the same arch, and the frozen SFM and embedding table loaded by
+    the recipe's own :func:`load_stage1_model`."""
     import torch
 
-    from fairseq2.data.tokenizers import load_tokenizer
-    from fairseq2.gang import create_fake_gangs
-
-    from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechManifestDatasetConfig
-    from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
+    from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
+    from fairseq2_speechmapper.recipes.pretrain.recipe import load_stage1_model
 
     cpu = torch.device("cpu")
 
-    section = config.speech_encoder
+    torch.manual_seed(config.common.seed)
 
-    speech_encoder = load_speech_encoder(
-        section.name,
-        layer=section.layer,
-        device=cpu,
-        dtype=section.dtype,
-        options=SpeechEncoderOptions(whisper_window=section.whisper_window),
+    if config.model.config_overrides:
+        raise ValueError("The bare loop builds the mapper from its arch alone; drop `model.config_overrides`.")
+
+    hub = get_speechmapper_model_hub()
+
+    mapper = hub.create_new_model(hub.get_arch_config(config.model.arch), device=cpu, dtype=torch.float32)
+
+    mapper.train()
+
+    model, tokenizer = load_stage1_model(
+        config.speech_encoder, config.llm, mapper=mapper, mapper_config=mapper, device=cpu
     )
 
-    tokenizer = load_tokenizer(config.llm.name)
+    return model, tokenizer, mapper
+
+
+def read_batches(config: PretrainConfig, model: Stage1Model, tokenizer: Tokenizer, num_batches: int) -> list[SpeechBatch]:
+    """The first batches of the recipe's training reader: the same dataset
+    options, seed, input preparation and text encoder as in
+    ``PretrainRecipe.create_task``, so the same batches in the same order."""
+    import gc
+
+    import torch
+
+    from fairseq2.gang import create_fake_gangs
+
+    from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechManifestDatasetConfig
 
     dataset = SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=config.dataset.manifest_dir))
 
     reader = dataset.create_reader(
         config.dataset.train_split,
-        create_fake_gangs(cpu),
+        create_fake_gangs(torch.device("cpu")),
         config.dataset,
-        prepare_input=speech_encoder.prepare_input,
+        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
         encode_text=tokenizer.create_raw_encoder(),
         training=True,
         seed=config.common.seed,
@@ -449,34 +470,25 @@ def read_batches(config: PretrainConfig, num_batches: int) -> list[SpeechBatch]:
 
         batches.append(batch)
 
+    # The reader would go on prefetching in background threads and slow down
+    # the timed loop.
+    del reader
+
+    gc.collect()
+
     return batches
 
 
-def run_bare_loop(config: PretrainConfig, batches: Sequence[SpeechBatch]) -> list[float]:
+def run_bare_loop(
+    config: PretrainConfig, model: Stage1Model, mapper: Module, batches: Sequence[SpeechBatch]
+) -> list[float]:
     """Plain PyTorch training over ``batches``; returns each step's seconds."""
     import torch
 
     from fairseq2.recipe.config import AdamWConfig
 
-    from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
     from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
-    from fairseq2_speechmapper.recipes.pretrain.recipe import load_stage1_model
     from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
-
-    cpu = torch.device("cpu")
-
-    torch.manual_seed(config.common.seed)
-
-    if config.model.config_overrides:
-        raise ValueError("The bare loop builds the mapper from its arch alone; drop `model.config_overrides`.")
-
-    mapper = get_speechmapper_model_hub().create_new_model(
-        get_speechmapper_model_hub().get_arch_config(config.model.arch), device=cpu, dtype=torch.float32
-    )
-
-    mapper.train()
-
-    model, _ = load_stage1_model(config, mapper=mapper, mapper_config=mapper, device=cpu)
 
     loss_fn = create_stage1_loss(config.loss)
 
@@ -552,32 +564,10 @@ def run_recipe(config: PretrainConfig, output_dir: Path) -> list[dict[str, float
     return [json.loads(line) for line in lines]
 
 
-def measure_steps(assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int) -> list[Comparison]:
-    from fairseq2.utils.threading import get_num_threads
-
-    import torch
-
-    num_steps = num_warmup + num_timed
-
-    num_threads = get_num_threads(1)
-
-    config, label = make_step_config(assets, work_dir, num_steps=num_steps, num_threads=num_threads)
-
-    _log(f"  models: {label}; {num_threads} threads; reading {num_steps} batches for the bare loop")
-
-    batches = read_batches(config, num_steps)
-
-    torch.set_num_threads(num_threads)
-
-    _log("  bare PyTorch loop ...")
-
-    bare_times = run_bare_loop(config, batches)
-
-    _log("  recipe (fairseq2 trainer) ...")
-
-    records = run_recipe(config, work_dir / "recipe_out")
-
-    # The records' step sizes must match the batches the bare loop trained on.
+def recipe_step_times(records: Sequence[dict[str, float]], batches: Sequence[SpeechBatch]) -> list[float]:
+    """Each step's wall time from the recipe's train metrics, after checking
+    that it trained on the same batches as the bare loop."""
+    # A step's examples are those trained on plus those skipped as too long.
     recipe_sizes = [int(r["Batch Size"]) + int(r.get("Skipped (Transcript Too Long)", 0)) for r in records]
     bare_sizes = [b.num_examples for b in batches]
 
@@ -586,35 +576,73 @@ def measure_steps(assets: Assets, work_dir: Path, *, num_warmup: int, num_timed:
 
     wall = [0.0] + [float(r["Wall Time"]) for r in records]
 
-    recipe_times = [b - a for a, b in zip(wall, wall[1:])]
+    return [b - a for a, b in zip(wall, wall[1:])]
+
+
+def measure_steps(
+    assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int
+) -> list[Comparison]:
+    """Alternates the recipe and the bare loop ``num_rounds`` times (so that
+    both see the same background load) and compares the medians of their
+    timed steps over all rounds."""
+    import torch
+
+    num_steps = num_warmup + num_timed
+
+    config, label = make_step_config(assets, work_dir, num_steps=num_steps, num_threads=num_threads)
+
+    _log(f"  models: {label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps")
+
+    torch.set_num_threads(num_threads)
+
+    model, tokenizer, mapper = build_bare_model(config)
+
+    batches = read_batches(config, model, tokenizer, num_steps)
 
     timed = slice(num_warmup, None)
 
-    recipe_median = statistics.median(recipe_times[timed])
-    bare_median = statistics.median(bare_times[timed])
+    recipe_times: list[float] = []
+    bare_times: list[float] = []
+    compute_times: list[float] = []
 
-    compute_median = statistics.median(float(r["Compute Time"]) for r in records[timed])
-    data_median = statistics.median(float(r["Data Time"]) for r in records[timed])
+    for round_nr in range(num_rounds):
+        # Alternating the order cancels a drift of the background load.
+        order = ("bare", "recipe") if round_nr % 2 == 0 else ("recipe", "bare")
 
-    mean_batch = statistics.fmean(bare_sizes[timed])
+        for which in order:
+            if which == "bare":
+                times = run_bare_loop(config, model, mapper, batches)
 
-    _log(
-        f"  recipe per step: {' '.join(f'{t:.2f}' for t in recipe_times)} s\n"
-        f"  bare   per step: {' '.join(f'{t:.2f}' for t in bare_times)} s\n"
-        f"  recipe median split: compute {compute_median:.3f} s, data wait {data_median:.4f} s; "
-        f"{mean_batch:.1f} utterances per timed batch"
-    )
+                bare_times += times[timed]
+            else:
+                records = run_recipe(config, work_dir / f"recipe_out_{round_nr}")
+
+                # The run sets the thread count from the config; keep it so.
+                torch.set_num_threads(num_threads)
+
+                times = recipe_step_times(records, batches)
+
+                recipe_times += times[timed]
+
+                compute_times += [float(r["Compute Time"]) for r in records[timed]]
+
+            _log(f"  round {round_nr + 1} {which:<6} s/step: {' '.join(f'{t:.2f}' for t in times)}")
+
+    recipe_median = statistics.median(recipe_times)
+    bare_median = statistics.median(bare_times)
+
+    _log(f"  {statistics.fmean(b.num_examples for b in batches[timed]):.1f} utterances per timed batch")
 
     return [
         Comparison(
             section="step time",
-            case=label.split(":")[0] + f" ({num_timed} steps)",
+            case=f"{label.split(':')[0]} ({num_rounds}x{num_timed} steps)",
             value_name="recipe",
             value=recipe_median,
             baseline_name="bare loop",
             baseline=bare_median,
             unit="s/step",
-            note=f"median after {num_warmup} warm-up; recipe compute {compute_median:.3f} s",
+            note=f"medians; {num_threads} thread(s); the trainer's compute part {statistics.median(compute_times):.3f} s",
         )
     ]
 
@@ -736,7 +764,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny models, fewer steps, 8B table computed (< 1 min)")
     parser.add_argument("--only", choices=("steps", "memory", "padding"), action="append", help="run only these parts (repeatable)")
     parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
-    parser.add_argument("--steps", type=int, help="timed steps (default: 12, --quick 6)")
+    parser.add_argument("--steps", type=int, help="timed steps per round (default: 10, --quick 6)")
+    parser.add_argument("--rounds", type=int, help="alternating recipe/bare rounds (default: 2, --quick 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads of both (default: 1, stable on a loaded 2-core machine)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -748,7 +780,8 @@ def main() -> int:
     parts = set(args.only or ("steps", "memory", "padding"))
 
     num_warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
-    num_timed = args.steps if args.steps is not None else (6 if args.quick else 12)
+    num_timed = args.steps if args.steps is not None else (6 if args.quick else 10)
+    num_rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
 
     start = time.perf_counter()
 
@@ -766,9 +799,11 @@ def main() -> int:
             assets = prepare_assets(work_dir, demo_corpus_dir=None if args.quick else demo_corpus_dir)
 
         if "steps" in parts and assets is not None:
-            _log(f"[step time] recipe vs bare loop, {num_warmup} warm-up + {num_timed} timed steps")
+            _log("[step time] recipe vs bare loop")
 
-            rows += measure_steps(assets, work_dir, num_warmup=num_warmup, num_timed=num_timed)
+            rows += measure_steps(
+                assets, work_dir, num_warmup=num_warmup, num_timed=num_timed, num_rounds=num_rounds, num_threads=args.threads
+            )
 
         if "memory" in parts and assets is not None:
             _log("[peak memory] embedding table vs full LLM")

@@ -143,6 +143,40 @@ def test_pretrain_trains_validates_checkpoints_and_writes_a_loadable_card(
     assert info.returncode == 0, info.stderr[-2000:]
     assert TINY_LLAMA_CARD in info.stdout
 
+    # The stage-1 evaluation finds the SFM, layer, LLM and pad token in the card.
+    eval_dir = tmp_path / "eval"
+
+    evaluation = subprocess.run(
+        [
+            str(VENV_BIN / "fairseq2"),
+            "speechmapper",
+            "evaluate",
+            str(eval_dir),
+            "--stage1",
+            "--no-rich",
+            "--config",
+            "model.name=speechmapper_tiny_run",
+            "dataset.name=null",
+            f"dataset.manifest_dir={corpus_dir}",
+            "dataset.valid_split=dev",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(cache_dir),
+        timeout=300,
+    )
+
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+
+    scores = json.loads((eval_dir / "metrics" / "eval.jsonl").read_text().splitlines()[-1])
+
+    assert scores["Number of Examples"] == 4
+    assert 0.0 <= scores["Word Token Accuracy"] <= 100.0
+
+    hypotheses = [json.loads(line) for line in (eval_dir / "hypotheses" / "stage1.rank_0.jsonl").read_text().splitlines()]
+
+    assert sorted(h["reference"] for h in hypotheses) == sorted(SENTENCES[i % len(SENTENCES)] for i in range(4))
+
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:

@@ -22,10 +22,10 @@ def get_speechmapper_commands() -> list[SubCommand]:
             "stage 2: instruction-tune a pretrained mapper through the frozen LLM (fairseq2 recipe)",
             issue=5,
         ),
-        _not_yet_implemented(
-            "evaluate",
-            "generate from a test manifest and score WER, BLEU/chrF, COMET or spoken-QA metrics (fairseq2 recipe)",
-            issue=5,
+        SubCommand(
+            name="evaluate",
+            summary="--stage1: score a pretrained mapper by embedding-space decoding (TER/WER) on a manifest; stage-2 generation scoring: not yet implemented (issue 5)",
+            run=_run_evaluate,
         ),
         _not_yet_implemented(
             "generate", "transcribe, translate or answer from audio files with a trained speech LLM", issue=5
@@ -117,6 +117,28 @@ def _run_pretrain(prog: str, args: list[str]) -> int:
     from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
 
     return run_recipe_main(prog, recipe_args, lambda: recipe_main(PretrainRecipe()))
+
+
+def _run_evaluate(prog: str, args: list[str]) -> int:
+    if "--stage1" not in args:
+        if args[:1] in (["-h"], ["--help"]):
+            print(
+                f"usage: {prog} OUTPUT_DIR --stage1 [--config model.name=MAPPER_CARD dataset.name=DATASET_CARD dataset.valid_split=SPLIT ...] [--dump-config]\n\n"
+                "--stage1 scores a pretrained mapper: nearest-embedding decoding of its outputs (token error rate, WER, word/pad token accuracy) and the stage-1 loss pieces; hypotheses go to OUTPUT_DIR/hypotheses/.\n"
+                "Without --stage1 (generation with the LLM, WER/BLEU/chrF/COMET): not yet implemented (tracked in issue 5)."
+            )
+
+            return 0
+
+        fail(f"`{prog}` without --stage1 (generation through the LLM) is not yet implemented (tracked in issue 5).", 2)
+
+    recipe_args = [a for a in args if a != "--stage1"]
+
+    from fairseq2.recipe.cli import main as recipe_main
+
+    from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalRecipe
+
+    return run_recipe_main(prog, recipe_args, lambda: recipe_main(Stage1EvalRecipe()))
 
 
 def _ensure_demo_assets() -> None:

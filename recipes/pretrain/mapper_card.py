@@ -34,6 +34,7 @@ class MapperCardWriter:
 
     speech_encoder: str
     speech_encoder_layer: int | None
+    speech_encoder_options: dict[str, object]
     llm: str
     pad_token: str
     pad_token_id: int
@@ -50,6 +51,7 @@ class MapperCardWriter:
             "checkpoint": str(self.checkpoint_dir / f"step_{step_nr}" / "model"),
             "speech_encoder": self.speech_encoder,
             "speech_encoder_layer": self.speech_encoder_layer,
+            "speech_encoder_options": self.speech_encoder_options,
             "llm": self.llm,
             "pad_token": self.pad_token,
             "pad_token_id": self.pad_token_id,

@@ -27,7 +27,12 @@ from fairseq2_speechmapper.datasets import (
 )
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection
+from fairseq2_speechmapper.recipes.pretrain.config import (
+    PretrainConfig,
+    SpeechDatasetSection,
+    SpeechEncoderSection,
+    TargetLLMSection,
+)
 from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
 from fairseq2_speechmapper.recipes.pretrain.metrics import EmbeddingDecodingScorer, NearestEmbeddingDecoder
@@ -67,7 +72,11 @@ class PretrainRecipe(Recipe):
         mapper = context.get_model_as(SpeechMapper)
 
         model, tokenizer = load_stage1_model(
-            config, mapper=context.get_data_parallel_model(), mapper_config=mapper, device=gangs.root.device
+            config.speech_encoder,
+            config.llm,
+            mapper=context.get_data_parallel_model(),
+            mapper_config=mapper,
+            device=gangs.root.device,
         )
 
         dataset = open_speech_dataset(context, config.dataset)
@@ -112,6 +121,7 @@ class PretrainRecipe(Recipe):
                 model_fields=_mapper_model_fields(config),
                 speech_encoder=config.speech_encoder.name,
                 speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
+                speech_encoder_options={"whisper_window": config.speech_encoder.whisper_window},
                 llm=config.llm.name,
                 pad_token=decode_token(tokenizer, model.pad_idx),
                 pad_token_id=model.pad_idx,
@@ -128,35 +138,40 @@ class PretrainRecipe(Recipe):
 
 
 def load_stage1_model(
-    config: PretrainConfig, *, mapper: torch.nn.Module, mapper_config: SpeechMapper, device: torch.device
+    speech_encoder_section: SpeechEncoderSection,
+    llm_section: TargetLLMSection,
+    *,
+    mapper: torch.nn.Module,
+    mapper_config: SpeechMapper,
+    device: torch.device,
 ) -> tuple[Stage1Model, Tokenizer]:
     """Loads the frozen SFM, the LLM's tokenizer and embedding table, and
     checks that ``mapper`` fits both."""
     speech_encoder = load_speech_encoder(
-        config.speech_encoder.name,
-        layer=config.speech_encoder.layer,
+        speech_encoder_section.name,
+        layer=speech_encoder_section.layer,
         device=device,
-        dtype=config.speech_encoder.dtype,
-        options=SpeechEncoderOptions(whisper_window=config.speech_encoder.whisper_window),
+        dtype=speech_encoder_section.dtype,
+        options=SpeechEncoderOptions(whisper_window=speech_encoder_section.whisper_window),
     )
 
-    tokenizer = load_tokenizer(config.llm.name)
+    tokenizer = load_tokenizer(llm_section.name)
 
-    embedding_table = load_embedding_table(config.llm.name, device=device, dtype=torch.float32)
+    embedding_table = load_embedding_table(llm_section.name, device=device, dtype=torch.float32)
 
-    pad_idx = resolve_pad_idx(tokenizer, config.llm.pad_token, llm_name=config.llm.name)
+    pad_idx = resolve_pad_idx(tokenizer, llm_section.pad_token, llm_name=llm_section.name)
 
     check_mapper_fits(
         mapper_config,
         speech_encoder_dim=speech_encoder.output_dim,
         llm_dim=embedding_table.size(1),
-        speech_encoder_name=config.speech_encoder.name,
-        llm_name=config.llm.name,
+        speech_encoder_name=speech_encoder_section.name,
+        llm_name=llm_section.name,
     )
 
     log.info(
         "Targets: the `{}` embedding table ({} x {}), pad token {!r} (id {}); the LLM itself is not loaded.",
-        config.llm.name,
+        llm_section.name,
         embedding_table.size(0),
         embedding_table.size(1),
         decode_token(tokenizer, pad_idx),
@@ -164,7 +179,7 @@ def load_stage1_model(
     )
 
     feature_encoder = SpeechFeatureEncoder(
-        speech_encoder, cache_in_memory=config.speech_encoder.cache_features_in_memory
+        speech_encoder, cache_in_memory=speech_encoder_section.cache_features_in_memory
     )
 
     return Stage1Model(feature_encoder, mapper, embedding_table, pad_idx), tokenizer
