@@ -822,9 +822,11 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
     parser.add_argument("--steps", type=int, help="timed steps per round (default: 10)")
-    parser.add_argument("--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 3, --quick 2)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads of both (default: 1, stable on a loaded 2-core machine)"
+        "--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 3, --quick 2)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads of all (default: 1, stable on a loaded 2-core machine)"
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()

@@ -215,7 +215,11 @@ class SpeechManifestDataset:
         def batch_window(window: list[dict[str, object]]) -> DataPipeline:
             return read_sequence(make_length_batches(window, options)).and_return()
 
-        builder.bucket(max(options.sort_window, 1)).yield_from(batch_window)
+        # Without sorting, batches are still filled up to the budget from
+        # consecutive utterances, not one utterance each.
+        window = options.sort_window if options.sort_window > 1 else options.max_batch_size
+
+        builder.bucket(window).yield_from(batch_window)
 
         if shuffle and options.batch_shuffle_window > 1:
             builder.shuffle(options.batch_shuffle_window, seed=seed + 1)
