@@ -457,7 +457,7 @@ def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, Tokenizer, Mo
     mapper.train()
 
     model, tokenizer = load_stage1_model(
-        config.speech_encoder, config.llm, mapper=mapper, mapper_config=mapper, device=cpu
+        config.speech_encoder, config.llm, mapper=mapper, unwrapped_mapper=mapper, device=cpu
     )
 
     return model, tokenizer, mapper

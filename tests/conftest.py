@@ -3,8 +3,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from fairseq2_speechmapper.demo import DemoAssets
 
 # Before anything imports fairseq2: generated cards are read from this cache
 # directory once, when fairseq2 builds its asset store; progress bars would only
@@ -26,3 +30,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def cache_dir() -> Path:
     """The cache directory holding the tiny assets and their cards."""
     return _CACHE_DIR
+
+
+@pytest.fixture(scope="session")
+def demo_assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
+    """The real demo assets (converted SmolLM2 and Whisper, the corpus), built
+    once per session for the slow tests; skipped where a source is missing."""
+    from fairseq2_speechmapper.demo import DemoAssetError, make_demo_assets
+
+    try:
+        return make_demo_assets(tmp_path_factory.mktemp("demo_assets"))
+    except DemoAssetError as ex:
+        pytest.skip(str(ex))

@@ -141,14 +141,6 @@ def test_truncated_ct2_gives_one_line_error(tmp_path: Path, cut: int) -> None:
 # ---- slow: the real conversions, built once per session --------------------------
 
 
-@pytest.fixture(scope="module")
-def demo_assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
-    try:
-        return make_demo_assets(tmp_path_factory.mktemp("demo_assets"))
-    except DemoAssetError as ex:
-        pytest.skip(str(ex))
-
-
 def _read_card(assets: DemoAssets, name: str) -> dict[str, object]:
     with assets.card_file.open(encoding="utf-8") as fp:
         cards = {card["name"]: card for card in yaml.safe_load_all(fp)}

@@ -16,7 +16,7 @@ from fairseq2.assets import AssetCard
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
-from fairseq2_speechmapper.demo import WHISPER_CARD, DemoAssetError, DemoAssets, make_demo_assets
+from fairseq2_speechmapper.demo import WHISPER_CARD, DemoAssets
 from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, WhisperWindow, load_speech_encoder
 from fairseq2_speechmapper.speech_encoders.whisper import WhisperSpeechEncoder
@@ -308,14 +308,6 @@ def test_hub_environment_is_restored_after_loading(tiny_hub: _TinyHub) -> None:
 
 
 # ---- slow: the converted demo Whisper tiny.en, loaded by name ---------------------
-
-
-@pytest.fixture(scope="module")
-def demo_assets(tmp_path_factory: pytest.TempPathFactory) -> DemoAssets:
-    try:
-        return make_demo_assets(tmp_path_factory.mktemp("demo_assets"))
-    except DemoAssetError as ex:
-        pytest.skip(str(ex))
 
 
 _COMPARE_DEMO_WHISPER = """

@@ -37,9 +37,6 @@ class SpeechBatch:
     num_bad_samples: int = 0
     """The bad utterances skipped while this batch was read."""
 
-    num_padded_elements: int = 0
-    """The padded input elements of the batch (to measure bucketing)."""
-
     def to(self, device: Device, *, non_blocking: bool = False) -> None:
         self.inputs = self.inputs.to(device, non_blocking=non_blocking)
 
@@ -50,10 +47,6 @@ class SpeechBatch:
     @property
     def num_examples(self) -> int:
         return len(self.ids)
-
-    @property
-    def num_input_elements(self) -> int:
-        return sum(self.input_lens)
 
 
 def parse_fields(serialized_fields: str) -> dict[str, object]:

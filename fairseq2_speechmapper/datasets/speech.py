@@ -323,7 +323,6 @@ def collate_speech_batch(
         sources=[str(e["source"]) for e in good_examples],
         fields=[parse_fields(str(e["fields"])) for e in good_examples],
         num_bad_samples=num_bad_samples,
-        num_padded_elements=len(inputs) * max(input_lens) - sum(input_lens),
     )
 
 

@@ -49,9 +49,10 @@ class TextNormalizer:
         return _SPACES.sub(" ", text).strip()
 
 
+_WER_NORMALIZER: Final = TextNormalizer(TextNormalizationConfig(lowercase=True, remove_punctuation=True))
+
+
 def normalize_for_wer(text: str) -> str:
     """The normaliser used for every WER we report: lower case, punctuation
     removed except word-internal apostrophes, single spaces."""
-    config = TextNormalizationConfig(lowercase=True, remove_punctuation=True)
-
-    return TextNormalizer(config)(text)
+    return _WER_NORMALIZER(text)

@@ -67,6 +67,15 @@ def _create_parser(prog: str) -> ArgumentParser:
         "--num-threads", type=int, default=DEFAULT_NUM_THREADS, help="threads reading audio headers (default: %(default)s)"
     )
 
+    splits = ArgumentParser(add_help=False)
+    splits.add_argument(
+        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)"
+    )
+
+    translation = ArgumentParser(add_help=False, parents=[splits])
+    translation.add_argument("--src", required=True, help="source (speech) language, e.g. en")
+    translation.add_argument("--tgt", required=True, help="target (text) language, e.g. de")
+
     parser = ArgumentParser(prog=prog, description=_DESCRIPTION)
 
     corpora = parser.add_subparsers(title="corpora", metavar="CORPUS", required=True)
@@ -83,47 +92,34 @@ def _create_parser(prog: str) -> ArgumentParser:
 
     common_voice = corpora.add_parser(
         "commonvoice",
-        parents=[common],
+        parents=[common, splits],
         help="Common Voice ASR: one manifest per split TSV",
         description="Reads ROOT/<split>.tsv (client_id, path, sentence, ...) of a Common Voice release's language directory and the clips in ROOT/clips/. Writes OUT/<split>.jsonl.",
     )
     common_voice.add_argument("root", type=Path, metavar="ROOT")
     common_voice.add_argument("out", type=Path, metavar="OUT")
-    common_voice.add_argument(
-        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="TSV files to read (default: %(default)s)"
-    )
     common_voice.add_argument("--lang", help="the `lang` field (default: the name of ROOT, the release's locale)")
     common_voice.set_defaults(prepare=_prepare_common_voice)
 
     covost2 = corpora.add_parser(
         "covost2",
-        parents=[common],
+        parents=[common, translation],
         help="CoVoST 2 speech translation: Common Voice clips with CoVoST 2's translations",
         description="Reads COVOST_TSV_DIR/covost_v2.<src>_<tgt>.<split>.tsv (path, sentence, translation, client_id; written by CoVoST's get_covost_splits.py) or else the official COVOST_TSV_DIR/covost_v2.<src>_<tgt>.tsv (path, translation, split) joined with CV_ROOT/validated.tsv; the clips are in CV_ROOT/clips/. Writes OUT/<split>.jsonl with translation, lang and tgt_lang.",
     )
     covost2.add_argument("cv_root", type=Path, metavar="CV_ROOT", help="Common Voice's directory of the source language")
     covost2.add_argument("covost_dir", type=Path, metavar="COVOST_TSV_DIR")
     covost2.add_argument("out", type=Path, metavar="OUT")
-    covost2.add_argument("--src", required=True, help="source (speech) language, e.g. en")
-    covost2.add_argument("--tgt", required=True, help="target (text) language, e.g. de")
-    covost2.add_argument(
-        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="(default: %(default)s)"
-    )
     covost2.set_defaults(prepare=_prepare_covost2)
 
     europarl_st = corpora.add_parser(
         "europarl-st",
-        parents=[common],
+        parents=[common, translation],
         help="EuroParl-ST v1.1 speech translation: segments of the talks' recordings",
         description="Reads ROOT/<src>/<tgt>/<split>/{segments.lst,segments.<src>,segments.<tgt>} and the recordings ROOT/<src>/audios/<talk>.<ext>; ROOT is v1.1/ of the official archive or its parent. Writes OUT/<split>.jsonl with offset and duration into the recordings, translation, lang and tgt_lang. libsndfile cannot decode the official .m4a recordings: convert them to .flac or .wav with the same stem and pass --audio-ext.",
     )
     europarl_st.add_argument("root", type=Path, metavar="ROOT")
     europarl_st.add_argument("out", type=Path, metavar="OUT")
-    europarl_st.add_argument("--src", required=True, help="source (speech) language, e.g. en")
-    europarl_st.add_argument("--tgt", required=True, help="target (text) language, e.g. fr")
-    europarl_st.add_argument(
-        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="(default: %(default)s)"
-    )
     europarl_st.add_argument(
         "--audio-ext", default="m4a", help="extension of the recordings in ROOT/<src>/audios/ (default: %(default)s)"
     )

@@ -14,6 +14,8 @@ from typing import Final, final
 
 import soundfile
 
+from fairseq2_speechmapper.files import write_text_atomically
+
 MANIFEST_SUFFIX: Final = ".jsonl"
 
 # Reading a header is mostly waiting on the disk (or a network file system),
@@ -275,16 +277,7 @@ def _manifest_line(utterance: Utterance, offset: float | None, duration: float) 
 def write_manifest_lines(manifest_file: Path, lines: Iterable[str]) -> None:
     """Writes ``lines`` as ``manifest_file``; atomically, so that a killed run
     never leaves a manifest that looks complete."""
-    manifest_file.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp_file = manifest_file.with_name(manifest_file.name + ".tmp")
-
-    with tmp_file.open("w", encoding="utf-8") as fp:
-        for line in lines:
-            fp.write(line)
-            fp.write("\n")
-
-    tmp_file.replace(manifest_file)
+    write_text_atomically(manifest_file, (line + "\n" for line in lines))
 
 
 def concatenate_splits(name: str, splits: Sequence[PreparedSplit], out_dir: Path) -> PreparedSplit:

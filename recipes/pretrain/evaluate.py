@@ -21,9 +21,10 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection, SpeechEncoderSection, TargetLLMSection
 from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection, create_stage1_loss
-from fairseq2_speechmapper.recipes.pretrain.metrics import EmbeddingDecodingScorer, NearestEmbeddingDecoder
 from fairseq2_speechmapper.recipes.pretrain.recipe import (
     Stage1SetupError,
+    create_decoding_scorer,
+    create_stage1_reader,
     load_stage1_model,
     open_speech_dataset,
     register_stage1_errors,
@@ -79,32 +80,30 @@ class Stage1EvalRecipe(Recipe):
         model, tokenizer = load_stage1_model(
             *_sections_of_mapper_card(card),
             mapper=mapper,
-            mapper_config=mapper,
+            unwrapped_mapper=mapper,
             device=gangs.root.device,
         )
 
         dataset = open_speech_dataset(context, config.dataset)
 
-        reader = dataset.create_reader(
+        reader = create_stage1_reader(
+            dataset,
             config.dataset.valid_split,
-            gangs,
             config.dataset,
-            prepare_input=model.speech_encoder.speech_encoder.prepare_input,
-            encode_text=tokenizer.create_raw_encoder(),
+            model,
+            tokenizer,
+            gangs,
             training=False,
             seed=config.common.seed,
-        )
-
-        scorer = EmbeddingDecodingScorer(
-            NearestEmbeddingDecoder(model.embedding_table),
-            tokenizer.create_decoder(skip_special_tokens=True),
-            model.pad_idx,
         )
 
         hypothesis_file = context.output_dir / "hypotheses" / f"stage1.rank_{gangs.root.rank}.jsonl"
 
         unit = Stage1EvalUnit(
-            model, create_stage1_loss(config.loss), scorer, hypothesis_sink=HypothesisWriter(hypothesis_file)
+            model,
+            create_stage1_loss(config.loss),
+            create_decoding_scorer(model, tokenizer),
+            hypothesis_sink=HypothesisWriter(hypothesis_file),
         )
 
         return context.create_evaluator([unit], [reader])

@@ -10,6 +10,7 @@ from typing_extensions import override
 
 from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.datasets import DataReader
+from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
@@ -75,19 +76,20 @@ class PretrainRecipe(Recipe):
             config.speech_encoder,
             config.llm,
             mapper=context.get_data_parallel_model(),
-            mapper_config=mapper,
+            unwrapped_mapper=mapper,
             device=gangs.root.device,
         )
 
         dataset = open_speech_dataset(context, config.dataset)
 
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
-            return dataset.create_reader(
+            return create_stage1_reader(
+                dataset,
                 split,
-                gangs,
                 config.dataset,
-                prepare_input=model.speech_encoder.speech_encoder.prepare_input,
-                encode_text=tokenizer.create_raw_encoder(),
+                model,
+                tokenizer,
+                gangs,
                 training=training,
                 seed=config.common.seed,
                 num_accumulate=config.trainer.grad_accumulation.num_batches if training else 1,
@@ -102,13 +104,7 @@ class PretrainRecipe(Recipe):
         valid_units, valid_readers = [], []
 
         if config.dataset.valid_split is not None:
-            scorer = EmbeddingDecodingScorer(
-                NearestEmbeddingDecoder(model.embedding_table),
-                tokenizer.create_decoder(skip_special_tokens=True),
-                model.pad_idx,
-            )
-
-            valid_units.append(Stage1EvalUnit(model, loss, scorer))
+            valid_units.append(Stage1EvalUnit(model, loss, create_decoding_scorer(model, tokenizer)))
 
             valid_readers.append(create_reader(config.dataset.valid_split, training=False))
 
@@ -142,11 +138,12 @@ def load_stage1_model(
     llm_section: TargetLLMSection,
     *,
     mapper: torch.nn.Module,
-    mapper_config: SpeechMapper,
+    unwrapped_mapper: SpeechMapper,
     device: torch.device,
 ) -> tuple[Stage1Model, Tokenizer]:
     """Loads the frozen SFM, the LLM's tokenizer and embedding table, and
-    checks that ``mapper`` fits both."""
+    checks that the mapper fits both (``unwrapped_mapper``: the mapper without
+    its DDP/FSDP wrapper)."""
     speech_encoder = load_speech_encoder(
         speech_encoder_section.name,
         layer=speech_encoder_section.layer,
@@ -162,7 +159,7 @@ def load_stage1_model(
     pad_idx = resolve_pad_idx(tokenizer, llm_section.pad_token, llm_name=llm_section.name)
 
     check_mapper_fits(
-        mapper_config,
+        unwrapped_mapper,
         speech_encoder_dim=speech_encoder.output_dim,
         llm_dim=embedding_table.size(1),
         speech_encoder_name=speech_encoder_section.name,
@@ -183,6 +180,40 @@ def load_stage1_model(
     )
 
     return Stage1Model(feature_encoder, mapper, embedding_table, pad_idx), tokenizer
+
+
+def create_stage1_reader(
+    dataset: SpeechManifestDataset,
+    split: str,
+    section: SpeechDatasetSection,
+    model: Stage1Model,
+    tokenizer: Tokenizer,
+    gangs: Gangs,
+    *,
+    training: bool,
+    seed: int,
+    num_accumulate: int = 1,
+) -> DataReader[SpeechBatch]:
+    """Reads ``split`` through the SFM's frontend, with the transcripts as the
+    LLM's token ids."""
+    return dataset.create_reader(
+        split,
+        gangs,
+        section,
+        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
+        encode_text=tokenizer.create_raw_encoder(),
+        training=training,
+        seed=seed,
+        num_accumulate=num_accumulate,
+    )
+
+
+def create_decoding_scorer(model: Stage1Model, tokenizer: Tokenizer) -> EmbeddingDecodingScorer:
+    return EmbeddingDecodingScorer(
+        NearestEmbeddingDecoder(model.embedding_table),
+        tokenizer.create_decoder(skip_special_tokens=True),
+        model.pad_idx,
+    )
 
 
 def check_mapper_fits(
