@@ -294,6 +294,50 @@ def test_bad_manifest_line_fails_with_one_line_error(cache_dir: Path, corpus_dir
     assert "Traceback" not in result.stderr
 
 
+def test_undecodable_audio_stops_training_with_one_line_error(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+
+    (bad_dir / "noise.wav").write_bytes(b"not audio at all" * 100)
+
+    entries = [json.loads(line) for line in (corpus_dir / "train.jsonl").read_text().splitlines()[:2]]
+
+    for entry in entries:
+        entry["audio_filepath"] = str(corpus_dir / entry["audio_filepath"])
+
+    entries[1]["audio_filepath"] = str(bad_dir / "noise.wav")
+
+    (bad_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+    config_file = _write_config(tmp_path / "config.yaml", bad_dir, num_steps=2)
+
+    command = _pretrain_command(tmp_path / "out", config_file, "--config", "dataset.valid_split=null")
+
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=300)
+
+    assert result.returncode == 2
+
+    message = f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio (Format not recognised.)."
+
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_validating_at_start_without_a_validation_split_is_a_config_error(
+    cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    config_file = _write_config(tmp_path / "config.yaml", corpus_dir, num_steps=2)
+
+    command = _pretrain_command(
+        tmp_path / "out", config_file, "--config", "dataset.valid_split=null", "regime.validate_at_start=true"
+    )
+
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=300)
+
+    assert result.returncode == 2
+    assert "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`." in result.stderr
+
+
 def test_preset_and_config_file_are_exclusive(cache_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
         [str(VENV_BIN / "fairseq2"), "speechmapper", "pretrain", str(tmp_path), "--preset", "paper", "--config-file", "x.yaml"],

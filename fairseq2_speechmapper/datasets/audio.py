@@ -70,7 +70,7 @@ class UtteranceLoader:
         try:
             decoded = self._audio_decoder(self._file_mapper(audio_path)["data"])
         except Exception as ex:  # fairseq2n raises plain errors for unreadable files
-            raise bad(f"cannot be decoded as audio ({_first_line(ex)}).") from None
+            raise bad(f"cannot be decoded as audio ({_first_line(_innermost_cause(ex))}).") from None
 
         waveform: Tensor = decoded["waveform"]
 
@@ -110,7 +110,15 @@ class UtteranceLoader:
             raise bad(_first_line(ex)) from None
 
 
-def _first_line(ex: Exception) -> str:
+def _innermost_cause(ex: BaseException) -> BaseException:
+    """fairseq2n puts libsndfile's own reason in the innermost cause."""
+    while (cause := ex.__cause__ or ex.__context__) is not None:
+        ex = cause
+
+    return ex
+
+
+def _first_line(ex: BaseException) -> str:
     lines = str(ex).strip().splitlines()
 
     return lines[0] if lines else type(ex).__name__
