@@ -366,7 +366,7 @@ def load_preset_config(preset: str) -> PretrainConfig:
     from fairseq2.runtime.dependency import DependencyContainer
 
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
-    from fairseq2_speechmapper.recipes.pretrain.presets import get_preset_file
+    from fairseq2_speechmapper.recipes.pretrain.presets import PRETRAIN_PRESETS
     from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
 
     recipe = PretrainRecipe()
@@ -381,7 +381,7 @@ def load_preset_config(preset: str) -> PretrainConfig:
         container.register_type(_RecipeConfigLoader)
         container.register_type(_RecipeConfigStructurer, _StandardRecipeConfigStructurer)
 
-        config = container.resolve(_RecipeConfigLoader).load(PretrainConfig, get_preset_file(preset), [])
+        config = container.resolve(_RecipeConfigLoader).load(PretrainConfig, PRETRAIN_PRESETS.file(preset), [])
 
     if not isinstance(config, PretrainConfig):
         raise TypeError(f"The `{preset}` preset did not load as a `PretrainConfig`.")

@@ -26,9 +26,6 @@ def run_cli(
 
 SUBCOMMANDS = ["pretrain", "instruct", "evaluate", "generate", "prepare", "extract-features"]
 
-UNFINISHED_SUBCOMMANDS = ["instruct", "evaluate", "generate", "extract-features"]
-
-
 @pytest.mark.parametrize("module", [False, True])
 def test_help_lists_groups_and_subcommands(cache_dir: Path, module: bool) -> None:
     top = run_cli("--help", cache_dir=cache_dir, module=module)
@@ -49,14 +46,6 @@ def test_unknown_subcommand_is_a_usage_error(cache_dir: Path) -> None:
 
     assert result.returncode == 2
     assert "invalid choice: 'pretrian'" in result.stderr
-
-
-@pytest.mark.parametrize("name", UNFINISHED_SUBCOMMANDS)
-def test_unfinished_subcommands_exit_2(cache_dir: Path, name: str, tmp_path: Path) -> None:
-    result = run_cli("speechmapper", name, str(tmp_path / "out"), cache_dir=cache_dir)
-
-    assert result.returncode == 2
-    assert "not yet implemented" in result.stderr
 
 
 def test_assets_list_and_show_include_our_cards(cache_dir: Path) -> None:

@@ -9,6 +9,7 @@ import soundfile
 
 from fairseq2_speechmapper.cli.errors import CommandError
 from fairseq2_speechmapper.cli.main import main
+from fairseq2_speechmapper.datasets.manifest import read_manifest
 from fairseq2_speechmapper.prepare.cli import run_prepare
 from fairseq2_speechmapper.prepare.manifest import libsndfile_reads
 
@@ -497,3 +498,290 @@ def test_libsndfile_reads_flac_wav_mp3_but_not_m4a() -> None:
     assert libsndfile_reads("flac") and libsndfile_reads(".wav") and libsndfile_reads("MP3")
 
     assert not libsndfile_reads("m4a")
+
+
+# Spoken-SQuAD -------------------------------------------------------------------------
+
+
+def _make_spoken_squad(root: Path) -> dict[str, list[Path]]:
+    """Writes the test split of a two-article Spoken-SQuAD: article 0 with a
+    paragraph of two sentences (two questions), article 1 with a paragraph of
+    one sentence (one question); returns the sentence files by paragraph."""
+    articles = [
+        {
+            "title": "Super_Bowl_50",
+            "paragraphs": [
+                {
+                    "context": "super bowl fifty was an american football game",
+                    "qas": [
+                        {"id": "q1", "question": "Which game?", "answers": [{"answer_start": 0, "text": "super bowl fifty"}]},
+                        {
+                            "id": "q2",
+                            "question": "What sport?",
+                            "answers": [{"answer_start": 32, "text": "american football"}, {"answer_start": 41, "text": "football"}],
+                        },
+                    ],
+                }
+            ],
+        },
+        {
+            "title": "Warsaw",
+            "paragraphs": [
+                {
+                    "context": "warsaw is the capital of poland",
+                    "qas": [{"id": "q3", "question": "Capital of what?", "answers": [{"answer_start": 25, "text": "poland"}]}],
+                }
+            ],
+        },
+    ]
+
+    (root / "spoken_test-v1.1.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "spoken_test-v1.1.json").write_text(json.dumps({"data": articles, "version": "1.1"}), encoding="utf-8")
+
+    sentences = {
+        "0_0": [root / "dev_wav" / "0_0_0.wav", root / "dev_wav" / "0_0_1.wav"],
+        "1_0": [root / "dev_wav" / "1_0_0.wav"],
+    }
+
+    for files in sentences.values():
+        for nr, file in enumerate(files):
+            _write_audio(file, num_frames=1600 + 400 * nr + len(file.stem), subtype="PCM_16")
+
+    # A file of another corpus layout is ignored.
+    (root / "dev_wav" / "README.txt").write_text("sentence audio")
+
+    return sentences
+
+
+def test_spoken_squad_writes_a_line_per_question_on_the_concatenated_paragraph(tmp_path: Path) -> None:
+    sentences = _make_spoken_squad(tmp_path / "corpus")
+
+    out_dir = tmp_path / "out"
+
+    assert run_prepare(PROG, ["spoken-squad", str(tmp_path / "corpus"), str(out_dir), "--splits", "test"]) == 0
+
+    paragraph_wav = out_dir / "audio" / "test" / "0_0.wav"
+
+    test = _read_manifest(out_dir / "test.jsonl")
+
+    assert test[:2] == [
+        {
+            "audio_filepath": str(paragraph_wav),
+            "duration": soundfile.info(str(paragraph_wav)).duration,
+            "text": "super bowl fifty was an american football game",
+            "id": question_id,
+            "lang": "en",
+            "question": question,
+            "answers": answers,
+        }
+        for question_id, question, answers in [
+            ("q1", "Which game?", ["super bowl fifty"]),
+            ("q2", "What sport?", ["american football", "football"]),
+        ]
+    ]
+
+    assert [(e["id"], e["audio_filepath"]) for e in test[2:]] == [("q3", str(out_dir / "audio" / "test" / "1_0.wav"))]
+
+    # The sentences in order, sample for sample.
+    expected = np.concatenate([soundfile.read(str(f), dtype="int16")[0] for f in sentences["0_0"]])
+
+    audio, sample_rate = soundfile.read(str(paragraph_wav), dtype="int16")
+
+    assert sample_rate == SAMPLE_RATE
+    np.testing.assert_array_equal(audio, expected)
+
+    assert test[0]["duration"] == pytest.approx(len(expected) / SAMPLE_RATE)
+
+    # The training and evaluation reader takes the lines as they are.
+    records = read_manifest(out_dir / "test.jsonl").records
+
+    assert [(r.id, r.fields["answers"]) for r in records] == [(e["id"], e["answers"]) for e in test]
+
+    # A second run keeps the paragraphs already written.
+    modified = paragraph_wav.stat().st_mtime_ns
+
+    assert run_prepare(PROG, ["spoken-squad", str(tmp_path / "corpus"), str(out_dir), "--splits", "test"]) == 0
+
+    assert paragraph_wav.stat().st_mtime_ns == modified
+    assert _read_manifest(out_dir / "test.jsonl") == test
+
+
+def test_spoken_squad_missing_sentence_fails_naming_it_unless_skipped(tmp_path: Path) -> None:
+    sentences = _make_spoken_squad(tmp_path / "corpus")
+
+    # A gap in the sentence numbers (a missing last sentence cannot be told
+    # from a shorter paragraph).
+    sentences["0_0"][0].unlink()
+
+    args = ["spoken-squad", str(tmp_path / "corpus"), str(tmp_path / "out"), "--splits", "test"]
+
+    with pytest.raises(CommandError) as error:
+        run_prepare(PROG, args)
+
+    assert str(error.value) == (
+        f"{sentences['0_0'][0]}: the audio file is missing (a sentence of {tmp_path / 'corpus' / 'spoken_test-v1.1.json'}: "
+        "data[0].paragraphs[0]); --skip-missing skips the paragraph's questions."
+    )
+
+    assert run_prepare(PROG, [*args, "--skip-missing"]) == 0
+
+    assert [e["id"] for e in _read_manifest(tmp_path / "out" / "test.jsonl")] == ["q3"]
+
+
+def test_spoken_squad_bad_input_is_named(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+
+    sentences = _make_spoken_squad(corpus)
+
+    args = ["spoken-squad", str(corpus), str(tmp_path / "out"), "--splits", "test"]
+
+    json_file = corpus / "spoken_test-v1.1.json"
+
+    document = json.loads(json_file.read_text())
+
+    del document["data"][1]["paragraphs"][0]["qas"][0]["question"]
+
+    json_file.write_text(json.dumps(document))
+
+    with pytest.raises(CommandError, match=r"spoken_test-v1\.1\.json: data\[1\]\.paragraphs\[0\]\.qas\[0\]: the `question` field must be a string\.$"):
+        run_prepare(PROG, args)
+
+    json_file.write_text('{"data": [\n  {"paragraphs": [}\n]}')
+
+    with pytest.raises(CommandError, match=r"spoken_test-v1\.1\.json:2: not valid JSON"):
+        run_prepare(PROG, args)
+
+    _make_spoken_squad(corpus)
+
+    # Sentences of one paragraph at different sample rates cannot be joined.
+    _write_audio(sentences["0_0"][1], num_frames=800, sample_rate=8000)
+
+    with pytest.raises(CommandError, match=r"0_0_1\.wav: 8000 Hz with 1 channel\(s\), but the paragraph's first sentence 0_0_0\.wav has 16000 Hz"):
+        run_prepare(PROG, args)
+
+
+# LibriSQA -------------------------------------------------------------------------
+
+
+def _make_librisqa(root: Path) -> None:
+    """LibriSpeech's dev-clean (two utterances) and LibriSQA's test split of
+    both parts, in the release's folders."""
+    _make_librispeech(root / "librispeech", subsets=("dev-clean",))
+
+    part1 = [
+        # As the release names the audio: relative to LibriSpeech/, `.wav`.
+        {"speech_path": "dev-clean/84/121123/84-121123-0000.wav", "text": "Chapter zero, utterance zero.", "question": "Which utterance?", "answer": "The first one."},
+        # By LibriSpeech id, without `text`: the LibriSpeech transcript.
+        {"id": "84-121123-0001", "question": "And this one?", "answer": "The second one."},
+    ]
+
+    part1_dir = root / "librisqa" / "LibriSQA-PartI"
+    part1_dir.mkdir(parents=True)
+    (part1_dir / "LibriSQA-PartI-test.json").write_text(json.dumps(part1, indent=1), encoding="utf-8")
+
+    part2 = [
+        {
+            "speech_path": "LibriSpeech/dev-clean/84/121123/84-121123-0001.flac",
+            "question": "What is said? (A) chapter zero (B) chapter three (C) nothing (D) a song",
+            "answer": "(A) chapter zero",
+        },
+        {"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "question": "Which one?", "choices": ["first", "second"], "answer": "A"},
+    ]
+
+    (root / "librisqa" / "LibriSQA-PartII-test.jsonl").write_text("\n".join(json.dumps(r) for r in part2) + "\n", encoding="utf-8")
+
+
+def test_librisqa_writes_both_parts_with_questions_answers_and_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _make_librisqa(tmp_path)
+
+    out_dir = tmp_path / "out"
+
+    args = ["librisqa", str(tmp_path / "librisqa"), str(tmp_path / "librispeech"), str(out_dir), "--splits", "test"]
+
+    assert run_prepare(PROG, args) == 0
+
+    chapter_dir = tmp_path / "librispeech" / "LibriSpeech" / "dev-clean" / "84" / "121123"
+
+    def audio(nr: int) -> dict[str, object]:
+        path = chapter_dir / f"84-121123-{nr:04d}.flac"
+
+        return {"audio_filepath": str(path), "duration": soundfile.info(str(path)).duration}
+
+    assert _read_manifest(out_dir / "part1" / "test.jsonl") == [
+        {
+            **audio(0),
+            "text": "Chapter zero, utterance zero.",
+            "id": "84-121123-0000_0",
+            "lang": "en",
+            "speaker": "84",
+            "question": "Which utterance?",
+            "answers": ["The first one."],
+            "part": "I",
+        },
+        {
+            **audio(1),
+            "text": "CHAPTER 0 UTTERANCE 1",
+            "id": "84-121123-0001_1",
+            "lang": "en",
+            "speaker": "84",
+            "question": "And this one?",
+            "answers": ["The second one."],
+            "part": "I",
+        },
+    ]
+
+    part2 = _read_manifest(out_dir / "part2" / "test.jsonl")
+
+    assert [(e["id"], e["text"], e["answers"], e["part"], e["choices"]) for e in part2] == [
+        ("84-121123-0001_0", "CHAPTER 0 UTTERANCE 1", ["(A) chapter zero"], "II", ["chapter zero", "chapter three", "nothing", "a song"]),
+        ("84-121123-0000_1", "CHAPTER 0 UTTERANCE 0", ["A"], "II", ["first", "second"]),
+    ]
+
+    assert part2[0]["question"] == "What is said? (A) chapter zero (B) chapter three (C) nothing (D) a song"
+
+    printed = capsys.readouterr().out
+
+    assert f"-> {out_dir / 'part1' / 'test.jsonl'}" in printed and printed.startswith("part1/test")
+
+
+def test_librisqa_bad_records_are_named_by_file_and_line(tmp_path: Path) -> None:
+    _make_librisqa(tmp_path)
+
+    part2_file = tmp_path / "librisqa" / "LibriSQA-PartII-test.jsonl"
+
+    args = ["librisqa", str(tmp_path / "librisqa"), str(tmp_path / "librispeech"), str(tmp_path / "out"), "--splits", "test"]
+
+    part2_file.write_text(
+        part2_file.read_text() + json.dumps({"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "question": "Which?", "answer": "B"}) + "\n"
+    )
+
+    with pytest.raises(CommandError) as error:
+        run_prepare(PROG, args)
+
+    assert str(error.value) == (
+        f"{part2_file}:3: a Part II record needs its choices: a `choices` list, or `(A) ... (B) ...` in the question."
+    )
+
+    part2_file.write_text('{"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "answer": "B"}\n')
+
+    with pytest.raises(CommandError, match=r"PartII-test\.jsonl:1: the `question` field is missing"):
+        run_prepare(PROG, args)
+
+    part2_file.write_text('{"speech_path": "dev-clean/84/121123/84-121123-9999.flac", "question": "Q?", "answer": "A", "choices": ["a", "b"]}\n')
+
+    with pytest.raises(CommandError, match=r"84-121123-9999\.flac: the audio file is missing \(listed in .*PartII-test\.jsonl:1\)"):
+        run_prepare(PROG, args)
+
+    with pytest.raises(CommandError) as error:
+        run_prepare(PROG, [*args[:-2], "--parts", "1"])
+
+    assert str(error.value) == (
+        f"{tmp_path / 'librisqa'}: no LibriSQA Part I train file in it (LibriSQA-PartI/LibriSQA-PartI-train.json, "
+        "or .jsonl, or either without the LibriSQA-PartI/ folder)."
+    )
+
+    # A record that names no audio.
+    part2_file.write_text('{"question": "Q?", "answer": "A", "choices": ["a", "b"]}\n')
+
+    with pytest.raises(CommandError, match=r"PartII-test\.jsonl:1: the record names no audio"):
+        run_prepare(PROG, args)

@@ -5,9 +5,15 @@ import sys
 from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairseq2_speechmapper.cli.main import SubCommand, fail, run_recipe_main
 from fairseq2_speechmapper.prepare.cli import run_prepare
+
+if TYPE_CHECKING:
+    from fairseq2.recipe.base import Recipe
+
+    from fairseq2_speechmapper.recipes.presets import RecipePresets
 
 
 def get_speechmapper_commands() -> list[SubCommand]:
@@ -17,26 +23,30 @@ def get_speechmapper_commands() -> list[SubCommand]:
             summary="stage 1: pretrain a mapper on ASR data against the LLM's embedding table (fairseq2 recipe; the demo without arguments)",
             run=_run_pretrain,
         ),
-        _not_yet_implemented(
-            "instruct",
-            "stage 2: instruction-tune a pretrained mapper through the frozen LLM (fairseq2 recipe)",
-            issue=5,
+        SubCommand(
+            name="instruct",
+            summary="stage 2: instruction-tune a pretrained mapper through the frozen LLM (fairseq2 recipe; the demo without arguments)",
+            run=_run_instruct,
         ),
         SubCommand(
             name="evaluate",
-            summary="--stage1: score a pretrained mapper by embedding-space decoding (TER/WER) on a manifest; stage-2 generation scoring: not yet implemented (issue 5)",
+            summary="generate with a speech LLM over a manifest and score it (WER; BLEU, chrF, COMET, target-language adherence; QA EM/F1, LLM judge); --stage1: score a pretrained mapper without the LLM",
             run=_run_evaluate,
         ),
-        _not_yet_implemented(
-            "generate", "transcribe, translate or answer from audio files with a trained speech LLM", issue=5
+        SubCommand(
+            name="generate",
+            summary="transcribe, translate or answer from audio files with a trained speech LLM (by card name)",
+            run=_run_generate,
         ),
         SubCommand(
             name="prepare",
             summary="write speech manifests (JSONL) from the official LibriSpeech, Common Voice, CoVoST 2 or EuroParl-ST layouts",
             run=run_prepare,
         ),
-        _not_yet_implemented(
-            "extract-features", "cache the frozen speech encoder's features for pretraining (fairseq2 recipe)", issue=6
+        SubCommand(
+            name="extract-features",
+            summary="run the frozen speech encoder once over manifests and store its features in shards, for pretraining (fairseq2 recipe; resumable, data parallel)",
+            run=_run_extract_features,
         ),
         SubCommand(
             name="self-check",
@@ -61,23 +71,83 @@ def get_speechmapper_commands() -> list[SubCommand]:
     ]
 
 
-def _not_yet_implemented(name: str, summary: str, *, issue: int) -> SubCommand:
-    def run(prog: str, args: list[str]) -> int:
-        if args[:1] in (["-h"], ["--help"]):
-            print(f"usage: {prog} OUTPUT_DIR [options]\n\n{summary}\n\nNot yet implemented.")
-
-            return 0
-
-        print(f"error: `{prog}` is not yet implemented (tracked in issue {issue}).", file=sys.stderr)
-
-        return 2
-
-    return SubCommand(name=name, summary=f"{summary} [not yet implemented]", run=run)
-
-
 def _run_pretrain(prog: str, args: list[str]) -> int:
-    from fairseq2_speechmapper.recipes.pretrain.presets import DEFAULT_PRESET, get_preset_file, list_presets
+    from fairseq2_speechmapper.recipes.pretrain.presets import PRETRAIN_PRESETS
 
+    def create_recipe() -> Recipe:
+        from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
+
+        return PretrainRecipe()
+
+    return _run_preset_recipe(
+        prog,
+        args,
+        PRETRAIN_PRESETS,
+        create_recipe,
+        description=(
+            "Stage 1 of SpeechMapper: trains the mapper to output the LLM's input embeddings of the transcript, reading only the LLM's tokenizer and embedding table.\n"
+            f"Without --preset or --config-file it runs the `{PRETRAIN_PRESETS.default}` preset: the real small demo models and corpus on CPU, built on first use.\n"
+            "Run the same command again to resume from the last checkpoint. Under torchrun, each rank reads its own shard."
+        ),
+    )
+
+
+def _run_instruct(prog: str, args: list[str]) -> int:
+    from fairseq2_speechmapper.recipes.instruct.presets import INSTRUCT_PRESETS
+
+    parser = ArgumentParser(prog=prog, add_help=False)
+    parser.add_argument("--mapper")
+    namespace, args = parser.parse_known_args(args)
+
+    if namespace.mapper is not None:
+        args = [*args, "--config", f"model.name={_mapper_card_name(namespace.mapper)}"]
+
+    def create_recipe() -> Recipe:
+        from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
+
+        return InstructRecipe()
+
+    return _run_preset_recipe(
+        prog,
+        args,
+        INSTRUCT_PRESETS,
+        create_recipe,
+        usage_options="[--mapper CARD_OR_PRETRAIN_DIR] ",
+        description=(
+            "Stage 2 of SpeechMapper: attaches a pretrained mapper (--mapper: its card, or the output directory of `pretrain`) to its frozen LLM and tunes the mapper through the LLM on instructions: "
+            "task-agnostic (ASR) or task-specific (speech translation, spoken QA), with the loss (1 - sigma) CE + sigma L_stage1.\n"
+            f"Without --preset or --config-file it runs the `{INSTRUCT_PRESETS.default}` preset on the mapper of `pretrain runs/demo` (card speechmapper_demo): SmolLM2-135M-Instruct on the demo corpus, CPU, a few minutes.\n"
+            "It writes the card `speechmapper_<OUTPUT_DIR name>`, which `evaluate` and `generate` load by name. Run the same command again to resume."
+        ),
+    )
+
+
+def _mapper_card_name(mapper: str) -> str:
+    """A card name, or the output directory of a training run (its card)."""
+    path = Path(mapper)
+
+    if not path.is_dir():
+        return mapper
+
+    from fairseq2_speechmapper.recipes.pretrain.mapper_card import default_mapper_card_name
+
+    if not (path / "checkpoints").is_dir():
+        fail(f"{path}: not the output directory of `pretrain` or `instruct` (it has no checkpoints/).", 2)
+
+    return default_mapper_card_name(path)
+
+
+def _run_preset_recipe(
+    prog: str,
+    args: list[str],
+    presets: RecipePresets,
+    create_recipe: Callable[[], Recipe],
+    *,
+    description: str,
+    usage_options: str = "",
+) -> int:
+    """Runs a fairseq2 recipe with ``--preset NAME`` (the default preset, the
+    demo, when neither a preset nor a configuration file is given)."""
     parser = ArgumentParser(prog=prog, add_help=False)
     parser.add_argument("--preset")
     parser.add_argument("-h", "--help", action="store_true")
@@ -85,10 +155,8 @@ def _run_pretrain(prog: str, args: list[str]) -> int:
 
     if namespace.help:
         print(
-            f"usage: {prog} OUTPUT_DIR [--preset {{{','.join(list_presets())}}} | --config-file FILE] [--config KEY=VALUE ...] [--dump-config] [--no-rich] [--checkpoint-dir DIR]\n\n"
-            "Stage 1 of SpeechMapper: trains the mapper to output the LLM's input embeddings of the transcript, reading only the LLM's tokenizer and embedding table.\n"
-            f"Without --preset or --config-file it runs the `{DEFAULT_PRESET}` preset: the real small demo models and corpus on CPU, built on first use.\n"
-            "Run the same command again to resume from the last checkpoint. Under torchrun, each rank reads its own shard.\n"
+            f"usage: {prog} OUTPUT_DIR {usage_options}[--preset {{{','.join(presets.names())}}} | --config-file FILE] [--config KEY=VALUE ...] [--dump-config] [--no-rich] [--checkpoint-dir DIR]\n\n"
+            f"{description}\n"
             f"Print a preset's full configuration with `{prog} --preset NAME --dump-config`."
         )
 
@@ -99,46 +167,169 @@ def _run_pretrain(prog: str, args: list[str]) -> int:
     if uses_config_file and namespace.preset is not None:
         fail("Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`.", 2)
 
-    preset = None if uses_config_file else (namespace.preset or DEFAULT_PRESET)
+    preset = None if uses_config_file else (namespace.preset or presets.default)
 
     if preset is not None:
         try:
-            preset_file = get_preset_file(preset)
+            preset_file = presets.file(preset)
         except ValueError as ex:
             fail(str(ex), 2)
 
         recipe_args = ["--config-file", str(preset_file), *recipe_args]
 
-    if preset == DEFAULT_PRESET and "--dump-config" not in recipe_args:
+    if preset == presets.default and "--dump-config" not in recipe_args:
         _ensure_demo_assets()
 
     from fairseq2.recipe.cli import main as recipe_main
 
-    from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
-
-    return run_recipe_main(prog, recipe_args, lambda: recipe_main(PretrainRecipe()))
+    return run_recipe_main(prog, recipe_args, lambda: recipe_main(create_recipe()))
 
 
 def _run_evaluate(prog: str, args: list[str]) -> int:
-    if "--stage1" not in args:
-        if args[:1] in (["-h"], ["--help"]):
-            print(
-                f"usage: {prog} OUTPUT_DIR --stage1 [--config model.name=MAPPER_CARD dataset.name=DATASET_CARD dataset.valid_split=SPLIT ...] [--dump-config]\n\n"
-                "--stage1 scores a pretrained mapper: nearest-embedding decoding of its outputs (token error rate, WER, word/pad token accuracy) and the stage-1 loss pieces; hypotheses go to OUTPUT_DIR/hypotheses/.\n"
-                "Without --stage1 (generation with the LLM, WER/BLEU/chrF/COMET): not yet implemented (tracked in issue 5)."
-            )
+    if "--stage1" in args:
+        return _run_stage1_evaluate(prog, [a for a in args if a != "--stage1"])
 
-            return 0
+    from fairseq2_speechmapper.recipes.evaluate.presets import EVALUATE_PRESETS
 
-        fail(f"`{prog}` without --stage1 (generation through the LLM) is not yet implemented (tracked in issue 5).", 2)
+    parser = ArgumentParser(prog=prog, add_help=False)
+    parser.add_argument("--model")
+    namespace, args = parser.parse_known_args(args)
 
-    recipe_args = [a for a in args if a != "--stage1"]
+    if namespace.model is not None:
+        args = [*args, "--config", f"model.name={_mapper_card_name(namespace.model)}"]
 
+    def create_recipe() -> Recipe:
+        from fairseq2_speechmapper.recipes.evaluate.recipe import SpeechEvalRecipe
+
+        return SpeechEvalRecipe()
+
+    return _run_preset_recipe(
+        prog,
+        args,
+        EVALUATE_PRESETS,
+        create_recipe,
+        usage_options="[--stage1] [--model CARD_OR_RUN_DIR] ",
+        description=(
+            "Generates with a speech LLM (--model: an instruction-tuned mapper's card or `instruct` output directory; a pretrained one runs zero-shot) over the split "
+            "`dataset.valid_split` of a manifest dataset, then scores: ASR WER (normalised: NFKC, lower case, no punctuation), ST BLEU/chrF (sacrebleu) and COMET "
+            "(`scoring.comet_model`, a Hub name in the local cache or a path) and target-language adherence, spoken-QA exact match/F1 and an LLM judge (`scoring.judge_llm`).\n"
+            "It writes OUTPUT_DIR/hypotheses/<split>.rank_<r>.jsonl (id, instruction, references, hypothesis) and OUTPUT_DIR/scores.json, and logs a table shaped like the paper's.\n"
+            f"Without --preset or --config-file it runs the `{EVALUATE_PRESETS.default}` preset: the speech LLM of `instruct runs/demo_it` on the demo corpus.\n"
+            "--stage1 instead scores a pretrained mapper by nearest-embedding decoding of its outputs (token error rate, WER, word/pad token accuracy), without the LLM "
+            "(`--stage1 --config model.name=MAPPER_CARD dataset.name=DATASET_CARD dataset.valid_split=SPLIT`)."
+        ),
+    )
+
+
+def _run_generate(prog: str, args: list[str]) -> int:
+    parser = ArgumentParser(
+        prog=prog,
+        description="Runs a speech LLM (an instruction-tuned mapper's card, or the output directory of `instruct`, with its SFM and LLM) on audio files and prints one reply per file: `FILE<TAB>REPLY`, or JSON lines with --jsonl. Audio in any format libsndfile reads, resampled to 16 kHz mono.",
+    )
+    parser.add_argument("--model", required=True, help="the mapper's card name or the `instruct` output directory")
+    parser.add_argument("audio", nargs="+", type=Path, help="audio files")
+    parser.add_argument("--prompt", help="the instruction (default: the one the model was tuned with); `<audio>` marks where the speech goes, else it comes first")
+    parser.add_argument("--strategy", choices=("greedy", "beam", "sample"), default="greedy")
+    parser.add_argument("--beam-size", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-new-tokens", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="the SFM's and LLM's data type")
+    parser.add_argument("--jsonl", action="store_true", help="print JSON lines (file, instruction, reply, stop reason)")
+    namespace = parser.parse_args(args)
+
+    model_name = _mapper_card_name(namespace.model)
+
+    for path in namespace.audio:
+        if not path.is_file():
+            fail(f"{path}: no such audio file.", 2)
+
+    def run() -> int:
+        import json
+
+        import torch
+
+        from fairseq2_speechmapper.datasets import BadSampleError
+        from fairseq2_speechmapper.generation import GenerationOptions
+        from fairseq2_speechmapper.speech_llm import SpeechLLMSection
+        from fairseq2_speechmapper.speech_llm.generate import generate_replies
+
+        options = GenerationOptions(
+            strategy=namespace.strategy,
+            max_new_tokens=namespace.max_new_tokens,
+            beam_size=namespace.beam_size,
+            temperature=namespace.temperature,
+            top_p=namespace.top_p,
+            seed=namespace.seed,
+        )
+
+        errors = options.validate()
+        if errors.has_error():
+            fail(f"invalid generation options: {errors}", 2)
+
+        dtype = getattr(torch, namespace.dtype)
+
+        section = SpeechLLMSection(llm_dtype=dtype, speech_encoder_dtype=dtype)
+
+        try:
+            for reply in generate_replies(
+                model_name,
+                namespace.audio,
+                instruction=namespace.prompt,
+                options=options,
+                section=section,
+                device=torch.device(namespace.device),
+                batch_size=namespace.batch_size,
+            ):
+                if namespace.jsonl:
+                    record = {"file": str(reply.audio_path), "instruction": reply.instruction, "reply": reply.text, "stop_reason": reply.stop_reason}
+
+                    print(json.dumps(record, ensure_ascii=False), flush=True)
+                else:
+                    print(f"{reply.audio_path}\t{reply.text}", flush=True)
+        except BadSampleError as ex:
+            fail(str(ex), 2)
+
+        return 0
+
+    return _with_extension(run)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_stage1_evaluate(prog: str, recipe_args: list[str]) -> int:
     from fairseq2.recipe.cli import main as recipe_main
 
     from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalRecipe
 
     return run_recipe_main(prog, recipe_args, lambda: recipe_main(Stage1EvalRecipe()))
+
+
+def _run_extract_features(prog: str, args: list[str]) -> int:
+    if args[:1] in (["-h"], ["--help"]):
+        print(
+            f"usage: {prog} OUTPUT_DIR [--config-file FILE] [--config KEY=VALUE ...] [--dump-config] [--no-rich]\n\n"
+            "Runs the frozen SFM (speech_encoder.name, .layer, .dtype) over the manifests (dataset.*, as in pretraining; splits: dataset.train_split and\n"
+            "dataset.valid_split, or splits=[...]) and writes its features to OUTPUT_DIR in shards (storage.dtype float16 by default,\n"
+            "storage.frame_average, storage.shard_size), with an index of every utterance. Pretrain from it with --config dataset.feature_cache=OUTPUT_DIR.\n"
+            "Run it again to finish a killed extraction (finished shards are kept); under torchrun, shard i goes to rank i % world size.\n"
+            f"Print the full configuration with `{prog} --dump-config`."
+        )
+
+        return 0
+
+    from fairseq2.recipe.cli import main as recipe_main
+
+    from fairseq2_speechmapper.features.extract import ExtractFeaturesRecipe
+
+    return run_recipe_main(prog, args, lambda: recipe_main(ExtractFeaturesRecipe()))
 
 
 def _ensure_demo_assets() -> None:

@@ -19,8 +19,13 @@ from fairseq2.models import (
     ModelNotKnownError,
 )
 
+from fairseq2_speechmapper.datasets import BadSampleError, ManifestError
 from fairseq2_speechmapper.demo.errors import DemoAssetError
+from fairseq2_speechmapper.embedding_table import EmbeddingTableError
+from fairseq2_speechmapper.scoring import ScoringError
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardError
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError
+from fairseq2_speechmapper.speech_llm import ChatTemplateError, SpeechLLMSetupError
 
 TRACEBACK_ENV = "FAIRSEQ2_SPEECHMAPPER_TRACEBACK"
 
@@ -51,6 +56,13 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError,
     DemoAssetError,
     SpeechEncoderNotSupportedError,
+    BadSampleError,
+    ManifestError,
+    EmbeddingTableError,
+    ScoringError,
+    ChatTemplateError,
+    MapperCardError,
+    SpeechLLMSetupError,
 )
 
 _NOT_FOUND_ERRORS: tuple[type[BaseException], ...] = (

@@ -106,8 +106,15 @@ class SpeechReadOptions:
 
         return result
 
+    def accepts_duration(self, duration: float) -> bool:
+        return self.min_duration <= duration <= self.max_duration
+
 
 TextEncoder = Callable[[str], Tensor]
+
+ExampleLoader = Callable[[dict[str, object]], dict[str, object]]
+"""Adds an example's speech encoder input (``inputs``), or ``error`` (a
+one-line reason) for a bad utterance that is to be skipped."""
 
 
 @final
@@ -152,9 +159,7 @@ class SpeechManifestDataset:
             check_audio_files=options.check_audio_files,
         )
 
-        records = [
-            r for r in manifest.records if options.min_duration <= r.duration <= options.max_duration
-        ]
+        records = [r for r in manifest.records if options.accepts_duration(r.duration)]
 
         log.info(
             "Split `{}`: {} utterances ({:.2f} h) from {}; {} bad lines skipped, {} outside {}-{} s left out.",
@@ -192,37 +197,7 @@ class SpeechManifestDataset:
         Training readers repeat forever (the trainer's regime decides when to
         stop), shuffled anew every epoch; the order depends only on ``seed``.
         """
-        errors = options.validate()
-        if errors.has_error():
-            raise ValueError(f"The read options are not valid: {errors}")
-
         records = self.read_records(split, options)
-
-        shuffle = training and options.shuffle
-
-        builder = read_sequence([r.as_example() for r in records])
-
-        if shuffle:
-            builder.shuffle(0, seed=seed)
-
-        if training:
-            builder.repeat(None, reset_rng=False)
-
-        # Shard after the (seeded, so identical on every rank) shuffle: the
-        # ranks read disjoint parts of each epoch.
-        builder.shard(gangs.dp.rank, gangs.dp.size, allow_uneven=True)
-
-        def batch_window(window: list[dict[str, object]]) -> DataPipeline:
-            return read_sequence(make_length_batches(window, options)).and_return()
-
-        # Without sorting, batches are still filled up to the budget from
-        # consecutive utterances, not one utterance each.
-        window = options.sort_window if options.sort_window > 1 else options.max_batch_size
-
-        builder.bucket(window).yield_from(batch_window)
-
-        if shuffle and options.batch_shuffle_window > 1:
-            builder.shuffle(options.batch_shuffle_window, seed=seed + 1)
 
         loader = UtteranceLoader(
             prepare_input,
@@ -230,27 +205,86 @@ class SpeechManifestDataset:
             raise_errors=options.on_bad_sample == "error",
         )
 
-        normalize_text = TextNormalizer(options.text)
-
-        builder.map(loader, selector="[*]", num_parallel_calls=options.num_parallel_calls)
-
-        def collate(examples: list[dict[str, object]]) -> SpeechBatch | None:
-            return collate_speech_batch(examples, normalize_text, encode_text)
-
-        builder.map(collate).filter(lambda batch: batch is not None)
-
-        builder.prefetch(options.num_prefetch)
-
-        pipeline = builder.and_return()
-
-        # Validation reads every rank's shard to its end.
-        sync_mode = SyncMode.UNTIL_FIRST if training else SyncMode.UNTIL_LAST
-
-        reader = DataPipelineReader[SpeechBatch](
-            pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
+        return create_speech_reader(
+            [r.as_example() for r in records],
+            split,
+            gangs,
+            options,
+            load_example=loader,
+            encode_text=encode_text,
+            training=training,
+            seed=seed,
+            num_accumulate=num_accumulate,
         )
 
-        return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
+
+def create_speech_reader(
+    examples: list[dict[str, object]],
+    split: str,
+    gangs: Gangs,
+    options: SpeechReadOptions,
+    *,
+    load_example: ExampleLoader,
+    encode_text: TextEncoder,
+    training: bool,
+    seed: int,
+    num_accumulate: int = 1,
+) -> DataReader[SpeechBatch]:
+    """Reads ``examples`` (``id``, ``duration``, ``text``, ``source``,
+    ``fields`` and whatever ``load_example`` needs) into length-bucketed
+    batches, sharded over the data-parallel ranks: the one reader behind
+    audio manifests and feature caches, so both batch, shard and resume alike."""
+    errors = options.validate()
+    if errors.has_error():
+        raise ValueError(f"The read options are not valid: {errors}")
+
+    shuffle = training and options.shuffle
+
+    builder = read_sequence(examples)
+
+    if shuffle:
+        builder.shuffle(0, seed=seed)
+
+    if training:
+        builder.repeat(None, reset_rng=False)
+
+    # Shard after the (seeded, so identical on every rank) shuffle: the
+    # ranks read disjoint parts of each epoch.
+    builder.shard(gangs.dp.rank, gangs.dp.size, allow_uneven=True)
+
+    def batch_window(window: list[dict[str, object]]) -> DataPipeline:
+        return read_sequence(make_length_batches(window, options)).and_return()
+
+    # Without sorting, batches are still filled up to the budget from
+    # consecutive utterances, not one utterance each.
+    window = options.sort_window if options.sort_window > 1 else options.max_batch_size
+
+    builder.bucket(window).yield_from(batch_window)
+
+    if shuffle and options.batch_shuffle_window > 1:
+        builder.shuffle(options.batch_shuffle_window, seed=seed + 1)
+
+    normalize_text = TextNormalizer(options.text)
+
+    builder.map(load_example, selector="[*]", num_parallel_calls=options.num_parallel_calls)
+
+    def collate(examples: list[dict[str, object]]) -> SpeechBatch | None:
+        return collate_speech_batch(examples, normalize_text, encode_text)
+
+    builder.map(collate).filter(lambda batch: batch is not None)
+
+    builder.prefetch(options.num_prefetch)
+
+    pipeline = builder.and_return()
+
+    # Validation reads every rank's shard to its end.
+    sync_mode = SyncMode.UNTIL_FIRST if training else SyncMode.UNTIL_LAST
+
+    reader = DataPipelineReader[SpeechBatch](
+        pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
+    )
+
+    return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
 
 
 def make_length_batches(
@@ -349,7 +383,7 @@ class SpeechDataReader(DataReader[SpeechBatch]):
         except StopIteration:
             raise
         except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
-            bad_sample_error = _find_bad_sample_error(ex)
+            bad_sample_error = find_bad_sample_error(ex)
             if bad_sample_error is None:
                 raise
 
@@ -380,7 +414,7 @@ class SpeechDataReader(DataReader[SpeechBatch]):
         return self._inner.num_accumulate
 
 
-def _find_bad_sample_error(ex: BaseException) -> BadSampleError | None:
+def find_bad_sample_error(ex: BaseException) -> BadSampleError | None:
     cause: BaseException | None = ex
 
     while cause is not None:

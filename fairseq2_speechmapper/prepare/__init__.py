@@ -8,10 +8,12 @@ one utterance per line::
      "offset": 12.5, "lang": "en", "translation": "...", "tgt_lang": "de", "speaker": "..."}
 
 ``offset`` is only written for segments of longer files; the task fields
-(``lang``, ``translation``, ``tgt_lang``, ``speaker``) only where the corpus
-has them. Durations are read from the audio headers.
+(``lang``, ``translation``, ``tgt_lang``, ``speaker``; for spoken QA
+``question``, ``answers`` (a list), ``part`` and ``choices``) only where the
+corpus has them. Durations are read from the audio headers.
 
 The modules of the corpora (:mod:`.librispeech`, :mod:`.common_voice`,
-:mod:`.covost2`, :mod:`.europarl_st`) import soundfile; this package itself
+:mod:`.covost2`, :mod:`.europarl_st`, :mod:`.spoken_squad`, :mod:`.librisqa`)
+import soundfile; this package itself
 stays light, since the command line imports :mod:`.cli` on every start.
 """

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 _DESCRIPTION = (
     "Writes speech manifests (NeMo-style JSONL, OUT/<split>.jsonl: audio_filepath, duration, text, id, "
-    "and offset, lang, translation, tgt_lang, speaker where the corpus has them) from a corpus in its "
+    "and offset, lang, translation, tgt_lang, speaker, question, answers, choices where the corpus has them) from a corpus in its "
     "official layout. Durations come from the audio headers; the audio stays where it is."
 )
 
@@ -125,6 +125,32 @@ def _create_parser(prog: str) -> ArgumentParser:
     )
     europarl_st.set_defaults(prepare=_prepare_europarl_st)
 
+    spoken_squad = corpora.add_parser(
+        "spoken-squad",
+        parents=[common],
+        help="Spoken-SQuAD spoken QA: one line per question, the audio its spoken paragraph",
+        description="Reads ROOT/spoken_{train,test}-v1.1.json (SQuAD format; the contexts are ASR transcripts) and the sentence audio ROOT/{train,dev}_wav/<article>_<paragraph>_<sentence>.wav (0-based, in JSON order). Concatenates each paragraph's sentences once into OUT/audio/<split>/<article>_<paragraph>.wav and writes OUT/<split>.jsonl with text (the paragraph's transcript), question and answers (a list).",
+    )
+    spoken_squad.add_argument("root", type=Path, metavar="ROOT")
+    spoken_squad.add_argument("out", type=Path, metavar="OUT")
+    spoken_squad.add_argument(
+        "--splits", nargs="+", default=["train", "test"], choices=["train", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)"
+    )
+    spoken_squad.set_defaults(prepare=_prepare_spoken_squad)
+
+    librisqa = corpora.add_parser(
+        "librisqa",
+        parents=[common],
+        help="LibriSQA spoken QA on LibriSpeech: Part I open answers, Part II multiple choice",
+        description="Reads LIBRISQA_DIR/LibriSQA-Part{I,II}/LibriSQA-Part{I,II}-<split>.json (or .jsonl, or flat in LIBRISQA_DIR; records with speech_path or a LibriSpeech id, question, answer, text; Part II also choices, or (A)...(D) in the question) and the audio in LIBRISPEECH_ROOT (the LibriSpeech directory or its parent). Writes OUT/part1/<split>.jsonl and OUT/part2/<split>.jsonl with text, question, answers (a list), part and, for Part II, choices.",
+    )
+    librisqa.add_argument("librisqa_dir", type=Path, metavar="LIBRISQA_DIR")
+    librisqa.add_argument("librispeech_root", type=Path, metavar="LIBRISPEECH_ROOT")
+    librisqa.add_argument("out", type=Path, metavar="OUT")
+    librisqa.add_argument("--parts", nargs="+", default=["1", "2"], choices=["1", "2"], metavar="PART", help="the parts to write (default: %(default)s)")
+    librisqa.add_argument("--splits", nargs="+", default=["train", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)")
+    librisqa.set_defaults(prepare=_prepare_librisqa)
+
     return parser
 
 
@@ -163,4 +189,18 @@ def _prepare_europarl_st(namespace: Namespace, out_dir: Path, options: PrepareOp
         tgt=namespace.tgt,
         splits=namespace.splits,
         audio_ext=namespace.audio_ext,
+    )
+
+
+def _prepare_spoken_squad(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.spoken_squad import prepare_spoken_squad
+
+    return prepare_spoken_squad(namespace.root, out_dir, options, splits=namespace.splits)
+
+
+def _prepare_librisqa(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
+    from fairseq2_speechmapper.prepare.librisqa import prepare_librisqa
+
+    return prepare_librisqa(
+        namespace.librisqa_dir, namespace.librispeech_root, out_dir, options, parts=namespace.parts, splits=namespace.splits
     )

@@ -70,9 +70,9 @@ class Utterance:
     """The start and end (seconds) of a segment of a longer audio file;
     ``None`` for the whole file."""
 
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, object] = field(default_factory=dict)
     """Task fields kept for later stages: ``lang``, ``translation``,
-    ``tgt_lang``, ``speaker``, ..."""
+    ``tgt_lang``, ``speaker``, ``question``, ``answers`` (a list), ..."""
 
 
 @final

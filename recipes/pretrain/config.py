@@ -7,9 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from fairseq2.data_type import DataType
 from fairseq2.recipe.config import (
     AdamWConfig,
     CosineAnnealingLRConfig,
@@ -25,31 +22,19 @@ from fairseq2.recipe.config import (
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.datasets import SPEECH_MANIFEST_FAMILY, SpeechReadOptions
+from fairseq2_speechmapper.features.config import SFMSection
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
 from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection
-from fairseq2_speechmapper.speech_encoders import WhisperWindow
 
 
 @dataclass(kw_only=True)
-class SpeechEncoderSection:
+class SpeechEncoderSection(SFMSection):
     """The frozen speech foundation model."""
-
-    name: str = "w2vbert2_600m"
-    """The SFM's asset card."""
-
-    layer: int | None = 24
-    """The encoder layer (1-based) whose output the mapper reads; ``None`` for the last."""
-
-    dtype: DataType = torch.float32
 
     cache_features_in_memory: bool = False
     """Keep each utterance's features in memory after the first epoch (the SFM
-    is frozen, so they never change); for corpora whose features fit in RAM."""
-
-    whisper_window: WhisperWindow = "30s"
-    """Whisper encoders only: ``30s`` encodes every utterance in Whisper's
-    fixed 30 s window, as it was trained; ``utterance`` in a window as long as
-    the utterance (far cheaper for short utterances, not how Whisper was trained)."""
+    is frozen, so they never change); for corpora whose features fit in RAM.
+    ``dataset.feature_cache`` keeps them on disk instead."""
 
 
 @dataclass(kw_only=True)
@@ -84,11 +69,16 @@ class SpeechDatasetSection(DatasetSection, SpeechReadOptions):
     valid_split: str | None = "dev"
     """The held-out split validated on; ``None`` to skip validation."""
 
+    feature_cache: Path | None = None
+    """A directory written by ``extract-features``: its features are read
+    instead of running the SFM on audio, and the SFM is not loaded. It must
+    hold the splits read and match ``speech_encoder``; no manifest is needed."""
+
     def validate(self) -> ValidationResult:
         result = SpeechReadOptions.validate(self)
 
-        if self.name is None and self.manifest_dir is None and not self.manifests:
-            result.add_error("`name` (a dataset card), `manifest_dir` or `manifests` must be specified.")
+        if self.name is None and self.manifest_dir is None and not self.manifests and self.feature_cache is None:
+            result.add_error("`name` (a dataset card), `manifest_dir`, `manifests` or `feature_cache` must be specified.")
 
         return result
 

@@ -21,6 +21,7 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection, SpeechEncoderSection, TargetLLMSection
 from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection, create_stage1_loss
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import read_mapper_card
 from fairseq2_speechmapper.recipes.pretrain.recipe import (
     Stage1SetupError,
     create_decoding_scorer,
@@ -115,23 +116,15 @@ class Stage1EvalRecipe(Recipe):
 
 
 def _sections_of_mapper_card(card: AssetCard) -> tuple[SpeechEncoderSection, TargetLLMSection]:
-    metadata = card.metadata
-
-    for name in ("speech_encoder", "llm"):
-        if not isinstance(metadata.get(name), str):
-            raise Stage1SetupError(f"The `{card.name}` card has no `{name}` field; it is not a trained mapper's card.")
-
-    options = metadata.get("speech_encoder_options") or {}
+    info = read_mapper_card(card)
 
     speech_encoder = SpeechEncoderSection(
-        name=str(metadata["speech_encoder"]),
-        layer=metadata.get("speech_encoder_layer"),  # type: ignore[arg-type]
-        whisper_window=options.get("whisper_window", "30s"),  # type: ignore[union-attr]
+        name=info.speech_encoder,
+        layer=info.speech_encoder_layer,
+        whisper_window=info.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
     )
 
-    llm = TargetLLMSection(name=str(metadata["llm"]), pad_token=metadata.get("pad_token"))  # type: ignore[arg-type]
-
-    return speech_encoder, llm
+    return speech_encoder, TargetLLMSection(name=info.llm, pad_token=info.pad_token)
 
 
 @final

@@ -8,6 +8,7 @@ from typing import final
 import torch
 from typing_extensions import override
 
+from fairseq2.assets import get_asset_store
 from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
@@ -27,6 +28,14 @@ from fairseq2_speechmapper.datasets import (
     SpeechManifestDatasetConfig,
 )
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.features import (
+    CachedFeatureEncoder,
+    FeatureCache,
+    FeatureCacheDataset,
+    FeatureCacheError,
+    card_checkpoint,
+    check_frame_average,
+)
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.config import (
     PretrainConfig,
@@ -35,21 +44,18 @@ from fairseq2_speechmapper.recipes.pretrain.config import (
     TargetLLMSection,
 )
 from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
-from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardError, MapperCardWriter, default_mapper_card_name
 from fairseq2_speechmapper.recipes.pretrain.metrics import EmbeddingDecodingScorer, NearestEmbeddingDecoder
 from fairseq2_speechmapper.recipes.pretrain.stage1 import (
     PadTokenError,
     SpeechFeatureEncoder,
+    Stage1Features,
     Stage1Model,
     decode_token,
     resolve_pad_idx,
 )
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, Stage1EvalUnit
-from fairseq2_speechmapper.speech_encoders import (
-    SpeechEncoderNotSupportedError,
-    SpeechEncoderOptions,
-    load_speech_encoder,
-)
+from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError, load_speech_encoder
 
 
 class Stage1SetupError(Exception):
@@ -72,15 +78,16 @@ class PretrainRecipe(Recipe):
 
         mapper = context.get_model_as(SpeechMapper)
 
+        dataset = open_stage1_dataset(context, config.dataset)
+
         model, tokenizer = load_stage1_model(
             config.speech_encoder,
             config.llm,
             mapper=context.get_data_parallel_model(),
             unwrapped_mapper=mapper,
             device=gangs.root.device,
+            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
         )
-
-        dataset = open_speech_dataset(context, config.dataset)
 
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
             return create_stage1_reader(
@@ -116,7 +123,7 @@ class PretrainRecipe(Recipe):
                 checkpoint_dir=context.output_dir / "checkpoints",
                 model_fields=_mapper_model_fields(config),
                 speech_encoder=config.speech_encoder.name,
-                speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
+                speech_encoder_layer=model.speech_encoder.layer,
                 speech_encoder_options={"whisper_window": config.speech_encoder.whisper_window},
                 llm=config.llm.name,
                 pad_token=decode_token(tokenizer, model.pad_idx),
@@ -140,17 +147,30 @@ def load_stage1_model(
     mapper: torch.nn.Module,
     unwrapped_mapper: SpeechMapper,
     device: torch.device,
+    feature_cache: FeatureCache | None = None,
 ) -> tuple[Stage1Model, Tokenizer]:
     """Loads the frozen SFM, the LLM's tokenizer and embedding table, and
     checks that the mapper fits both (``unwrapped_mapper``: the mapper without
-    its DDP/FSDP wrapper)."""
-    speech_encoder = load_speech_encoder(
-        speech_encoder_section.name,
-        layer=speech_encoder_section.layer,
-        device=device,
-        dtype=speech_encoder_section.dtype,
-        options=SpeechEncoderOptions(whisper_window=speech_encoder_section.whisper_window),
-    )
+    its DDP/FSDP wrapper). With ``feature_cache`` the SFM is not loaded: the
+    cache must hold the features ``speech_encoder_section`` asks for."""
+    features: Stage1Features
+
+    if feature_cache is None:
+        speech_encoder = load_speech_encoder(
+            speech_encoder_section.name,
+            layer=speech_encoder_section.layer,
+            device=device,
+            dtype=speech_encoder_section.dtype,
+            options=speech_encoder_section.encoder_options(),
+        )
+
+        features = SpeechFeatureEncoder(speech_encoder, cache_in_memory=speech_encoder_section.cache_features_in_memory)
+
+        speech_encoder_dim = speech_encoder.output_dim
+    else:
+        features = open_cached_features(feature_cache, speech_encoder_section, unwrapped_mapper)
+
+        speech_encoder_dim = feature_cache.header.feature_dim
 
     tokenizer = load_tokenizer(llm_section.name)
 
@@ -160,7 +180,7 @@ def load_stage1_model(
 
     check_mapper_fits(
         unwrapped_mapper,
-        speech_encoder_dim=speech_encoder.output_dim,
+        speech_encoder_dim=speech_encoder_dim,
         llm_dim=embedding_table.size(1),
         speech_encoder_name=speech_encoder_section.name,
         llm_name=llm_section.name,
@@ -175,15 +195,31 @@ def load_stage1_model(
         pad_idx,
     )
 
-    feature_encoder = SpeechFeatureEncoder(
-        speech_encoder, cache_in_memory=speech_encoder_section.cache_features_in_memory
-    )
+    return Stage1Model(features, mapper, embedding_table, pad_idx), tokenizer
 
-    return Stage1Model(feature_encoder, mapper, embedding_table, pad_idx), tokenizer
+
+def open_cached_features(
+    cache: FeatureCache, section: SpeechEncoderSection, mapper: SpeechMapper
+) -> CachedFeatureEncoder:
+    """Refuses a cache of other features than ``section`` asks for: another
+    SFM card or checkpoint, layer, option or compute dtype."""
+    card = get_asset_store().retrieve_card(section.name)
+
+    problems = cache.header.mismatches(section, checkpoint=card_checkpoint(card))
+    if problems:
+        raise FeatureCacheError(
+            f"{cache.directory}: the feature cache does not hold the features `speech_encoder` asks for: {'; '.join(problems)}. Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
+        )
+
+    check_frame_average(cache, mapper_frame_average=mapper.frame_average)
+
+    log.info("Reading the SFM features from the cache {} ({}); the SFM is not loaded.", cache.directory, cache.header.describe())
+
+    return CachedFeatureEncoder(layer=cache.header.layer, frame_average=cache.header.frame_average)
 
 
 def create_stage1_reader(
-    dataset: SpeechManifestDataset,
+    dataset: SpeechManifestDataset | FeatureCacheDataset,
     split: str,
     section: SpeechDatasetSection,
     model: Stage1Model,
@@ -194,8 +230,22 @@ def create_stage1_reader(
     seed: int,
     num_accumulate: int = 1,
 ) -> DataReader[SpeechBatch]:
-    """Reads ``split`` through the SFM's frontend, with the transcripts as the
-    LLM's token ids."""
+    """Reads ``split`` through the SFM's frontend (or as cached features),
+    with the transcripts as the LLM's token ids."""
+    if isinstance(dataset, FeatureCacheDataset):
+        return dataset.create_reader(
+            split,
+            gangs,
+            section,
+            encode_text=tokenizer.create_raw_encoder(),
+            training=training,
+            seed=seed,
+            num_accumulate=num_accumulate,
+        )
+
+    if not isinstance(model.speech_encoder, SpeechFeatureEncoder):
+        raise TypeError("Audio manifests are read for a model that runs the SFM.")
+
     return dataset.create_reader(
         split,
         gangs,
@@ -230,6 +280,16 @@ def check_mapper_fits(
         )
 
 
+def open_stage1_dataset(
+    context: RecipeContext, section: SpeechDatasetSection
+) -> SpeechManifestDataset | FeatureCacheDataset:
+    """The feature cache if the section names one, else the manifests."""
+    if section.feature_cache is not None:
+        return FeatureCacheDataset.open(section.feature_cache)
+
+    return open_speech_dataset(context, section)
+
+
 def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
     """Manifests given in the section win over the dataset card."""
     if section.manifest_dir is not None or section.manifests:
@@ -253,22 +313,30 @@ def _mapper_model_fields(config: PretrainConfig) -> dict[str, object]:
 
 
 def register_stage1_errors(container: DependencyContainer) -> None:
-    """User errors end the run with their one-line message and exit code 2."""
+    register_user_errors(
+        container,
+        BadSampleError,
+        ManifestError,
+        EmbeddingTableError,
+        FeatureCacheError,
+        MapperCardError,
+        PadTokenError,
+        SpeechEncoderNotSupportedError,
+        Stage1SetupError,
+    )
+
+
+def register_user_errors(container: DependencyContainer, *kls: type[Exception]) -> None:
+    """Errors of these types end the run with their one-line message and exit
+    code 2 (they are the user's to fix, a traceback would only hide them)."""
 
     def log_error(ex: Exception) -> int:
         log.error("{}", ex)
 
         return 2
 
-    for kls in (
-        BadSampleError,
-        ManifestError,
-        EmbeddingTableError,
-        PadTokenError,
-        SpeechEncoderNotSupportedError,
-        Stage1SetupError,
-    ):
-        register_cli_error(container, kls, log_error)
+    for error_kls in kls:
+        register_cli_error(container, error_kls, log_error)
 
 
 def register_stage1_metric_descriptors(container: DependencyContainer) -> None:

@@ -3,7 +3,7 @@ token-embedding table (never the LLM itself) and the pad token."""
 
 from __future__ import annotations
 
-from typing import Final, final
+from typing import Final, Protocol, final
 
 import torch
 from torch import Tensor
@@ -78,6 +78,10 @@ class SpeechFeatureEncoder:
 
         self._cache: dict[str, Tensor] | None = {} if cache_in_memory else None
 
+    @property
+    def layer(self) -> int:
+        return self.speech_encoder.layer
+
     @torch.no_grad()
     def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]:
         if self._cache is None:
@@ -100,13 +104,24 @@ class SpeechFeatureEncoder:
         return pad_seqs([cache[source] for source in batch.sources])
 
 
+class Stage1Features(Protocol):
+    """The SFM's features of a batch: computed (:class:`SpeechFeatureEncoder`)
+    or read from a feature cache (:class:`CachedFeatureEncoder`)."""
+
+    @property
+    def layer(self) -> int:
+        """The SFM layer the features come from."""
+
+    def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]: ...
+
+
 @final
 class Stage1Model:
     """The frozen SFM followed by the (trainable) mapper, with the targets the
     mapper's output is compared to."""
 
     def __init__(
-        self, speech_encoder: SpeechFeatureEncoder, mapper: Module, embedding_table: Tensor, pad_idx: int
+        self, speech_encoder: Stage1Features, mapper: Module, embedding_table: Tensor, pad_idx: int
     ) -> None:
         self.speech_encoder = speech_encoder
         self.mapper = mapper

@@ -1,0 +1,437 @@
+"""Pretraining from the SFM feature cache against running the SFM on the fly,
+measured in the same run.
+
+Run from the repository root (Linux, CPU)::
+
+    .venv/bin/python benchmarks/feature_cache.py [--quick] [--json FILE]
+
+Three figures, printed as ``value``, ``baseline`` and ``ratio = value /
+baseline`` in a table at the end (progress goes to stderr):
+
+1. **Step time, on the fly / cached.** fairseq2's trainer runs the pretrain
+   recipe in-process twice per round with the same config, seed and batches:
+   reading audio and running the frozen SFM every step (``dataset.manifest_dir``),
+   and reading the cache written by ``extract-features``
+   (``dataset.feature_cache``, float16, the SFM not loaded). Per-step time is
+   the difference of consecutive ``Wall Time`` values in
+   ``metrics/train.jsonl`` (data wait included); each timed batch counts with
+   its fastest round, then the median over the batches (as ``pretrain.py``).
+   The ratio is on the fly / cached: the goal is >= 5.
+2. **Extraction throughput**: seconds of audio per second of wall time of
+   the whole ``extract-features`` run (loading the SFM included), against
+   real time (1 audio second per second).
+3. **Bytes per audio hour** of the cache (shards and index on disk), against
+   float32 storage of the same features; the paper's w2v-BERT 2.0 (1024 dims,
+   50 Hz) figures per storage dtype are computed in the notes.
+
+Scaled down to this 2-core CPU, keeping the paper's SFM:mapper size ratio
+(600M : 277M = 2.17) and its frame rates: every width of w2v-BERT 2.0 (24
+conformer layers at 50 Hz, 64-dim attention heads) and of the paper's mapper
+(frame averaging 2, two blocks of Conv1d(k6, s2) + 6 layers, FFN width 2048,
+two-layer output MLP) is divided by 8 (``--quick``: by 16), depths kept, so
+both sizes shrink 64-fold (256-fold); the target embedding table is the tiny
+llama's tokenizer at Llama 3.1 8B's width divided alike (4096 / 8). The table
+gives the exact parameter counts.
+Random weights (speed does not depend on them), synthetic noise utterances of
+1-4 s with short transcripts (64; ``--quick`` 24), fp32, 1 intra-op thread
+(``--threads``), validation and checkpoints off. About 40 s on 2 cores
+(``--quick``: 15 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from argparse import ArgumentParser
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
+from pretrain import (
+    Comparison,
+    _load_average,
+    _log,
+    _recipe_log_to,
+    prepare_assets,
+    recipe_step_times,
+    run_recipe,
+    write_tiny_corpus,
+)
+
+if TYPE_CHECKING:
+    from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+
+_SFM_CARD: Final = "benchmark_w2vbert2_scaled"
+
+_LLM_CARD: Final = "benchmark_llama_scaled"
+
+# The paper's set-up: w2v-BERT 2.0 600M, the ~277M mapper.
+_PAPER_SFM_PARAMS: Final = 600e6
+_PAPER_MAPPER_PARAMS: Final = 277_038_080
+
+
+@dataclass(kw_only=True)
+class Scale:
+    """The paper's widths divided by ``divisor``; depths kept."""
+
+    divisor: int
+
+    @property
+    def sfm_dim(self) -> int:
+        return 1024 // self.divisor
+
+    @property
+    def llm_dim(self) -> int:
+        return 4096 // self.divisor
+
+    def sfm_config_overrides(self) -> dict[str, object]:
+        # 64-dim attention heads, as the 600M model's 16 x 64.
+        return {
+            "model_dim": self.sfm_dim,
+            "num_encoder_attn_heads": max(1, self.sfm_dim // 64),
+            "ffn_inner_dim": 4096 // self.divisor,
+        }
+
+    def mapper_config(self) -> SpeechMapperConfig:
+        from fairseq2_speechmapper.models.speechmapper import SpeechMapperBlockConfig, SpeechMapperConfig
+
+        def block(model_dim: int, output_dim: int) -> SpeechMapperBlockConfig:
+            return SpeechMapperBlockConfig(
+                model_dim=model_dim // self.divisor,
+                output_dim=output_dim // self.divisor,
+                num_attn_heads=max(1, model_dim // self.divisor // 64),
+                ffn_inner_dim=2048 // self.divisor,
+            )
+
+        return SpeechMapperConfig(
+            input_dim=self.sfm_dim,
+            blocks=[block(1024, 2048), block(2048, 4096)],
+            llm_dim=self.llm_dim,
+            final_proj_hidden_dim=4096 // self.divisor,
+        )
+
+
+def write_scaled_sfm(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> int:
+    """A random-weight w2v-BERT 2.0 with the paper's depth at ``scale``, as a
+    checkpoint with its card; returns its parameter count."""
+    import torch
+    import yaml
+
+    from fairseq2_speechmapper.models.w2vbert2 import get_w2vbert2_model_hub
+
+    hub = get_w2vbert2_model_hub()
+
+    config = hub.get_arch_config("600m")
+
+    for key, value in scale.sfm_config_overrides().items():
+        setattr(config, key, value)
+
+    model = hub.create_new_model(config, device=torch.device("cpu"), dtype=torch.float32)
+
+    checkpoint = checkpoint_dir / "w2vbert2_scaled.pt"
+
+    torch.save({"model": model.state_dict()}, checkpoint)
+
+    card = {
+        "name": _SFM_CARD,
+        "model_family": "w2vbert2",
+        "model_arch": "600m",
+        "model_config": scale.sfm_config_overrides(),
+        "checkpoint": str(checkpoint),
+    }
+
+    (cards_dir / f"{_SFM_CARD}.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
+
+    return sum(p.numel() for p in model.parameters())
+
+
+def write_scaled_llm_table(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> None:
+    """The tiny llama (its tokenizer, one layer) at the scaled width of Llama
+    3.1 8B's embeddings, so that the mapper's output MLP is scaled too."""
+    import torch
+    import yaml
+
+    from fairseq2.models.llama import LLaMAConfig, create_llama_model
+
+    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+
+    (tiny_card,) = [
+        card
+        for file in sorted(cards_dir.glob("*.yaml"))
+        for card in yaml.safe_load_all(file.read_text(encoding="utf-8"))
+        if isinstance(card, dict) and card.get("name") == TINY_LLAMA_CARD
+    ]
+
+    overrides = {**tiny_card["model_config"], "model_dim": scale.llm_dim, "num_layers": 1, "num_attn_heads": 8, "num_key_value_heads": 8}
+
+    checkpoint = checkpoint_dir / "llama_scaled.pt"
+
+    torch.save(create_llama_model(LLaMAConfig(**overrides)).state_dict(), checkpoint)
+
+    card = {**tiny_card, "name": _LLM_CARD, "model_config": overrides, "checkpoint": str(checkpoint)}
+
+    (cards_dir / f"{_LLM_CARD}.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
+
+
+def make_config(corpus_dir: Path, scale: Scale, *, num_steps: int, num_threads: int) -> PretrainConfig:
+    """The pretrain recipe on the scaled models, set up for timing."""
+    from fairseq2.recipe.config import RegimeSection
+
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection, TargetLLMSection
+
+    config = PretrainConfig()
+
+    config.model.config_overrides = asdict(scale.mapper_config())
+
+    config.speech_encoder.name = _SFM_CARD
+    config.speech_encoder.layer = 24
+
+    config.llm = TargetLLMSection(name=_LLM_CARD)
+
+    config.dataset = SpeechDatasetSection(
+        name=None,
+        manifest_dir=corpus_dir,
+        train_split="train",
+        valid_split=None,
+        max_duration=4.0,
+        max_batch_seconds=24.0,
+        max_batch_size=8,
+        sort_window=64,
+        num_parallel_calls=1,
+    )
+
+    config.trainer.mixed_precision.mode = "off"
+    config.trainer.max_grad_norm = 1.0
+
+    config.regime = RegimeSection(num_steps=num_steps, publish_metrics_every_n_steps=1)
+
+    config.common.no_sweep_dir = True
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.common.torch.num_threads = num_threads
+
+    return config
+
+
+def extract(corpus_dir: Path, output_dir: Path, *, num_threads: int) -> float:
+    """Runs ``extract-features`` in-process on the train split; returns its
+    wall time in seconds."""
+    from fairseq2.recipe import run
+
+    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+
+    config = ExtractFeaturesConfig()
+
+    config.speech_encoder.name = _SFM_CARD
+    config.speech_encoder.layer = 24
+    config.dataset.name = None
+    config.dataset.manifest_dir = corpus_dir
+    config.dataset.max_duration = 4.0
+    config.dataset.max_batch_seconds = 24.0
+    config.dataset.num_parallel_calls = 1
+    config.splits = ["train"]
+    config.storage.shard_size = 16
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.common.torch.num_threads = num_threads
+
+    start = time.perf_counter()
+
+    with _recipe_log_to(output_dir.parent / "extract.log"):
+        run(ExtractFeaturesRecipe(), config, output_dir, no_rich=True)
+
+    return time.perf_counter() - start
+
+
+def count_params(config: SpeechMapperConfig) -> int:
+    import torch
+
+    from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
+
+    mapper = get_speechmapper_model_hub().create_new_model(config, device=torch.device("cpu"))
+
+    return sum(p.numel() for p in mapper.parameters())
+
+
+def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int) -> list[Comparison]:
+    import torch
+
+    from fairseq2_speechmapper.features import FeatureCache, measure_storage
+    from fairseq2_speechmapper.paths import get_cache_cards_dir
+
+    scale = Scale(divisor=16 if quick else 8)
+
+    prepare_assets(work_dir, demo_corpus_dir=None)
+
+    sfm_params = write_scaled_sfm(get_cache_cards_dir(), work_dir, scale)
+
+    write_scaled_llm_table(get_cache_cards_dir(), work_dir, scale)
+
+    corpus_dir = work_dir / "corpus"
+
+    write_tiny_corpus(corpus_dir, num_utterances=24 if quick else 64)
+
+    num_steps = num_warmup + num_timed
+
+    config = make_config(corpus_dir, scale, num_steps=num_steps, num_threads=num_threads)
+
+    num_mapper_params = count_params(scale.mapper_config())
+
+    _log(
+        f"  SFM: w2v-BERT 2.0 widths / {scale.divisor}, 24 layers, {sfm_params / 1e6:.2f}M params; "
+        f"mapper: paper arch widths / {scale.divisor}, {num_mapper_params / 1e6:.2f}M params; "
+        f"ratio {sfm_params / num_mapper_params:.2f} (paper {_PAPER_SFM_PARAMS / _PAPER_MAPPER_PARAMS:.2f})"
+    )
+
+    torch.set_num_threads(num_threads)
+
+    # 1. The cache.
+    cache_dir = work_dir / "feature_cache"
+
+    extraction_seconds = extract(corpus_dir, cache_dir, num_threads=num_threads)
+
+    storage = measure_storage(FeatureCache.open(cache_dir), ["train"])
+
+    _log(f"  extraction: {storage.audio_seconds:.1f} s of audio in {extraction_seconds:.1f} s")
+
+    cached_config = make_config(corpus_dir, scale, num_steps=num_steps, num_threads=num_threads)
+
+    cached_config.dataset.manifest_dir = None
+    cached_config.dataset.feature_cache = cache_dir
+
+    # 2. Step times, taking turns.
+    times: dict[str, list[list[float]]] = {"on the fly": [], "cached": []}
+
+    sizes: dict[str, list[int]] = {}
+
+    timed = slice(num_warmup, None)
+
+    for round_nr in range(num_rounds):
+        order = ["on the fly", "cached"] if round_nr % 2 == 0 else ["cached", "on the fly"]
+
+        for which in order:
+            records = run_recipe(config if which == "on the fly" else cached_config, work_dir / f"{which.replace(' ', '_')}_{round_nr}")
+
+            torch.set_num_threads(num_threads)
+
+            step_times, step_sizes = recipe_step_times(records)
+
+            if sizes.setdefault(which, step_sizes) != step_sizes:
+                raise RuntimeError(f"`{which}` trained on other batches in round {round_nr + 1}.")
+
+            times[which].append(step_times[timed])
+
+            _log(f"  round {round_nr + 1} {which:<10} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
+
+    if sizes["on the fly"] != sizes["cached"]:
+        raise RuntimeError(f"The two sides trained on other batches: sizes {sizes['on the fly']} != {sizes['cached']}.")
+
+    def best_of_rounds(which: str) -> float:
+        return statistics.median(min(per_round) for per_round in zip(*times[which]))
+
+    ratio_note = f"SFM {sfm_params / 1e6:.2f}M : mapper {num_mapper_params / 1e6:.2f}M = {sfm_params / num_mapper_params:.2f} (paper 2.17); widths / {scale.divisor}"
+
+    # The paper's SFM: 1024 dims at the frame rate measured here (50 Hz).
+    paper = storage.frames_per_second * 3600 * 1024
+
+    paper_note = (
+        f"w2v-BERT 2.0 (1024 dims, {storage.frames_per_second:.1f} frames/s): float16/bfloat16 {paper * 2 / 1e6:.0f} MB/h, "
+        f"float32 {paper * 4 / 1e6:.0f} MB/h, float16 + frame_average=2 {paper / 1e6:.0f} MB/h; LibriSpeech 960 h as float16 {960 * paper * 2 / 1e9:.0f} GB"
+    )
+
+    return [
+        Comparison(
+            section="step time",
+            case=f"scaled paper ({num_rounds}x{num_timed} steps)",
+            value_name="on the fly",
+            value=best_of_rounds("on the fly"),
+            baseline_name="cached",
+            baseline=best_of_rounds("cached"),
+            unit="s/step",
+            note=ratio_note,
+        ),
+        Comparison(
+            section="extraction",
+            case=f"{storage.num_utterances} utt., {storage.audio_seconds:.0f} s",
+            value_name="throughput",
+            value=storage.audio_seconds / extraction_seconds,
+            baseline_name="real time",
+            baseline=1.0,
+            unit="audio s/s",
+            note=f"whole extract-features run (SFM load included), {num_threads} thread(s)",
+        ),
+        Comparison(
+            section="storage",
+            case=f"{storage.feature_dim} dims, {storage.dtype}",
+            value_name="cache",
+            value=storage.bytes_per_audio_hour / 1e6,
+            baseline_name="float32",
+            baseline=storage.feature_bytes_per_audio_hour(torch.float32) / 1e6,
+            unit="MB/audio h",
+            note=paper_note,
+        ),
+    ]
+
+
+def _format_value(value: float, unit: str) -> str:
+    if unit == "s/step":
+        return f"{value:.3f} s"
+
+    return f"{value:,.1f} {unit}"
+
+
+def print_table(rows: list[Comparison], *, seconds: float) -> None:
+    header = f"{'measurement':<11} {'case':<28} {'value':>26} {'baseline':>24} {'ratio':>7}  note"
+
+    print()
+    print(header)
+    print("-" * len(header))
+
+    for row in rows:
+        value = f"{row.value_name} {_format_value(row.value, row.unit)}"
+        baseline = f"{row.baseline_name} {_format_value(row.baseline, row.unit)}"
+
+        print(f"{row.section:<11} {row.case:<28} {value:>26} {baseline:>24} {row.ratio:>7.2f}  {row.note}")
+
+    print(f"\nratio = value / baseline. Total {seconds:.0f} s. Load average at the end: {_load_average()}.")
+
+
+def main() -> int:
+    parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
+    parser.add_argument("--quick", action="store_true", help="widths / 16, 24 utterances, 2 + 3 steps, 1 round (the smoke test)")
+    parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
+    parser.add_argument("--steps", type=int, help="timed steps per round (default: 10, --quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds in which the two take turns (default: 2, --quick 1)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    num_warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
+    num_timed = args.steps if args.steps is not None else (3 if args.quick else 10)
+    num_rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
+
+    os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
+
+    start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="benchmark-feature-cache-") as tmp:
+        rows = measure(
+            Path(tmp), quick=args.quick, num_warmup=num_warmup, num_timed=num_timed, num_rounds=num_rounds, num_threads=args.threads
+        )
+
+    print_table(rows, seconds=time.perf_counter() - start)
+
+    if args.json is not None:
+        args.json.write_text(json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8")
+
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The SFM feature cache: ``extract-features`` writes it
+(:mod:`fairseq2_speechmapper.features.extract`), pretraining reads it instead
+of running the frozen SFM on audio every epoch."""
+
+from __future__ import annotations
+
+from fairseq2_speechmapper.features.cache import FeatureCache as FeatureCache
+from fairseq2_speechmapper.features.cache import FeatureCacheError as FeatureCacheError
+from fairseq2_speechmapper.features.cache import FeatureCacheHeader as FeatureCacheHeader
+from fairseq2_speechmapper.features.cache import SplitPlan as SplitPlan
+from fairseq2_speechmapper.features.cache import card_checkpoint as card_checkpoint
+from fairseq2_speechmapper.features.config import FeatureStorageSection as FeatureStorageSection
+from fairseq2_speechmapper.features.config import SFMSection as SFMSection
+from fairseq2_speechmapper.features.reader import CachedFeatureEncoder as CachedFeatureEncoder
+from fairseq2_speechmapper.features.reader import FeatureCacheDataset as FeatureCacheDataset
+from fairseq2_speechmapper.features.reader import check_frame_average as check_frame_average
+from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
+from fairseq2_speechmapper.features.storage import measure_storage as measure_storage

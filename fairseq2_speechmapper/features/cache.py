@@ -1,0 +1,391 @@
+"""The on-disk feature cache written by ``extract-features``.
+
+Layout of a cache directory::
+
+    cache.json                     what the features are: SFM card, checkpoint, layer,
+                                   options, compute dtype, frame averaging, storage dtype
+    splits/<split>/plan.json       the manifest records (hash), shard size and count
+    splits/<split>/shard_NNNNN.safetensors
+                                   one ``features`` tensor (frames, dim): the
+                                   shard's utterances one after the other
+    splits/<split>/shard_NNNNN.jsonl
+                                   one line per utterance: id, source, duration,
+                                   text, fields, offset and frames in the tensor;
+                                   written last, so it marks a finished shard
+
+Shard ``i`` holds the manifest's utterances ``i*shard_size`` to
+``(i+1)*shard_size - 1`` (in manifest order, after the duration limits) and is
+written by rank ``i % world_size``. Every shard also carries the cache's
+fingerprint, so that a shard of another SFM, layer or dtype is never read as
+one of this cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final, final
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from fairseq2.assets import AssetCard
+from fairseq2.data_type import DataType
+
+from fairseq2_speechmapper.features.config import SFMSection
+
+CACHE_FORMAT: Final = "speechmapper-feature-cache"
+
+CACHE_VERSION: Final = 1
+
+HEADER_FILE: Final = "cache.json"
+
+PLAN_FILE: Final = "plan.json"
+
+FEATURES_KEY: Final = "features"
+
+
+class FeatureCacheError(Exception):
+    """A feature cache cannot be used: missing, incomplete, corrupt, or made
+    with another SFM, layer, option or dtype than asked for."""
+
+
+def dtype_name(dtype: DataType) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def parse_dtype(name: str) -> DataType:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise FeatureCacheError(f"`{name}` is not a torch dtype.")
+
+    return dtype
+
+
+@final
+@dataclass(kw_only=True, frozen=True)
+class FeatureCacheHeader:
+    """What the cached features are; two caches with equal headers hold
+    interchangeable features."""
+
+    speech_encoder: str
+    """The SFM's asset card."""
+
+    speech_encoder_checkpoint: str | None
+    """The checkpoint the card pointed at during extraction."""
+
+    layer: int
+    """The (1-based) SFM layer the features come from."""
+
+    last_layer: bool
+    """``True`` if ``layer`` was asked for as the last layer (``layer: null``)."""
+
+    speech_encoder_options: dict[str, str]
+    """The options of the SFM's family that change its features (Whisper's window)."""
+
+    speech_encoder_dtype: str
+    """The SFM's compute dtype."""
+
+    frame_average: int
+    """Consecutive SFM frames averaged into one stored frame."""
+
+    dtype: str
+    """The storage dtype."""
+
+    feature_dim: int
+
+    @property
+    def fingerprint(self) -> str:
+        payload = json.dumps(asdict(self), sort_keys=True).encode()
+
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+    @property
+    def storage_dtype(self) -> DataType:
+        return parse_dtype(self.dtype)
+
+    def describe(self) -> str:
+        options = "".join(f", {k}={v}" for k, v in sorted(self.speech_encoder_options.items()))
+
+        return (
+            f"`{self.speech_encoder}` layer {self.layer}{' (last)' if self.last_layer else ''}{options}, "
+            f"computed in {self.speech_encoder_dtype}, {self.frame_average} frame(s) averaged, stored as {self.dtype}"
+        )
+
+    def mismatches(self, sfm: SFMSection, *, checkpoint: str | None) -> list[str]:
+        """Says how the features asked for by ``sfm`` (whose card now points at
+        ``checkpoint``) differ from these; empty if they do not."""
+        problems = []
+
+        if sfm.name != self.speech_encoder:
+            problems.append(f"its SFM is `{self.speech_encoder}`, not `{sfm.name}` (`speech_encoder.name`)")
+        elif checkpoint != self.speech_encoder_checkpoint:
+            problems.append(
+                f"the `{sfm.name}` card now points at checkpoint {checkpoint}, but the cache was extracted from {self.speech_encoder_checkpoint}"
+            )
+
+        if sfm.layer is None:
+            if not self.last_layer:
+                problems.append(
+                    f"it holds layer {self.layer}, but the last layer is asked for (`speech_encoder.layer=null`); set `speech_encoder.layer={self.layer}` if that is the last layer"
+                )
+        elif sfm.layer != self.layer:
+            problems.append(f"it holds layer {self.layer}, not layer {sfm.layer} (`speech_encoder.layer`)")
+
+        options = {"whisper_window": sfm.whisper_window}
+
+        for key, value in sorted(self.speech_encoder_options.items()):
+            if options.get(key) != value:
+                problems.append(f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` (`speech_encoder.{key}`)")
+
+        if dtype_name(sfm.dtype) != self.speech_encoder_dtype:
+            problems.append(
+                f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} (`speech_encoder.dtype`)"
+            )
+
+        return problems
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": CACHE_FORMAT, "version": CACHE_VERSION, "fingerprint": self.fingerprint, **asdict(self)}
+
+    @staticmethod
+    def from_json(data: object, *, where: Path) -> FeatureCacheHeader:
+        if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+            raise FeatureCacheError(f"{where}: not a SpeechMapper feature cache header.")
+
+        if data.get("version") != CACHE_VERSION:
+            raise FeatureCacheError(
+                f"{where}: the cache has format version {data.get('version')}, but this version of fairseq2-speechmapper reads version {CACHE_VERSION}; extract the features again."
+            )
+
+        fields = {k: v for k, v in data.items() if k not in ("format", "version", "fingerprint")}
+
+        try:
+            return FeatureCacheHeader(**fields)
+        except TypeError as ex:
+            raise FeatureCacheError(f"{where}: the cache header is not valid ({ex}).") from None
+
+
+@final
+@dataclass(kw_only=True, frozen=True)
+class SplitPlan:
+    """How a split is cut into shards; fixed when its extraction starts."""
+
+    split: str
+
+    manifest: str
+
+    records_sha256: str
+    """The hash of the manifest's utterances (after the duration limits), in order."""
+
+    num_utterances: int
+
+    audio_seconds: float
+
+    min_duration: float
+
+    max_duration: float
+
+    shard_size: int
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_utterances // self.shard_size)
+
+    def shards_of_rank(self, rank: int, world_size: int) -> range:
+        return range(rank, self.num_shards, world_size)
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "num_shards": self.num_shards}
+
+    @staticmethod
+    def from_json(data: object, *, where: Path) -> SplitPlan:
+        if not isinstance(data, dict):
+            raise FeatureCacheError(f"{where}: the split plan is not valid.")
+
+        fields = {k: v for k, v in data.items() if k != "num_shards"}
+
+        try:
+            return SplitPlan(**fields)
+        except TypeError as ex:
+            raise FeatureCacheError(f"{where}: the split plan is not valid ({ex}).") from None
+
+
+def card_checkpoint(card: AssetCard) -> str | None:
+    """The checkpoint a card points at (through its base cards)."""
+    checkpoint = card.maybe_get_field("checkpoint")
+
+    return None if checkpoint is None else str(checkpoint.value)
+
+
+def hash_examples(examples: Iterable[dict[str, object]]) -> str:
+    digest = hashlib.sha256()
+
+    for example in examples:
+        digest.update(json.dumps(example, sort_keys=True, ensure_ascii=False).encode())
+
+        digest.update(b"\n")
+
+    return digest.hexdigest()
+
+
+def shard_name(shard_idx: int) -> str:
+    return f"shard_{shard_idx:05d}"
+
+
+@final
+@dataclass(kw_only=True)
+class FeatureCacheSplit:
+    """A finished split: its utterances as reader examples."""
+
+    plan: SplitPlan
+
+    directory: Path
+
+    examples: list[dict[str, object]] = field(default_factory=list)
+    """Per utterance, in manifest order: ``id``, ``duration``, ``text``,
+    ``source``, ``fields`` (JSON), ``shard`` (the features file), ``offset``
+    and ``frames``."""
+
+
+@final
+class FeatureCache:
+    """A feature cache directory."""
+
+    def __init__(self, directory: Path, header: FeatureCacheHeader) -> None:
+        self.directory = directory
+        self.header = header
+
+    @staticmethod
+    def open(directory: Path) -> FeatureCache:
+        header_file = directory / HEADER_FILE
+
+        if not header_file.is_file():
+            raise FeatureCacheError(
+                f"{directory}: not a feature cache (no {HEADER_FILE}); write one with `fairseq2 speechmapper extract-features {directory}`."
+            )
+
+        return FeatureCache(directory, FeatureCacheHeader.from_json(read_json(header_file), where=header_file))
+
+    def split_dir(self, split: str) -> Path:
+        return self.directory / "splits" / split
+
+    @property
+    def splits(self) -> list[str]:
+        splits_dir = self.directory / "splits"
+
+        return sorted(p.name for p in splits_dir.iterdir() if (p / PLAN_FILE).is_file()) if splits_dir.is_dir() else []
+
+    def read_plan(self, split: str) -> SplitPlan | None:
+        plan_file = self.split_dir(split) / PLAN_FILE
+
+        return SplitPlan.from_json(read_json(plan_file), where=plan_file) if plan_file.is_file() else None
+
+    def finished_shards(self, split: str) -> set[int]:
+        """The shards whose index is written (checked by :meth:`read_split`)."""
+        directory = self.split_dir(split)
+
+        if not directory.is_dir():
+            return set()
+
+        return {int(p.stem.removeprefix("shard_")) for p in directory.glob("shard_*.jsonl")}
+
+    def read_split(self, split: str) -> FeatureCacheSplit:
+        """Reads the index of a finished split, checking that every shard is
+        there, belongs to this cache and holds the frames its index lists."""
+        plan = self.read_plan(split)
+        if plan is None:
+            raise FeatureCacheError(
+                f"{self.directory}: the cache has no `{split}` split (it has: {', '.join(self.splits) or 'none'}); extract it with `extract-features` and `splits=[{split}]`."
+            )
+
+        directory = self.split_dir(split)
+
+        missing = sorted(set(range(plan.num_shards)) - self.finished_shards(split))
+        if missing:
+            raise FeatureCacheError(
+                f"{directory}: {len(missing)} of {plan.num_shards} shards are not extracted yet (first: {shard_name(missing[0])}); run `extract-features {self.directory}` again to finish them."
+            )
+
+        cache_split = FeatureCacheSplit(plan=plan, directory=directory)
+
+        for shard_idx in range(plan.num_shards):
+            cache_split.examples.extend(self._read_shard_index(directory, shard_idx))
+
+        return cache_split
+
+    def _read_shard_index(self, directory: Path, shard_idx: int) -> list[dict[str, object]]:
+        name = shard_name(shard_idx)
+
+        index_file, features_file = directory / f"{name}.jsonl", directory / f"{name}.safetensors"
+
+        entries = [json.loads(line) for line in index_file.read_text(encoding="utf-8").splitlines() if line]
+
+        num_frames, fingerprint = read_shard_header(features_file)
+
+        if fingerprint != self.header.fingerprint:
+            raise FeatureCacheError(
+                f"{features_file}: the shard belongs to another feature cache (fingerprint {fingerprint}, this cache's is {self.header.fingerprint}); features of another SFM, layer or dtype are never mixed: delete the shard and its .jsonl, then run `extract-features` again."
+            )
+
+        if num_frames != sum(int(e["frames"]) for e in entries):
+            raise FeatureCacheError(f"{features_file}: holds {num_frames} frames, but its index lists {sum(int(e['frames']) for e in entries)}.")
+
+        return [
+            {
+                "id": e["id"],
+                "duration": e["duration"],
+                "text": e["text"],
+                "source": e["source"],
+                "fields": json.dumps(e["fields"], ensure_ascii=False),
+                "shard": str(features_file),
+                "offset": e["offset"],
+                "frames": e["frames"],
+            }
+            for e in entries
+        ]
+
+
+def read_shard_header(features_file: Path) -> tuple[int, str | None]:
+    """The number of frames of a shard and the fingerprint it was written with."""
+    try:
+        with safe_open(str(features_file), framework="pt") as shard:
+            metadata = shard.metadata() or {}
+
+            shape = shard.get_slice(FEATURES_KEY).get_shape()
+    except (OSError, SafetensorError) as ex:
+        raise FeatureCacheError(f"{features_file}: cannot be read as a feature shard ({ex}).") from None
+
+    return int(shape[0]), metadata.get("fingerprint")
+
+
+def read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as ex:
+        raise FeatureCacheError(f"{path}: not valid JSON ({ex.msg}).") from None
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    def write(tmp_file: Path) -> None:
+        tmp_file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    write_file_atomically(path, write)
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Calls ``write`` on a temporary file, flushes it to disk and renames it
+    to ``path``: after a kill (or a crash of the machine) the file is there
+    whole or not at all."""
+    tmp_file = path.with_name(path.name + ".tmp")
+
+    write(tmp_file)
+
+    with tmp_file.open("rb") as fp:
+        os.fsync(fp.fileno())
+
+    tmp_file.replace(path)

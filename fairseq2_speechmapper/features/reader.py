@@ -1,0 +1,155 @@
+"""Reads a feature cache with the speech reader's own bucketing, sharding and
+resume, and hands its features to the mapper in place of the SFM's."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import final
+
+from safetensors import safe_open
+from torch import Tensor
+
+from fairseq2.datasets import DataReader
+from fairseq2.gang import Gangs
+from fairseq2.logging import log
+from fairseq2.nn import BatchLayout
+
+from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, create_speech_reader
+from fairseq2_speechmapper.datasets.speech import TextEncoder
+from fairseq2_speechmapper.features.cache import FEATURES_KEY, FeatureCache, FeatureCacheError
+
+
+@final
+class FeatureLoader:
+    """Adds an example's cached features (``inputs``, in the storage dtype)
+    read from its memory-mapped shard."""
+
+    def __init__(self) -> None:
+        self._shards: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, example: dict[str, object]) -> dict[str, object]:
+        shard_file = str(example["shard"])
+
+        offset, frames = int(example["offset"]), int(example["frames"])  # type: ignore[call-overload]
+
+        example["inputs"] = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
+
+        return example
+
+    def _open(self, shard_file: str) -> object:
+        # The data pipeline calls in parallel; each shard is opened (mapped) once.
+        with self._lock:
+            shard = self._shards.get(shard_file)
+            if shard is None:
+                shard = self._shards[shard_file] = safe_open(shard_file, framework="pt")
+
+        return shard
+
+
+@final
+class FeatureCacheDataset:
+    """The splits of a feature cache, read as :class:`SpeechBatch` es whose
+    ``inputs`` are the features."""
+
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+
+    @staticmethod
+    def open(directory: Path) -> FeatureCacheDataset:
+        return FeatureCacheDataset(FeatureCache.open(directory))
+
+    def create_reader(
+        self,
+        split: str,
+        gangs: Gangs,
+        options: SpeechReadOptions,
+        *,
+        encode_text: TextEncoder,
+        training: bool,
+        seed: int,
+        num_accumulate: int = 1,
+    ) -> DataReader[SpeechBatch]:
+        """As :meth:`SpeechManifestDataset.create_reader`: the same utterances
+        (manifest order, the same duration limits) give the same batches."""
+        cache_split = self.cache.read_split(split)
+
+        plan = cache_split.plan
+
+        examples = [e for e in cache_split.examples if options.accepts_duration(float(e["duration"]))]  # type: ignore[arg-type]
+
+        log.info(
+            "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}); {} outside {}-{} s left out.",
+            split,
+            len(examples),
+            sum(float(e["duration"]) for e in examples) / 3600,  # type: ignore[arg-type]
+            self.cache.directory,
+            self.cache.header.describe(),
+            len(cache_split.examples) - len(examples),
+            options.min_duration,
+            options.max_duration,
+        )
+
+        if options.min_duration < plan.min_duration or options.max_duration > plan.max_duration:
+            log.warning(
+                "Split `{}`: the cache holds only utterances of {}-{} s (the extraction's limits), the reader asks for {}-{} s.",
+                split,
+                plan.min_duration,
+                plan.max_duration,
+                options.min_duration,
+                options.max_duration,
+            )
+
+        if not examples:
+            raise FeatureCacheError(
+                f"{cache_split.directory}: no cached utterance lasts between {options.min_duration} s and {options.max_duration} s (`dataset.min_duration`, `dataset.max_duration`)."
+            )
+
+        return create_speech_reader(
+            examples,
+            split,
+            gangs,
+            options,
+            load_example=FeatureLoader(),
+            encode_text=encode_text,
+            training=training,
+            seed=seed,
+            num_accumulate=num_accumulate,
+        )
+
+
+@final
+class CachedFeatureEncoder:
+    """Stands in for the SFM when a batch's ``inputs`` are cached features.
+
+    Features averaged over k frames at extraction are repeated k times: the
+    mapper, which averages its own ``frame_average`` frames, then sees the
+    averages it would have computed from the SFM's frames (k must divide it),
+    so mapper and loss stay exactly as they are.
+    """
+
+    def __init__(self, *, layer: int, frame_average: int) -> None:
+        self.layer = layer
+
+        self._frame_average = frame_average
+
+    def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]:
+        features, input_lens = batch.inputs, batch.input_lens
+
+        if self._frame_average > 1:
+            features = features.repeat_interleave(self._frame_average, dim=1)
+
+            input_lens = [n * self._frame_average for n in input_lens]
+
+        return features, BatchLayout.of(features, input_lens)
+
+
+def check_frame_average(cache: FeatureCache, *, mapper_frame_average: int) -> None:
+    frame_average = cache.header.frame_average
+
+    if mapper_frame_average % frame_average != 0:
+        raise FeatureCacheError(
+            f"{cache.directory}: the features are averaged over {frame_average} frames, but the mapper averages {mapper_frame_average}, which is not a multiple of it; extract with `storage.frame_average=1` (or a divisor of {mapper_frame_average})."
+        )
+

@@ -1,0 +1,159 @@
+"""Assembles a speech LLM from a trained mapper's card: the SFM and the LLM it
+names (or another LLM with the same embeddings), frozen, around the mapper."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import Module
+
+from fairseq2.assets import AssetCard
+from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
+from fairseq2.data_type import DataType
+from fairseq2.logging import log
+from fairseq2.models import load_model
+from fairseq2.models.transformer_lm import TransformerLM
+
+from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardInfo, read_mapper_card
+from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechFeatureEncoder
+from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
+from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
+from fairseq2_speechmapper.speech_llm.model import SpeechLLM
+
+
+class SpeechLLMSetupError(Exception):
+    """The mapper, the SFM and the LLM do not fit together."""
+
+
+@dataclass(kw_only=True)
+class SpeechLLMSection:
+    """How the mapper is attached to its LLM."""
+
+    llm: str | None = None
+    """The LLM's card; by default the one the mapper's card names."""
+
+    llm_dtype: DataType = torch.float32
+    """The frozen LLM's data type (``bfloat16`` on GPUs)."""
+
+    speech_encoder_dtype: DataType = torch.float32
+
+    cache_features_in_memory: bool = False
+    """Keep each utterance's SFM features in memory after the first epoch."""
+
+    chat_template: str | None = None
+    """A Jinja chat template replacing the LLM tokenizer's own."""
+
+    system_prompt: str | None = None
+    """A system message before every prompt; by default none."""
+
+    allow_other_llm: bool = False
+    """Attach the mapper to an LLM other than the one it was trained for even
+    when their embedding tables cannot be compared."""
+
+
+def load_speech_llm(
+    mapper_card: AssetCard,
+    section: SpeechLLMSection,
+    *,
+    mapper: Module,
+    unwrapped_mapper: SpeechMapper,
+    device: torch.device,
+) -> tuple[SpeechLLM, Tokenizer, MapperCardInfo]:
+    """Loads the SFM and the LLM of ``mapper_card``, frozen and in eval mode,
+    and checks that ``unwrapped_mapper`` fits between them.
+
+    An instruction-tuned mapper's card records its prompt format; ``section``'s
+    own ``chat_template``/``system_prompt`` win over it.
+    """
+    info = read_mapper_card(mapper_card)
+
+    llm_name = section.llm or info.llm
+
+    speech_encoder = load_speech_encoder(
+        info.speech_encoder,
+        layer=info.speech_encoder_layer,
+        device=device,
+        dtype=section.speech_encoder_dtype,
+        options=SpeechEncoderOptions(**info.speech_encoder_options),  # type: ignore[arg-type]
+    )
+
+    if unwrapped_mapper.input_dim != speech_encoder.output_dim:
+        raise SpeechLLMSetupError(
+            f"The mapper `{info.name}` reads {unwrapped_mapper.input_dim}-dimensional features, but its speech encoder `{info.speech_encoder}` outputs {speech_encoder.output_dim}."
+        )
+
+    llm = load_model(llm_name, device=device, dtype=section.llm_dtype)
+    if not isinstance(llm, TransformerLM):
+        raise SpeechLLMSetupError(f"The `{llm_name}` card does not hold a decoder-only LLM (a fairseq2 `TransformerLM`).")
+
+    llm.requires_grad_(False)
+
+    # Also what turns the KV cache on (it is ignored in training mode).
+    llm.eval()
+
+    model_dim = llm.decoder_frontend.embed.weight.size(1)
+    if unwrapped_mapper.llm_dim != model_dim:
+        raise SpeechLLMSetupError(
+            f"The mapper `{info.name}` outputs {unwrapped_mapper.llm_dim}-dimensional vectors for `{info.llm}`, but `{llm_name}` embeds into {model_dim}: pretrain a mapper for `{llm_name}`."
+        )
+
+    if llm_name != info.llm:
+        _check_same_embeddings(info, llm, llm_name, allow_other_llm=section.allow_other_llm)
+
+    tokenizer = load_tokenizer(llm_name)
+
+    chat_template = ChatTemplate(
+        tokenizer,
+        llm_name=llm_name,
+        template=section.chat_template or _optional_str(info.metadata.get("chat_template")),
+        system_prompt=section.system_prompt or _optional_str(info.metadata.get("system_prompt")),
+    )
+
+    feature_encoder = SpeechFeatureEncoder(speech_encoder, cache_in_memory=section.cache_features_in_memory)
+
+    log.info(
+        "Speech LLM: `{}` (layer {}) -> mapper `{}` -> `{}` (frozen, {}).",
+        info.speech_encoder,
+        speech_encoder.layer,
+        info.name,
+        llm_name,
+        section.llm_dtype,
+    )
+
+    return SpeechLLM(feature_encoder, mapper, llm, chat_template), tokenizer, info
+
+
+def _check_same_embeddings(info: MapperCardInfo, llm: TransformerLM, llm_name: str, *, allow_other_llm: bool) -> None:
+    """A mapper regresses onto one LLM's embedding table; another LLM reads its
+    output as noise unless it shares that table (e.g. a local copy)."""
+    attached_table = llm.decoder_frontend.embed.weight
+
+    try:
+        trained_table = load_embedding_table(info.llm, device=torch.device("cpu"), dtype=torch.float32)
+    except EmbeddingTableError as ex:
+        if allow_other_llm:
+            log.warning("Attaching the mapper `{}` (trained for `{}`) to `{}` unchecked: {}", info.name, info.llm, llm_name, ex)
+
+            return
+
+        raise SpeechLLMSetupError(
+            f"The mapper `{info.name}` was trained for `{info.llm}`, not `{llm_name}`, and the embeddings of `{info.llm}` cannot be read to compare ({ex}); set `speech_llm.allow_other_llm=true` if `{llm_name}` is the same model."
+        ) from None
+
+    same = trained_table.shape == attached_table.shape and torch.allclose(
+        trained_table, attached_table.detach().float().cpu(), atol=1e-2, rtol=1e-2
+    )
+
+    if not same:
+        raise SpeechLLMSetupError(
+            f"The mapper `{info.name}` was pretrained against the embeddings of `{info.llm}` ({tuple(trained_table.shape)}), but `{llm_name}` has other embeddings ({tuple(attached_table.shape)}): pretrain a mapper for `{llm_name}`, or attach this one to `{info.llm}`."
+        )
+
+    log.info("`{}` has the embeddings of `{}`, which the mapper `{}` was trained for.", llm_name, info.llm, info.name)
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None

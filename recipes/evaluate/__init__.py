@@ -1,0 +1,1 @@
+"""Stage-2 evaluation: ``fairseq2 speechmapper evaluate``."""

@@ -1,0 +1,70 @@
+"""The configuration of ``fairseq2 speechmapper evaluate``: generate with a
+speech LLM over a manifest split and score the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fairseq2.recipe.config import CommonSection, GangSection, GeneratorSection, ReferenceModelSection
+from fairseq2.utils.validation import ValidationResult
+
+from fairseq2_speechmapper.generation import GenerationOptions
+from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection
+from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
+
+
+@dataclass(kw_only=True)
+class ScoringSection:
+    comet_model: str | None = None
+    """COMET model for translation (``Unbabel/wmt22-comet-da``, the paper's, from
+    the Hugging Face cache, or a local checkpoint path); ``None`` skips COMET."""
+
+    comet_batch_size: int = 16
+
+    language_adherence: bool = True
+    """Translation: report the share of outputs identified as the target language."""
+
+    judge_llm: str | None = None
+    """Spoken QA: the card of an instruct LLM that judges each answer against the
+    references (LLM-as-judge accuracy); ``None`` reports exact match and F1 only."""
+
+    judge_max_new_tokens: int = 8
+
+
+@dataclass(kw_only=True)
+class SpeechEvalConfig:
+    model: ReferenceModelSection = field(default_factory=lambda: ReferenceModelSection(name="speechmapper_demo_it"))
+    """The speech LLM's mapper card (``instruct`` writes ``speechmapper_<output dir
+    name>``; a pretrained mapper's card evaluates it zero-shot)."""
+
+    speech_llm: SpeechLLMSection = field(default_factory=SpeechLLMSection)
+
+    task: SpeechTaskSection = field(default_factory=SpeechTaskSection)
+    """The task and its instruction: the first wording of the task's prompts."""
+
+    dataset: SpeechDatasetSection = field(
+        default_factory=lambda: SpeechDatasetSection(name="speechmapper_demo_corpus", valid_split="dev")
+    )
+    """The manifests; ``valid_split`` is the split evaluated."""
+
+    generation: GenerationOptions = field(default_factory=GenerationOptions)
+    """Greedy with at most 150 new tokens, as in the paper."""
+
+    scoring: ScoringSection = field(default_factory=ScoringSection)
+
+    gang: GangSection = field(default_factory=GangSection)
+
+    generator: GeneratorSection = field(default_factory=GeneratorSection)
+
+    common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if self.model.name is None:
+            result.add_error("`model.name` must name the speech LLM's mapper card.")
+
+        if self.dataset.valid_split is None:
+            result.add_error("`dataset.valid_split` must name the split to evaluate.")
+
+        return result

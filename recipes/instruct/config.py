@@ -1,0 +1,126 @@
+"""The instruction-tuning (stage 2) configuration. Its defaults are the paper's
+task-agnostic set-up (ASR instructions, Llama 3.1 8B Instruct, 1K steps of 12 ×
+8 utterances at a constant 1e-4); ``presets/`` holds the paper's variants and
+the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fairseq2.recipe.config import (
+    AdamWConfig,
+    CommonSection,
+    GangSection,
+    LRSchedulerSection,
+    ModelSection,
+    PASSTHROUGH_LR,
+    OptimizerSection,
+    RegimeSection,
+    TrainerSection,
+)
+from fairseq2.utils.validation import ValidationResult
+
+from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
+from fairseq2_speechmapper.recipes.pretrain.config import MapperCardSection, SpeechDatasetSection
+from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection
+from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
+
+
+@dataclass(kw_only=True)
+class InstructTaskSection(SpeechTaskSection):
+    asr_mix_prob: float = 0.0
+    """The probability that a batch is turned into an ASR batch (its
+    transcripts as responses) whatever ``task`` is; the paper mixes in ASR with
+    0.5 for spoken QA."""
+
+    def validate(self) -> ValidationResult:
+        result = super().validate()
+
+        if not 0.0 <= self.asr_mix_prob <= 1.0:
+            result.add_error(f"`asr_mix_prob` must be between 0 and 1, but is {self.asr_mix_prob}.")
+
+        return result
+
+
+@dataclass(kw_only=True)
+class InstructLossSection:
+    """``(1 − σ)·CE + σ·L_stage1``: cross-entropy of the response tokens through
+    the frozen LLM, plus the stage-1 loss of the mapper's output against the
+    transcript's embeddings, which keeps the output in the LLM's embedding
+    space (the paper's "CE+MSE": σ = 0.9)."""
+
+    sigma: float = 0.0
+
+    stage1: Stage1LossSection = field(default_factory=Stage1LossSection)
+    """The stage-1 loss (the mapper card's pad token is its pad)."""
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if not 0.0 <= self.sigma <= 1.0:
+            result.add_error(f"`sigma` must be between 0 and 1, but is {self.sigma}.")
+
+        return result
+
+
+@dataclass(kw_only=True)
+class InstructConfig:
+    model: ModelSection = field(
+        default_factory=lambda: ModelSection(name="speechmapper_paper_llama3_1_8b_instruct", family=SPEECHMAPPER_FAMILY)
+    )
+    """The pretrained mapper's card (``pretrain`` writes ``speechmapper_<output dir name>``);
+    its SFM, layer and LLM are read from the card."""
+
+    speech_llm: SpeechLLMSection = field(default_factory=SpeechLLMSection)
+
+    task: InstructTaskSection = field(default_factory=InstructTaskSection)
+
+    loss: InstructLossSection = field(default_factory=InstructLossSection)
+
+    dataset: SpeechDatasetSection = field(
+        default_factory=lambda: SpeechDatasetSection(
+            name="librispeech_960h_manifest",
+            train_split="train-960",
+            valid_split="dev-clean",
+            max_batch_size=12,
+            max_batch_seconds=12 * 35.0,
+        )
+    )
+
+    mapper_card: MapperCardSection = field(default_factory=MapperCardSection)
+
+    gang: GangSection = field(default_factory=GangSection)
+
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    optimizer: OptimizerSection = field(
+        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4))
+    )
+
+    lr_scheduler: LRSchedulerSection = field(
+        default_factory=lambda: LRSchedulerSection(name=PASSTHROUGH_LR, config=None)
+    )
+    """``passthrough``: the paper's constant learning rate."""
+
+    regime: RegimeSection = field(
+        default_factory=lambda: RegimeSection(
+            num_steps=1_000,
+            validate_every_n_steps=250,
+            checkpoint_every_n_steps=250,
+            keep_last_n_checkpoints=2,
+            publish_metrics_every_n_steps=10,
+        )
+    )
+
+    common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if self.model.name is None:
+            result.add_error("`model.name` must name the pretrained mapper's card.")
+
+        if self.dataset.valid_split is None and self.regime.validate_at_start:
+            result.add_error("`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`.")
+
+        return result

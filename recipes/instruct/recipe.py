@@ -1,0 +1,195 @@
+"""Stage 2 of SpeechMapper: attach a pretrained mapper to its frozen LLM and
+tune the mapper briefly through the LLM on instructions (paper, "Stage 2")."""
+
+from __future__ import annotations
+
+from typing import final
+
+from typing_extensions import override
+
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.datasets import DataReader
+from fairseq2.gang import Gangs
+from fairseq2.metrics.formatters import format_as_float, format_as_int
+from fairseq2.metrics.recorders import MetricDescriptor
+from fairseq2.recipe.base import Recipe, RecipeContext
+from fairseq2.runtime.dependency import DependencyContainer
+from fairseq2.trainer import Trainer
+
+from fairseq2_speechmapper.datasets import SpeechBatch, SpeechManifestDataset
+from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
+from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
+from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructionBuilder, InstructUnit
+from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
+from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
+from fairseq2_speechmapper.recipes.pretrain.recipe import (
+    open_speech_dataset,
+    register_stage1_errors,
+    register_stage1_metric_descriptors,
+    register_user_errors,
+)
+from fairseq2_speechmapper.recipes.pretrain.stage1 import decode_token, resolve_pad_idx
+from fairseq2_speechmapper.speech_llm import (
+    ChatTemplateError,
+    SpeechLLM,
+    SpeechLLMSetupError,
+    TaskDataError,
+    load_speech_llm,
+)
+
+
+@final
+class InstructRecipe(Recipe):
+    @override
+    def register(self, container: DependencyContainer) -> None:
+        register_speech_llm_errors(container)
+
+        register_speech_llm_metric_descriptors(container)
+
+    @override
+    def create_task(self, context: RecipeContext) -> Trainer:
+        config = context.get_config_as(InstructConfig)
+
+        gangs = context.gangs
+
+        mapper_card = context.asset_store.retrieve_card(str(config.model.name))
+
+        model, tokenizer, info = load_speech_llm(
+            mapper_card,
+            config.speech_llm,
+            mapper=context.get_data_parallel_model(),
+            unwrapped_mapper=context.get_model_as(SpeechMapper),
+            device=gangs.root.device,
+        )
+
+        llm_name = config.speech_llm.llm or info.llm
+
+        pad_idx = resolve_pad_idx(tokenizer, info.pad_token, llm_name=llm_name)
+
+        dataset = open_speech_dataset(context, config.dataset)
+
+        def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
+            return create_speech_llm_reader(
+                dataset,
+                split,
+                config.dataset,
+                model,
+                tokenizer,
+                gangs,
+                training=training,
+                seed=config.common.seed,
+                num_accumulate=config.trainer.grad_accumulation.num_batches if training else 1,
+            )
+
+        builder = InstructionBuilder(model, config.task)
+
+        loss = InstructLoss(sigma=config.loss.sigma, stage1_loss=create_stage1_loss(config.loss.stage1))
+
+        unit = InstructUnit(
+            model,
+            builder,
+            loss,
+            task=config.task.task,
+            asr_mix_prob=config.task.asr_mix_prob,
+            pad_idx=pad_idx,
+            seed=config.common.seed + gangs.dp.rank,
+        )
+
+        valid_units, valid_readers = [], []
+
+        if config.dataset.valid_split is not None:
+            valid_units.append(InstructEvalUnit(model, builder, loss, task=config.task.task, pad_idx=pad_idx))
+
+            valid_readers.append(create_reader(config.dataset.valid_split, training=False))
+
+        trainer = context.create_trainer(
+            unit, create_reader(config.dataset.train_split, training=True), valid_units, valid_readers
+        )
+
+        if gangs.root.rank == 0:
+            extra_fields: dict[str, object] = {
+                "stage": "instruct",
+                "pretrained_mapper": mapper_card.name,
+                "task": config.task.task,
+                "instruction": _first_instruction(config),
+            }
+
+            if config.speech_llm.chat_template is not None:
+                extra_fields["chat_template"] = config.speech_llm.chat_template
+
+            if config.speech_llm.system_prompt is not None:
+                extra_fields["system_prompt"] = config.speech_llm.system_prompt
+
+            card_writer = MapperCardWriter(
+                name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
+                checkpoint_dir=context.output_dir / "checkpoints",
+                model_fields={"base": mapper_card.name},
+                speech_encoder=info.speech_encoder,
+                speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
+                speech_encoder_options=info.speech_encoder_options,
+                llm=llm_name,
+                pad_token=decode_token(tokenizer, pad_idx),
+                pad_token_id=pad_idx,
+                extra_fields=extra_fields,
+            )
+
+            trainer.register_checkpoint_save_hook(card_writer)
+
+        return trainer
+
+    @property
+    @override
+    def config_kls(self) -> type[object]:
+        return InstructConfig
+
+
+def create_speech_llm_reader(
+    dataset: SpeechManifestDataset,
+    split: str,
+    section: SpeechDatasetSection,
+    model: SpeechLLM,
+    tokenizer: Tokenizer,
+    gangs: Gangs,
+    *,
+    training: bool,
+    seed: int,
+    num_accumulate: int = 1,
+) -> DataReader[SpeechBatch]:
+    """Reads ``split`` through the SFM's frontend, with the transcripts as the
+    LLM's token ids (the stage-1 targets)."""
+    return dataset.create_reader(
+        split,
+        gangs,
+        section,
+        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
+        encode_text=tokenizer.create_raw_encoder(),
+        training=training,
+        seed=seed,
+        num_accumulate=num_accumulate,
+    )
+
+
+def _first_instruction(config: InstructConfig) -> str:
+    task = config.task
+
+    return {"asr": task.asr_prompts, "st": task.st_prompts, "sqa": task.sqa_prompts}[task.task][0]
+
+
+def register_speech_llm_errors(container: DependencyContainer) -> None:
+    """User errors end the run with their one-line message and exit code 2."""
+    register_stage1_errors(container)
+
+    register_user_errors(container, SpeechLLMSetupError, ChatTemplateError, TaskDataError)
+
+
+def register_speech_llm_metric_descriptors(container: DependencyContainer) -> None:
+    register_stage1_metric_descriptors(container)
+
+    for descriptor in (
+        MetricDescriptor("stage1_loss", "Stage-1 Loss", 90, format_as_float),
+        MetricDescriptor("num_response_tokens", "Response Tokens", 802, format_as_int),
+        MetricDescriptor("num_asr_batches", "ASR Batches", 803, format_as_int),
+    ):
+        container.collection.register_instance(MetricDescriptor, descriptor)

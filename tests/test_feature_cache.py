@@ -1,0 +1,539 @@
+"""The SFM feature cache on tiny random-weight models: ``extract-features``
+(in process and through the command line), pretraining from the cache (the
+same losses as on the fly, mismatched caches refused), resuming a killed
+extraction, two ranks under torchrun, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+from safetensors import safe_open
+
+from fairseq2.gang import create_fake_gangs
+from fairseq2.recipe import run
+from fairseq2.recipe.config import RegimeSection
+
+from fairseq2_speechmapper.datasets import BadSampleError, SpeechManifestDataset, SpeechManifestDatasetConfig
+from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, FeatureCacheError, check_frame_average
+from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+from fairseq2_speechmapper.models.speechmapper import SpeechMapper, get_speechmapper_model_hub
+from fairseq2_speechmapper.recipes.pretrain.config import (
+    PretrainConfig,
+    SpeechDatasetSection,
+    SpeechEncoderSection,
+    TargetLLMSection,
+)
+from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection, create_stage1_loss
+from fairseq2_speechmapper.recipes.pretrain.recipe import create_stage1_reader, load_stage1_model
+from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
+from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+
+CPU = torch.device("cpu")
+
+VENV_BIN = Path(sys.executable).parent
+
+SENTENCES = ["hello world", "the cat sat", "a red boat", "good morning", "blue sky", "one two three"]
+
+NUM_TRAIN, NUM_DEV = 8, 2
+
+
+def _write_corpus(corpus_dir: Path) -> None:
+    rng = np.random.default_rng(0)
+
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+
+    for split, count in (("train", NUM_TRAIN), ("dev", NUM_DEV)):
+        entries = []
+
+        for i in range(count):
+            seconds = 1.0 + 0.25 * (i % 3)
+
+            audio = corpus_dir / f"{split}_{i}.wav"
+
+            soundfile.write(audio, (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32), 16_000)
+
+            entries.append({"audio_filepath": audio.name, "duration": seconds, "text": SENTENCES[i % len(SENTENCES)], "lang": "en"})
+
+        (corpus_dir / f"{split}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
+
+
+def _dataset_section(corpus_dir: Path) -> SpeechDatasetSection:
+    return SpeechDatasetSection(
+        name=None,
+        manifest_dir=corpus_dir,
+        train_split="train",
+        valid_split="dev",
+        max_duration=4.0,
+        max_batch_seconds=6.0,
+        max_batch_size=4,
+        sort_window=8,
+        num_parallel_calls=1,
+    )
+
+
+def _extract(output_dir: Path, corpus_dir: Path, *, shard_size: int = 3, **storage: object) -> FeatureCache:
+    """Runs the extraction recipe in this process."""
+    config = ExtractFeaturesConfig()
+
+    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.layer = 2
+    config.dataset = _dataset_section(corpus_dir)
+    config.storage = replace(config.storage, shard_size=shard_size, **storage)  # type: ignore[arg-type]
+    config.common.metric_recorders.tensorboard.enabled = False
+
+    run(ExtractFeaturesRecipe(), config, output_dir, no_rich=True)
+
+    return FeatureCache.open(output_dir)
+
+
+def _env(cache_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "FAIRSEQ2_SPEECHMAPPER_CACHE_DIR": str(cache_dir), "FAIRSEQ2_NO_PROGRESS": "1"}
+
+    env.pop("FAIRSEQ2_SPEECHMAPPER_TRACEBACK", None)
+
+    return env
+
+
+def _extract_command(output_dir: Path, corpus_dir: Path, *extra: str) -> list[str]:
+    return [
+        "speechmapper",
+        "extract-features",
+        str(output_dir),
+        "--no-rich",
+        "--config",
+        f"speech_encoder.name={TINY_SFM_CARD}",
+        "speech_encoder.layer=2",
+        "dataset.name=null",
+        f"dataset.manifest_dir={corpus_dir}",
+        "dataset.train_split=train",
+        "dataset.valid_split=dev",
+        # As `_dataset_section`: the duration limits are part of the split's plan.
+        "dataset.max_duration=4.0",
+        "dataset.max_batch_seconds=6.0",
+        "dataset.max_batch_size=4",
+        "dataset.sort_window=8",
+        "dataset.num_parallel_calls=1",
+        "storage.shard_size=2",
+        *extra,
+    ]
+
+
+def _manifest_sources(corpus_dir: Path, split: str, count: int) -> list[str]:
+    return [f"{corpus_dir / f'{split}.jsonl'}:{line}" for line in range(1, count + 1)]
+
+
+def _index(cache_dir: Path, split: str) -> list[dict[str, object]]:
+    return [
+        json.loads(line)
+        for index_file in sorted((cache_dir / "splits" / split).glob("shard_*.jsonl"))
+        for line in index_file.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+def _shard_states(cache_dir: Path) -> dict[str, tuple[int, int]]:
+    """Each finished shard file's inode and modification time."""
+    return {
+        str(p.relative_to(cache_dir)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in sorted((cache_dir / "splits").glob("*/shard_*"))
+        if p.suffix in (".jsonl", ".safetensors")
+    }
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus")
+
+    _write_corpus(path)
+
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp16_cache(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> FeatureCache:
+    return _extract(tmp_path_factory.mktemp("cache") / "fp16", corpus_dir)
+
+
+def test_extraction_writes_shards_with_an_index_covering_the_manifest(fp16_cache: FeatureCache, corpus_dir: Path) -> None:
+    header = fp16_cache.header
+
+    assert (header.speech_encoder, header.layer, header.last_layer) == (TINY_SFM_CARD, 2, False)
+    assert (header.dtype, header.speech_encoder_dtype, header.frame_average, header.feature_dim) == ("float16", "float32", 1, 64)
+
+    train = _index(fp16_cache.directory, "train")
+
+    # 8 utterances in shards of 3, in manifest order, with the manifest's other fields.
+    assert sorted(p.name for p in fp16_cache.split_dir("train").glob("shard_*")) == [
+        f"shard_0000{i}.{ext}" for i in range(3) for ext in ("jsonl", "safetensors")
+    ]
+    assert [e["source"] for e in train] == _manifest_sources(corpus_dir, "train", NUM_TRAIN)
+    assert train[0]["text"] == "hello world" and train[0]["fields"] == {"lang": "en"}
+
+    for entry in train:
+        with safe_open(str(fp16_cache.split_dir("train") / str(entry["shard"])), framework="pt") as shard:
+            features = shard.get_slice("features")[int(entry["offset"]) : int(entry["offset"]) + int(entry["frames"])]  # type: ignore[call-overload]
+
+            assert shard.metadata()["fingerprint"] == header.fingerprint
+
+        # wav2vec2: frames of 400 samples every 320.
+        assert features.shape == ((round(float(entry["duration"]) * 16_000) - 400) // 320 + 1, 64)  # type: ignore[arg-type]
+        assert features.dtype == torch.float16
+
+    assert len(_index(fp16_cache.directory, "dev")) == NUM_DEV
+
+
+def _first_losses(
+    corpus_dir: Path, cache: FeatureCache | None, mapper: SpeechMapper, *, num_batches: int
+) -> list[tuple[list[str], torch.Tensor]]:
+    """The ids and stage-1 losses of the first training batches, read from
+    the manifests (SFM on the fly) or from ``cache``."""
+    section = _dataset_section(corpus_dir)
+
+    model, tokenizer = load_stage1_model(
+        SpeechEncoderSection(name=TINY_SFM_CARD, layer=2),
+        TargetLLMSection(name=TINY_LLAMA_CARD),
+        mapper=mapper,
+        unwrapped_mapper=mapper,
+        device=CPU,
+        feature_cache=cache,
+    )
+
+    dataset = (
+        FeatureCacheDataset(cache)
+        if cache is not None
+        else SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=corpus_dir))
+    )
+
+    reader = create_stage1_reader(dataset, "train", section, model, tokenizer, create_fake_gangs(CPU), training=True, seed=2)
+
+    loss_fn = create_stage1_loss(Stage1LossSection())
+
+    losses = []
+
+    with torch.no_grad():
+        for _ in range(num_batches):
+            (batch,) = next(reader)
+
+            outputs, _, targets = model(batch)
+
+            loss, num_kept = sum_kept_loss(loss_fn(outputs, targets), targets)
+
+            losses.append((batch.ids, loss / num_kept))
+
+    return losses
+
+
+@pytest.fixture(scope="module")
+def mapper() -> SpeechMapper:
+    hub = get_speechmapper_model_hub()
+
+    torch.manual_seed(0)
+
+    return hub.create_new_model(hub.get_arch_config("tiny"), device=CPU, dtype=torch.float32).eval()
+
+
+def test_cached_and_on_the_fly_pretraining_give_the_same_loss(
+    fp16_cache: FeatureCache, corpus_dir: Path, mapper: SpeechMapper, tmp_path: Path
+) -> None:
+    on_the_fly = _first_losses(corpus_dir, None, mapper, num_batches=3)
+
+    # float16 storage: the features' rounding (2^-11 relative) moves the loss a little.
+    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_losses(corpus_dir, fp16_cache, mapper, num_batches=3)):
+        assert cached_ids == ids
+        torch.testing.assert_close(cached_loss, loss, rtol=5e-3, atol=5e-3)
+
+    # float32 storage, averaged over the mapper's 2 frames: equal up to the
+    # float noise of batching the SFM differently.
+    assert mapper.frame_average == 2
+
+    fp32_cache = _extract(tmp_path / "fp32", corpus_dir, dtype=torch.float32, frame_average=2)
+
+    assert fp32_cache.header.dtype == "float32"
+
+    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_losses(corpus_dir, fp32_cache, mapper, num_batches=3)):
+        assert cached_ids == ids
+        torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-5)
+
+
+def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
+    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fairseq2_speechmapper.recipes.pretrain.recipe as recipe_module
+
+    def no_sfm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the SFM is loaded although its features are cached")
+
+    monkeypatch.setattr(recipe_module, "load_speech_encoder", no_sfm)
+
+    config = PretrainConfig()
+
+    config.model.arch = "tiny"
+    config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
+    config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
+    # No manifest: the index has the transcripts and the other fields.
+    config.dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+    config.trainer.mixed_precision.mode = "off"
+    config.regime = RegimeSection(
+        num_steps=2, validate_every_n_steps=2, checkpoint_every_n_steps=2, publish_metrics_every_n_steps=2
+    )
+    config.common.no_sweep_dir = True
+    config.common.metric_recorders.tensorboard.enabled = False
+
+    output_dir = tmp_path / "cached_run"
+
+    run(recipe_module.PretrainRecipe(), config, output_dir, no_rich=True)
+
+    valid = json.loads((output_dir / "metrics" / "valid.jsonl").read_text().splitlines()[-1])
+
+    assert valid["Number of Examples"] == NUM_DEV
+    assert "Token Error Rate" in valid
+
+    # The mapper card names the SFM layer the cache holds.
+    card = yaml.safe_load((cache_dir / "cards" / "speechmapper_cached_run.yaml").read_text())
+
+    assert (card["speech_encoder"], card["speech_encoder_layer"]) == (TINY_SFM_CARD, 2)
+
+
+def test_cache_of_another_sfm_layer_or_dtype_is_refused(fp16_cache: FeatureCache, mapper: SpeechMapper) -> None:
+    def load(section: SpeechEncoderSection) -> None:
+        load_stage1_model(
+            section, TargetLLMSection(name=TINY_LLAMA_CARD), mapper=mapper, unwrapped_mapper=mapper, device=CPU, feature_cache=fp16_cache
+        )
+
+    load(SpeechEncoderSection(name=TINY_SFM_CARD, layer=2))
+
+    cases = {
+        "it holds layer 2, not layer 1 (`speech_encoder.layer`)": SpeechEncoderSection(name=TINY_SFM_CARD, layer=1),
+        "it holds layer 2, but the last layer is asked for": SpeechEncoderSection(name=TINY_SFM_CARD, layer=None),
+        f"its SFM is `{TINY_SFM_CARD}`, not `w2vbert2_600m`": SpeechEncoderSection(name="w2vbert2_600m", layer=2),
+        "the SFM ran in float32, not bfloat16": SpeechEncoderSection(name=TINY_SFM_CARD, layer=2, dtype=torch.bfloat16),
+    }
+
+    for message, section in cases.items():
+        with pytest.raises(FeatureCacheError, match="the feature cache does not hold the features") as info:
+            load(section)
+
+        assert message in str(info.value)
+
+
+def test_pretraining_from_a_cache_of_another_layer_fails_with_one_line(
+    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path
+) -> None:
+    config = {
+        "model": {"family": "speechmapper", "arch": "tiny"},
+        "speech_encoder": {"name": TINY_SFM_CARD, "layer": 1},
+        "llm": {"name": TINY_LLAMA_CARD},
+        "dataset": {"name": None, "feature_cache": str(fp16_cache.directory), "train_split": "train", "valid_split": None},
+        "regime": {"num_steps": 2},
+        "common": {"no_sweep_dir": True, "metric_recorders": {"tensorboard": {"enabled": False}}},
+    }
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    command = [str(VENV_BIN / "fairseq2"), "speechmapper", "pretrain", str(tmp_path / "out"), "--config-file", str(config_file), "--no-rich"]
+
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=300, check=False)
+
+    assert result.returncode == 2
+    assert (
+        f"{fp16_cache.directory}: the feature cache does not hold the features `speech_encoder` asks for: it holds layer 2, not layer 1 (`speech_encoder.layer`)."
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_killed_extraction_resumes_without_redoing_finished_shards(
+    cache_dir: Path, corpus_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    output_dir = tmp_path / "cache"
+
+    # SIGKILL in the middle of writing the third shard (after its temporary
+    # features file, before the rename): the worst moment for a kill.
+    killer = (
+        "import os, signal, sys\n"
+        "import fairseq2_speechmapper.features.extract as extract\n"
+        "from fairseq2_speechmapper.cli import main\n"
+        "write, calls = extract.write_file_atomically, []\n"
+        "def write_then_die(path, write_file):\n"
+        "    calls.append(path)\n"
+        "    if len(calls) == 5:\n"
+        "        write_file(path.with_name(path.name + '.tmp'))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    write(path, write_file)\n"
+        "extract.write_file_atomically = write_then_die\n"
+        "main(sys.argv[1:])\n"
+    )
+
+    killed = subprocess.run(
+        [sys.executable, "-c", killer, *_extract_command(output_dir, corpus_dir)],
+        capture_output=True,
+        text=True,
+        env=_env(cache_dir),
+        timeout=300,
+        check=False,
+    )
+
+    assert killed.returncode == -9, killed.stderr[-3000:]
+
+    train_dir = output_dir / "splits" / "train"
+
+    assert (train_dir / "shard_00002.safetensors.tmp").is_file()
+    assert FeatureCache.open(output_dir).finished_shards("train") == {0, 1}
+
+    finished = _shard_states(output_dir)
+
+    # An unfinished split is refused, not read in part.
+    with pytest.raises(FeatureCacheError, match="2 of 4 shards are not extracted yet"):
+        FeatureCache.open(output_dir).read_split("train")
+
+    capfd.readouterr()
+
+    # The same extraction again (in this process, to save a start-up).
+    _extract(output_dir, corpus_dir, shard_size=2)
+
+    log = capfd.readouterr().err
+
+    assert "Split `train`: 4 shard(s) of 2 utterances, 4 for rank 0 of 1, 2 of them already extracted." in log
+
+    train_log = log.split("Split `dev`: 1 shard(s)")[0]
+
+    assert "wrote shard_00000" not in train_log and "wrote shard_00001" not in train_log
+    assert "wrote shard_00002" in train_log and "wrote shard_00003" in train_log
+
+    # The finished shards are the very same files; the rest are written.
+    states = _shard_states(output_dir)
+
+    assert {k: states[k] for k in finished} == finished
+    assert not list(train_dir.glob("*.tmp"))
+
+    assert [e["source"] for e in _index(output_dir, "train")] == _manifest_sources(corpus_dir, "train", NUM_TRAIN)
+
+    # Printed at the end: the size per audio hour, measured and per dtype.
+    assert "MB per audio hour." in log
+    assert "Features per audio hour by storage dtype: float16" in log
+
+
+@pytest.mark.slow
+def test_two_ranks_write_disjoint_shards_covering_the_manifest_once(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "cache"
+
+    command = [
+        str(VENV_BIN / "torchrun"),
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29529",
+        "-m",
+        "fairseq2_speechmapper",
+        *_extract_command(output_dir, corpus_dir),
+    ]
+
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=600, check=False)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    for split, count in (("train", NUM_TRAIN), ("dev", NUM_DEV)):
+        writers: dict[int, set[str]] = {0: set(), 1: set()}
+
+        for shard_file in sorted((output_dir / "splits" / split).glob("shard_*.safetensors")):
+            with safe_open(str(shard_file), framework="pt") as shard:
+                writers[int(shard.metadata()["rank"])].add(shard_file.stem)
+
+        # Shard i is written by rank i % 2: the ranks' shards are disjoint.
+        assert writers[0] == {f"shard_{i:05d}" for i in range(0, count // 2, 2)}
+        assert writers[1] == {f"shard_{i:05d}" for i in range(1, count // 2, 2)}
+
+        # Each rank's log names exactly the shards it wrote.
+        for rank in (0, 1):
+            log = (output_dir / "logs" / f"rank_{rank}.log").read_text(encoding="utf-8")
+
+            logged = {line.split("wrote ")[1].split(" ")[0] for line in log.splitlines() if f"Split `{split}`: wrote" in line}
+
+            assert logged == writers[rank]
+
+        # Together they cover the manifest, each utterance once.
+        assert [e["source"] for e in _index(output_dir, split)] == _manifest_sources(corpus_dir, split, count)
+
+    # The whole cache reads back as one.
+    assert len(FeatureCache.open(output_dir).read_split("train").examples) == NUM_TRAIN
+
+
+def test_extracting_into_a_cache_of_other_features_is_refused(fp16_cache: FeatureCache, corpus_dir: Path) -> None:
+    with pytest.raises(FeatureCacheError, match="features of another SFM, layer, option or dtype are never mixed"):
+        _extract(fp16_cache.directory, corpus_dir, dtype=torch.float32)
+
+
+def test_frame_average_must_divide_the_mappers(fp16_cache: FeatureCache, mapper: SpeechMapper) -> None:
+    header = replace(fp16_cache.header, frame_average=3)
+
+    with pytest.raises(FeatureCacheError, match="averaged over 3 frames, but the mapper averages 2"):
+        check_frame_average(FeatureCache(fp16_cache.directory, header), mapper_frame_average=mapper.frame_average)
+
+    check_frame_average(FeatureCache(fp16_cache.directory, replace(header, frame_average=2)), mapper_frame_average=4)
+
+
+def test_bad_audio_stops_extraction_or_is_skipped_and_counted(corpus_dir: Path, tmp_path: Path) -> None:
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+
+    (bad_dir / "noise.wav").write_bytes(b"not audio at all" * 100)
+
+    entries = [json.loads(line) for line in (corpus_dir / "train.jsonl").read_text().splitlines()[:3]]
+
+    for entry in entries:
+        entry["audio_filepath"] = str(corpus_dir / entry["audio_filepath"])
+
+    entries[1]["audio_filepath"] = str(bad_dir / "noise.wav")
+
+    (bad_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    (bad_dir / "dev.jsonl").write_text(json.dumps(entries[0]) + "\n")
+
+    with pytest.raises(BadSampleError, match=f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio"):
+        _extract(tmp_path / "strict", bad_dir)
+
+    config = ExtractFeaturesConfig()
+
+    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.layer = 2
+    config.dataset = replace(_dataset_section(bad_dir), on_bad_sample="skip")
+    config.common.metric_recorders.tensorboard.enabled = False
+
+    run(ExtractFeaturesRecipe(), config, tmp_path / "lenient", no_rich=True)
+
+    cache_split = FeatureCache.open(tmp_path / "lenient").read_split("train")
+
+    assert [e["source"] for e in cache_split.examples] == [f"{bad_dir / 'train.jsonl'}:1", f"{bad_dir / 'train.jsonl'}:3"]
+
+    with safe_open(str(cache_split.directory / "shard_00000.safetensors"), framework="pt") as shard:
+        assert shard.metadata()["num_bad_samples"] == "1"
+
+
+def test_a_missing_cache_and_a_foreign_shard_are_clear_errors(fp16_cache: FeatureCache, tmp_path: Path) -> None:
+    with pytest.raises(FeatureCacheError, match="not a feature cache .*write one with `fairseq2 speechmapper extract-features"):
+        FeatureCache.open(tmp_path / "nothing")
+
+    with pytest.raises(FeatureCacheError, match="the cache has no `test` split"):
+        fp16_cache.read_split("test")
+
+    # A shard of another cache copied in is caught by its fingerprint.
+    foreign = tmp_path / "foreign"
+
+    shutil.copytree(fp16_cache.directory, foreign)
+
+    header = json.loads((foreign / "cache.json").read_text())
+    header["layer"], header["fingerprint"] = 1, "0"
+    (foreign / "cache.json").write_text(json.dumps(header))
+
+    with pytest.raises(FeatureCacheError, match="the shard belongs to another feature cache"):
+        FeatureCache.open(foreign).read_split("train")
