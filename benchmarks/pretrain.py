@@ -89,6 +89,7 @@ if TYPE_CHECKING:
 
     from fairseq2.data.tokenizers import Tokenizer
     from fairseq2.datasets import DataReader
+    from fairseq2.recipe.base import Recipe
 
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
@@ -574,8 +575,9 @@ def _recipe_log_to(file: Path) -> Iterator[None]:
                 handler.close()
 
 
-def run_recipe(config: PretrainConfig, output_dir: Path) -> list[dict[str, Any]]:
-    """Runs the pretrain recipe; returns its ``metrics/train.jsonl`` records."""
+def run_recipe(config: object, output_dir: Path, recipe: Recipe | None = None) -> list[dict[str, Any]]:
+    """Runs ``recipe`` (by default the pretrain recipe) on ``config``; returns
+    its ``metrics/train.jsonl`` records."""
     from fairseq2.recipe import run
 
     from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
@@ -584,7 +586,7 @@ def run_recipe(config: PretrainConfig, output_dir: Path) -> list[dict[str, Any]]
 
     try:
         with _recipe_log_to(log_file):
-            run(PretrainRecipe(), config, output_dir, no_rich=True)
+            run(recipe or PretrainRecipe(), config, output_dir, no_rich=True)
     except BaseException:
         _log(log_file.read_text(encoding="utf-8")[-4000:])
 
@@ -669,14 +671,33 @@ def measure_steps(
 
     _log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
 
+    return step_time_rows(
+        times,
+        f"{label.split(':')[0]} ({num_rounds}x{num_timed} steps)",
+        num_rounds=num_rounds,
+        num_threads=num_threads,
+        compute_times=compute_times,
+    )
+
+
+def step_time_rows(
+    times: dict[str, list[list[float]]],
+    case: str,
+    *,
+    num_rounds: int,
+    num_threads: int,
+    compute_times: list[float],
+) -> list[Comparison]:
+    """The recipe against the bare loop with batches in memory and against the
+    bare loop reading the same reader live; ``times[side]`` holds each round's
+    timed step times."""
+
     def best_of_rounds(which: str) -> float:
         # Background load only ever adds time: each batch's fastest round is
         # the best estimate of its cost; the median over the batches follows.
         return statistics.median(min(per_round) for per_round in zip(*times[which]))
 
     recipe = best_of_rounds("recipe")
-
-    case = f"{label.split(':')[0]} ({num_rounds}x{num_timed} steps)"
 
     return [
         Comparison(

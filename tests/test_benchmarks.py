@@ -1,5 +1,7 @@
-"""Smoke test of ``benchmarks/pretrain.py``: its padding part alone (a few
-seconds; the step-time and memory parts load models and take longer)."""
+"""Smoke tests of the benchmarks: ``benchmarks/pretrain.py``'s padding part
+alone (a few seconds; the step-time and memory parts load models and take
+longer), ``benchmarks/feature_cache.py --quick`` (under a minute) and
+``benchmarks/instruct.py --quick`` (~15 s)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 _SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py"
 
@@ -37,3 +41,90 @@ def test_pretrain_benchmark_padding_bucketing_pads_less(tmp_path: Path) -> None:
     assert 0.0 <= bucketed < unbucketed < 1.0
 
     assert "LibriSpeech-like" in result.stdout
+
+
+def test_generation_benchmark_quick_runs_and_both_sides_agree(tmp_path: Path) -> None:
+    json_file = tmp_path / "generation.json"
+
+    result = subprocess.run(
+        [sys.executable, str(_SCRIPT.parent / "generation.py"), "--quick", "--json", str(json_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+
+    summary = json.loads(json_file.read_text(encoding="utf-8"))
+
+    assert summary["card"] == "speechmapper_tiny_llama_instruct"
+
+    assert [r["side"] for r in summary["results"]] == ["KV cache", "no cache"]
+
+    assert all(r["tokens_per_second"] > 0 and r["num_tokens"] == 4 * 16 for r in summary["results"])
+
+    # Greedy with and without the cache: the same tokens (tiny model, fp32).
+    assert summary["num_same_sequences"] == 4
+
+    assert "KV-cache speed-up" in result.stdout
+
+
+@pytest.mark.slow
+def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path) -> None:
+    json_file = tmp_path / "results.json"
+
+    result = subprocess.run(
+        [sys.executable, str(_SCRIPT.with_name("feature_cache.py")), "--quick", "--json", str(json_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = {row["section"]: row for row in json.loads(json_file.read_text(encoding="utf-8"))}
+
+    assert set(rows) == {"step time", "extraction", "storage"}
+
+    # Both sides ran the same batches; the cached step skips the SFM, so it is faster.
+    assert (rows["step time"]["value_name"], rows["step time"]["baseline_name"]) == ("on the fly", "cached")
+    assert rows["step time"]["ratio"] > 1.0
+
+    assert rows["extraction"]["value"] > 0.0
+
+    # float16 features (plus a small index) against float32 ones.
+    assert 0.5 <= rows["storage"]["ratio"] < 0.6
+
+
+@pytest.mark.slow
+def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> None:
+    json_file = tmp_path / "instruct.json"
+
+    result = subprocess.run(
+        [sys.executable, str(_SCRIPT.with_name("instruct.py")), "--quick", "--json", str(json_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    # The script fails unless both sides trained on batches of the same sizes
+    # and had the same loss and gradient norm on the first batch.
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = json.loads(json_file.read_text(encoding="utf-8"))
+
+    assert [(r["section"], r["value_name"], r["baseline_name"]) for r in rows] == [
+        ("step time", "recipe", "bare loop"),
+        ("step time", "recipe", "bare+reader"),
+    ]
+
+    assert all(r["case"].startswith("tiny") for r in rows)
+
+    # Per-step times of the same work on both sides (a loose bound: the tiny
+    # models' steps take milliseconds on a shared machine).
+    assert all(r["value"] > 0.0 and 0.1 < r["ratio"] < 10.0 for r in rows)
+
+    assert "first batch: loss recipe" in result.stderr

@@ -251,7 +251,13 @@ def test_generate_replies_to_each_audio_file(tuned_model: str, cache_dir: Path, 
     assert [r["file"] for r in replies] == files
     assert all(r["instruction"] == "Transcribe the audio." and r["stop_reason"] in ("stop", "length") for r in replies)
 
-    not_audio = run_cli(cache_dir, "generate", "--model", tuned_model, str(corpus_dir / "dev.jsonl"))
+    # Tuned on translation: its instructions need a target language.
+    no_prompt = run_cli(cache_dir, "generate", "--model", tuned_model, files[0])
+
+    assert no_prompt.returncode == 1
+    assert no_prompt.stderr.strip().endswith("give the instruction with --prompt.")
+
+    not_audio = run_cli(cache_dir, "generate", "--model", tuned_model, "--prompt", "Transcribe.", str(corpus_dir / "dev.jsonl"))
 
     assert not_audio.returncode == 2
     assert not_audio.stderr.strip().endswith("Format not recognised.).")

@@ -62,6 +62,11 @@ def generate_replies(
 
         instruction = card_instruction if isinstance(card_instruction, str) else DEFAULT_ASR_PROMPTS[0]
 
+        if "{" in instruction:
+            raise SpeechLLMSetupError(
+                f"`{model_name}` was tuned with instructions like {instruction!r}: give the instruction with --prompt."
+            )
+
     prompt = model.chat_template.speech_prompt(instruction)
 
     text_decoder = tokenizer.create_decoder(skip_special_tokens=True)
