@@ -271,3 +271,32 @@ def test_mapper_attached_to_another_llm_is_one_line(cache_dir: Path, corpus_dir:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert f"pretrained against the embeddings of `{TINY_LLAMA_CARD}`" in result.stderr.strip().splitlines()[-1]
+
+
+# (command, preset) -> settings of the paper (or the demo) the preset must hold.
+PRESET_SETTINGS = {
+    ("instruct", "paper_asr"): {("task", "task"): "asr", ("loss", "sigma"): 0.0, ("regime", "num_steps"): 1000, ("optimizer", "config", "lr"): 1e-4, ("lr_scheduler", "name"): "passthrough"},
+    ("instruct", "paper_asr_mse"): {("loss", "sigma"): 0.9, ("dataset", "max_batch_size"): 12, ("trainer", "grad_accumulation", "num_batches"): 8},
+    ("instruct", "paper_st"): {("task", "task"): "st", ("dataset", "name"): "europarl_st_en_de"},
+    ("instruct", "paper_sqa"): {("task", "task"): "sqa", ("task", "asr_mix_prob"): 0.5, ("dataset", "name"): "spoken_squad_manifest"},
+    ("instruct", "demo"): {("model", "name"): "speechmapper_demo", ("speech_llm", "llm"): None},
+    ("evaluate", "paper_st"): {("generation", "strategy"): "greedy", ("generation", "max_new_tokens"): 150, ("scoring", "comet_model"): "Unbabel/wmt22-comet-da"},
+    ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct"},
+    ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "dev"},
+}
+
+
+@pytest.mark.parametrize(("command", "preset"), list(PRESET_SETTINGS))
+def test_presets_hold_their_settings(cache_dir: Path, command: str, preset: str) -> None:
+    result = run_cli(cache_dir, command, "--preset", preset, "--dump-config")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    config = yaml.safe_load(result.stdout)
+
+    for path, expected in PRESET_SETTINGS[(command, preset)].items():
+        value = config
+        for key in path:
+            value = value[key]
+
+        assert value == expected, path

@@ -113,7 +113,9 @@ def compute_instruct_loss(
     if loss.sigma == 0.0:
         return loss(response_logits)
 
-    targets = build_embedding_targets(batch.target_ids, mapped.lens, model.embedding_table.float(), pad_idx)
+    # In the LLM's dtype (no float32 copy of the table): the loss casts the
+    # looked-up rows to the mapper output's dtype.
+    targets = build_embedding_targets(batch.target_ids, mapped.lens, model.embedding_table, pad_idx)
 
     return loss(response_logits, mapped.outputs, targets)
 
