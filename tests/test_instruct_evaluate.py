@@ -300,3 +300,36 @@ def test_presets_hold_their_settings(cache_dir: Path, command: str, preset: str)
             value = value[key]
 
         assert value == expected, path
+
+
+def test_instruct_with_lora_saves_adapters_that_evaluate_attaches(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    output_dir = tmp_path / "lora_it"
+
+    config = write_instruct_config(tmp_path / "c.yaml", corpus_dir, num_steps=4)
+
+    result = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(config), "--config", "lora.enabled=true", "lora.rank=4")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    # Resumed: the adapters are added again before the checkpoint is restored.
+    config = write_instruct_config(tmp_path / "d.yaml", corpus_dir, num_steps=8)
+
+    resumed = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(config), "--config", "lora.enabled=true", "lora.rank=4")
+
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [line["Step"] for line in metric_lines(output_dir, "train")] == [2, 4, 6, 8]
+
+    card = yaml.safe_load((cache_dir / "cards" / "speechmapper_lora_it.yaml").read_text())
+
+    lora = card["model_config"]["llm_lora"]
+
+    assert (lora["rank"], lora["num_layers"], lora["model_dim"]) == (4, 2, 64)
+
+    # The tuned mapper's card builds it with its adapters (strict loading), and
+    # evaluation attaches them to the LLM.
+    eval_config = write_eval_config(tmp_path / "e.yaml", corpus_dir, "speechmapper_lora_it", task="asr")
+
+    evaluated = run_cli(cache_dir, "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(eval_config))
+
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "LoRA adapters (rank 4) are attached" in evaluated.stderr + evaluated.stdout

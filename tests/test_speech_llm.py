@@ -338,3 +338,56 @@ def test_tokenizers_without_a_template_get_llama3s() -> None:
     assert torch.equal(own_prompt.before_ids, builtin_prompt.before_ids)
     assert torch.equal(own_prompt.after_ids, builtin_prompt.after_ids)
     assert torch.equal(own.response_ids("hi"), builtin.response_ids("hi"))
+
+
+def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_cache() -> None:
+    from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings, generate_greedy_without_cache
+    from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
+
+    model = load_tiny_speech_llm(TINY_MAPPER_CARD)
+
+    mapper = model.mapper
+    assert isinstance(mapper, SpeechMapper)
+
+    template = model.chat_template
+
+    speech, _ = transcript_as_speech(model, TRANSCRIPTS)
+
+    prefixes = model.build_prefixes(speech, [template.speech_prompt("Transcribe the audio.")] * len(TRANSCRIPTS))
+
+    responses = [template.response_ids(t) for t in TRANSCRIPTS]
+
+    with torch.no_grad():
+        before = model.response_logits(prefixes, responses).logits
+
+    config = add_llm_lora(mapper, model.llm, rank=4, alpha=8.0, dropout_p=0.0)
+
+    assert (config.num_layers, config.model_dim) == (len(model.llm.decoder.layers), 64)
+
+    # B starts at zero: attaching changes nothing.
+    with torch.no_grad():
+        torch.testing.assert_close(model.response_logits(prefixes, responses).logits, before)
+
+    assert mapper.llm_lora is not None
+
+    with torch.no_grad():
+        for up in (*mapper.llm_lora.q_up, *mapper.llm_lora.v_up):
+            up.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(3))
+
+    # Gradients reach the adapters, not the LLM.
+    loss = model.response_logits(prefixes, responses).logits.logsumexp(-1).sum()
+    loss.backward()
+
+    assert all(p.grad is not None for p in mapper.llm_lora.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())
+
+    with torch.no_grad():
+        assert not torch.allclose(model.response_logits(prefixes, responses).logits, before, atol=1e-3)
+
+        detached = [p.detach() for p in prefixes]
+
+        cached = generate_from_embeddings(model.llm, detached, stop_token_ids=template.stop_token_ids, options=GenerationOptions(max_new_tokens=12))
+
+        reference = generate_greedy_without_cache(model.llm, detached, stop_token_ids=template.stop_token_ids, max_new_tokens=12)
+
+    assert [c.token_ids for c in cached] == [r.token_ids for r in reference]

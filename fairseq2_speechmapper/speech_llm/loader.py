@@ -16,7 +16,7 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardInfo, read_mapper_card
 from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechFeatureEncoder
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
@@ -103,6 +103,14 @@ def load_speech_llm(
     if llm_name != info.llm:
         _check_same_embeddings(info, llm, llm_name, allow_other_llm=section.allow_other_llm)
 
+    if unwrapped_mapper.llm_lora is not None:
+        try:
+            unwrapped_mapper.llm_lora.attach(llm)
+        except LLMLoRAError as ex:
+            raise SpeechLLMSetupError(f"`{info.name}`: {ex}") from None
+
+        log.info("The mapper's LoRA adapters (rank {}) are attached to `{}`.", unwrapped_mapper.llm_lora.config.rank, llm_name)
+
     tokenizer = load_tokenizer(llm_name)
 
     chat_template = ChatTemplate(
@@ -124,6 +132,29 @@ def load_speech_llm(
     )
 
     return SpeechLLM(feature_encoder, mapper, llm, chat_template), tokenizer, info
+
+
+def add_llm_lora(mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: float, dropout_p: float) -> LLMLoRAConfig:
+    """Gives ``mapper`` new LoRA adapters for ``llm`` and attaches them."""
+    attention = llm.decoder.layers[0].self_attn  # type: ignore[index]
+
+    config = LLMLoRAConfig(
+        rank=rank,
+        alpha=alpha,
+        dropout_p=dropout_p,
+        num_layers=len(llm.decoder.layers),  # type: ignore[arg-type]
+        model_dim=llm.decoder_frontend.embed.weight.size(1),
+        q_dim=attention.q_proj.output_dim,
+        v_dim=attention.v_proj.output_dim,
+    )
+
+    device = next(mapper.parameters()).device
+
+    mapper.llm_lora = LLMLoRA(config).to(device)
+
+    mapper.llm_lora.attach(llm)
+
+    return config
 
 
 def _check_same_embeddings(info: MapperCardInfo, llm: TransformerLM, llm_name: str, *, allow_other_llm: bool) -> None:

@@ -64,6 +64,29 @@ class InstructLossSection:
 
 
 @dataclass(kw_only=True)
+class LLMLoRASection:
+    """LoRA adapters on the LLM's query and value projections, trained with
+    the mapper and saved in its checkpoint. Off, as in the paper (the LLM stays
+    fully frozen)."""
+
+    enabled: bool = False
+
+    rank: int = 8
+
+    alpha: float = 16.0
+
+    dropout_p: float = 0.0
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if self.rank < 1:
+            result.add_error(f"`rank` must be at least 1, but is {self.rank}.")
+
+        return result
+
+
+@dataclass(kw_only=True)
 class InstructConfig:
     model: ModelSection = field(
         default_factory=lambda: ModelSection(name="speechmapper_paper_llama3_1_8b_instruct", family=SPEECHMAPPER_FAMILY)
@@ -72,6 +95,8 @@ class InstructConfig:
     its SFM, layer and LLM are read from the card."""
 
     speech_llm: SpeechLLMSection = field(default_factory=SpeechLLMSection)
+
+    lora: LLMLoRASection = field(default_factory=LLMLoRASection)
 
     task: InstructTaskSection = field(default_factory=InstructTaskSection)
 

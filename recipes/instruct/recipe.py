@@ -3,6 +3,7 @@ tune the mapper briefly through the LLM on instructions (paper, "Stage 2")."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import final
 
 from typing_extensions import override
@@ -10,6 +11,7 @@ from typing_extensions import override
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
+from fairseq2.logging import log
 from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
 from fairseq2.recipe.base import Recipe, RecipeContext
@@ -38,6 +40,7 @@ from fairseq2_speechmapper.speech_llm import (
     TaskDataError,
     load_speech_llm,
 )
+from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
 
 
 @final
@@ -56,13 +59,31 @@ class InstructRecipe(Recipe):
 
         mapper_card = context.asset_store.retrieve_card(str(config.model.name))
 
+        mapper = context.get_model_as(SpeechMapper)
+
         model, tokenizer, info = load_speech_llm(
-            mapper_card,
-            config.speech_llm,
-            mapper=context.get_data_parallel_model(),
-            unwrapped_mapper=context.get_model_as(SpeechMapper),
-            device=gangs.root.device,
+            mapper_card, config.speech_llm, mapper=mapper, unwrapped_mapper=mapper, device=gangs.root.device
         )
+
+        # Applied by fairseq2 on top of the pretrained card's own overrides.
+        model_config: dict[str, object] = {}
+
+        if config.lora.enabled and mapper.llm_lora is None:
+            lora_config = add_llm_lora(
+                mapper, model.llm, rank=config.lora.rank, alpha=config.lora.alpha, dropout_p=config.lora.dropout_p
+            )
+
+            # The tuned mapper's card builds it with the adapters.
+            model_config["llm_lora"] = asdict(lora_config)
+
+            log.info(
+                "LoRA adapters of rank {} on the LLM's query and value projections: {} parameters, trained with the mapper.",
+                lora_config.rank,
+                lora_config.num_layers * lora_config.rank * (2 * lora_config.model_dim + lora_config.q_dim + lora_config.v_dim),
+            )
+
+        # Wrapped for data parallelism only now, with the adapters in it.
+        model.mapper = context.get_data_parallel_model()
 
         llm_name = config.speech_llm.llm or info.llm
 
@@ -125,7 +146,7 @@ class InstructRecipe(Recipe):
             card_writer = MapperCardWriter(
                 name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
                 checkpoint_dir=context.output_dir / "checkpoints",
-                model_fields={"base": mapper_card.name},
+                model_fields={"base": mapper_card.name, **({"model_config": model_config} if model_config else {})},
                 speech_encoder=info.speech_encoder,
                 speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
                 speech_encoder_options=info.speech_encoder_options,

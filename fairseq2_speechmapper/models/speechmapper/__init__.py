@@ -4,6 +4,9 @@ from fairseq2_speechmapper.models.speechmapper.config import (
     SPEECHMAPPER_FAMILY as SPEECHMAPPER_FAMILY,
 )
 from fairseq2_speechmapper.models.speechmapper.config import (
+    LLMLoRAConfig as LLMLoRAConfig,
+)
+from fairseq2_speechmapper.models.speechmapper.config import (
     SpeechMapperBlockConfig as SpeechMapperBlockConfig,
 )
 from fairseq2_speechmapper.models.speechmapper.config import (
@@ -23,6 +26,12 @@ from fairseq2_speechmapper.models.speechmapper.factory import (
 )
 from fairseq2_speechmapper.models.speechmapper.hub import (
     get_speechmapper_model_hub as get_speechmapper_model_hub,
+)
+from fairseq2_speechmapper.models.speechmapper.lora import (
+    LLMLoRA as LLMLoRA,
+)
+from fairseq2_speechmapper.models.speechmapper.lora import (
+    LLMLoRAError as LLMLoRAError,
 )
 from fairseq2_speechmapper.models.speechmapper.model import (
     SpeechMapper as SpeechMapper,

@@ -45,6 +45,33 @@ def _paper_blocks() -> list[SpeechMapperBlockConfig]:
 
 
 @dataclass(kw_only=True)
+class LLMLoRAConfig:
+    """Low-rank adapters on the frozen LLM's query and value projections,
+    trained with the mapper in stage 2 and stored in its checkpoint (the paper
+    keeps the LLM fully frozen: no adapters)."""
+
+    rank: int = 8
+
+    alpha: float = 16.0
+    """The adapters' output is scaled by ``alpha / rank``."""
+
+    dropout_p: float = 0.0
+    """The dropout probability on the adapters' input."""
+
+    num_layers: int = 0
+    """The LLM's decoder layers; taken from the LLM when tuning starts."""
+
+    model_dim: int = 0
+    """The LLM's width; taken from the LLM when tuning starts."""
+
+    q_dim: int = 0
+    """The output width of the LLM's query projection."""
+
+    v_dim: int = 0
+    """The output width of the LLM's value projection (smaller with grouped-query attention)."""
+
+
+@dataclass(kw_only=True)
 class SpeechMapperConfig:
     """Holds the configuration of a SpeechMapper.
 
@@ -79,6 +106,9 @@ class SpeechMapperConfig:
 
     dropout_p: float = 0.1
     """The dropout probability in the Transformer layers and projections."""
+
+    llm_lora: LLMLoRAConfig | None = None
+    """Adapters on the LLM that the mapper carries (stage 2, optional)."""
 
 
 def register_speechmapper_configs(container: DependencyContainer) -> None:

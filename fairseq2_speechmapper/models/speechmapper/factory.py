@@ -27,6 +27,7 @@ from fairseq2_speechmapper.models.speechmapper.config import (
     SpeechMapperBlockConfig,
     SpeechMapperConfig,
 )
+from fairseq2_speechmapper.models.speechmapper.lora import LLMLoRA
 from fairseq2_speechmapper.models.speechmapper.model import (
     SpeechMapper,
     SpeechMapperBlock,
@@ -65,6 +66,7 @@ class SpeechMapperFactory:
             final_proj,
             input_dim=config.input_dim,
             llm_dim=config.llm_dim,
+            llm_lora=None if config.llm_lora is None else LLMLoRA(config.llm_lora),
         )
 
     def create_block(

@@ -9,6 +9,7 @@ from torch.nn import Conv1d, Dropout, Module, ModuleList
 from fairseq2.models.transformer import TransformerEncoder
 from fairseq2.nn import BatchLayout, PositionEncoder, Projection
 
+from fairseq2_speechmapper.models.speechmapper.lora import LLMLoRA
 from fairseq2_speechmapper.nn import zero_padding
 
 
@@ -119,6 +120,7 @@ class SpeechMapper(Module):
         *,
         input_dim: int,
         llm_dim: int,
+        llm_lora: LLMLoRA | None = None,
     ) -> None:
         super().__init__()
 
@@ -132,6 +134,12 @@ class SpeechMapper(Module):
         self.final_proj = final_proj
         self.input_dim = input_dim
         self.llm_dim = llm_dim
+
+        self.llm_lora: LLMLoRA | None
+        """Adapters on the LLM, trained with the mapper (stage 2, optional);
+        the mapper's own forward does not use them."""
+
+        self.register_module("llm_lora", llm_lora)
 
     def output_lengths(self, seq_lens: Tensor) -> Tensor:
         """Returns the number of output vectors for each input length in
