@@ -333,3 +333,31 @@ def test_instruct_with_lora_saves_adapters_that_evaluate_attaches(cache_dir: Pat
 
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "LoRA adapters (rank 4) are attached" in evaluated.stderr + evaluated.stdout
+
+
+def test_evaluate_on_two_ranks_scores_every_utterance_once(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="asr")
+
+    env = {**os.environ, "FAIRSEQ2_SPEECHMAPPER_CACHE_DIR": str(cache_dir), "FAIRSEQ2_NO_PROGRESS": "1"}
+
+    command = [
+        str(VENV_BIN / "torchrun"), "--nproc-per-node", "2", "--master-port", "29519",
+        "-m", "fairseq2_speechmapper", "speechmapper", "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(config),
+    ]  # fmt: skip
+
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    ids_of_rank = [
+        [json.loads(line)["id"] for line in (tmp_path / "eval" / "hypotheses" / f"dev.rank_{rank}.jsonl").read_text().splitlines()]
+        for rank in (0, 1)
+    ]
+
+    # Each rank generated its own shard; rank 0 scored the union.
+    assert ids_of_rank[0] and ids_of_rank[1]
+    assert sorted(ids_of_rank[0] + ids_of_rank[1]) == [f"dev_{i}" for i in range(4)]
+
+    [report] = json.loads((tmp_path / "eval" / "scores.json").read_text())["scores"]
+
+    assert report["info"]["num_utterances"] == 4
