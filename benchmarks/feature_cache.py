@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -59,6 +58,7 @@ from pretrain import (
     _load_average,
     _log,
     _recipe_log_to,
+    best_of_rounds,
     prepare_assets,
     recipe_step_times,
     run_recipe,
@@ -332,9 +332,6 @@ def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num
     if sizes["on the fly"] != sizes["cached"]:
         raise RuntimeError(f"The two sides trained on other batches: sizes {sizes['on the fly']} != {sizes['cached']}.")
 
-    def best_of_rounds(which: str) -> float:
-        return statistics.median(min(per_round) for per_round in zip(*times[which]))
-
     ratio_note = f"SFM {sfm_params / 1e6:.2f}M : mapper {num_mapper_params / 1e6:.2f}M = {sfm_params / num_mapper_params:.2f} (paper 2.17); widths / {scale.divisor}"
 
     # The paper's SFM: 1024 dims at the frame rate measured here (50 Hz).
@@ -350,9 +347,9 @@ def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num
             section="step time",
             case=f"scaled paper ({num_rounds}x{num_timed} steps)",
             value_name="on the fly",
-            value=best_of_rounds("on the fly"),
+            value=best_of_rounds(times["on the fly"]),
             baseline_name="cached",
-            baseline=best_of_rounds("cached"),
+            baseline=best_of_rounds(times["cached"]),
             unit="s/step",
             note=ratio_note,
         ),

@@ -32,10 +32,16 @@ times go to stderr), measured as ``pretrain.py`` measures stage 1:
   threads then compete for the CPU as the recipe's do), so that
   ``recipe / bare+reader`` compares two sides that both load data.
 
-Sanity checks: all three train on batches of the same sizes, and on the first
-batch, from the same initial weights, the bare loop's loss (and gradient norm)
-must match the recipe's ``Loss`` (``Gradient Norm``) to 1e-4 (1e-3)
-relative, every round.
+**Step time: the SFM on the fly vs the feature cache**: the same recipe run
+reading the features ``extract-features`` wrote for the training split
+(float32, so that the first-batch losses can be compared) instead of running
+the SFM; ``ratio = on the fly / cached`` is what the cache saves in stage 2,
+where the frozen LLM's forward and backward dominate the step.
+
+Sanity checks: all four train on batches of the same sizes, and on the first
+batch, from the same initial weights, the bare loop's and the cached recipe's
+loss (and gradient norm) must match the recipe's ``Loss`` (``Gradient Norm``)
+to 1e-4 (1e-3) relative, every round.
 
 Models: the instruct ``demo`` preset's set-up (Whisper tiny.en encoder with
 ``whisper_window: utterance`` → a ``small`` mapper → frozen SmolLM2-135M-
@@ -46,8 +52,8 @@ assets (wav2vec2 → ``tiny`` mapper → tiny llama) on a generated 64-utterance
 corpus of 1–4 s noise. The mapper is randomly initialised (seeded; speed
 does not depend on the weights) and written with its card to the temporary
 cache; its dropout is off on both sides so that the first-batch losses can
-be compared exactly. fp32, the SFM run on every step (no feature cache), one
-intra-op thread by default.
+be compared exactly. fp32, the SFM run on every step but on the cached side,
+one intra-op thread by default.
 
 The sides take turns for ``--rounds`` rounds (the order reversed every other
 round); each timed batch (the steps after the first ``--warmup``) counts with
@@ -73,6 +79,7 @@ import tempfile
 import time
 from argparse import ArgumentParser
 from collections.abc import Iterable
+from copy import deepcopy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -84,6 +91,8 @@ from pretrain import (
     Assets,
     Comparison,
     _log,
+    _recipe_log_to,
+    best_of_rounds,
     find_demo_corpus,
     iter_batches,
     prepare_assets,
@@ -322,7 +331,7 @@ def load_bare_modules(setup: Setup, initial_mapper: dict[str, Tensor]) -> BareMo
 
 
 def open_train_reader(config: InstructConfig, modules: BareModules) -> DataReader[SpeechBatch]:
-    """The recipe's training reader (``create_speech_llm_reader``): the same
+    """The recipe's training reader (``create_split_reader``): the same
     dataset options, seed, input preparation and text encoder, so the same
     batches in the same order."""
     import torch
@@ -501,23 +510,53 @@ def run_bare_loop(
 # ---- step time --------------------------------------------------------------------------
 
 
-def check_first_batch(which: str, bare: BareRun, recipe_first: dict[str, Any]) -> None:
+def check_first_batch(which: str, first_loss: float, first_grad_norm: float, recipe_first: dict[str, Any]) -> None:
     """The same initial weights on the same first batch: the same loss and
     gradient norm, else the two sides do not train the same thing."""
     for name, value, expected, rtol in (
-        ("loss", bare.first_loss, float(recipe_first["Loss"]), _LOSS_RTOL),
-        ("gradient norm", bare.first_grad_norm, float(recipe_first["Gradient Norm"]), _GRAD_NORM_RTOL),
+        ("loss", first_loss, float(recipe_first["Loss"]), _LOSS_RTOL),
+        ("gradient norm", first_grad_norm, float(recipe_first["Gradient Norm"]), _GRAD_NORM_RTOL),
     ):
         if not math.isclose(value, expected, rel_tol=rtol):
             raise RuntimeError(f"`{which}` first-batch {name} {value:.6f} != the recipe's {expected:.6f}.")
 
 
+def extract_train_features(setup: Setup, config: InstructConfig, output_dir: Path, *, num_threads: int) -> Path:
+    """Runs ``extract-features`` in-process on the training split, with the
+    mapper card's SFM and the recipe's dataset options (so the same utterances
+    in the same order); float32 storage."""
+    from dataclasses import replace
+
+    import torch
+
+    from fairseq2.recipe import run
+
+    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+
+    extract_config = ExtractFeaturesConfig()
+
+    extract_config.speech_encoder.name = setup.sfm_card
+    extract_config.speech_encoder.layer = None
+    extract_config.speech_encoder.whisper_window = setup.sfm_options.get("whisper_window", "30s")  # type: ignore[assignment]
+    extract_config.dataset = replace(config.dataset, valid_split=None)
+    extract_config.splits = [config.dataset.train_split]
+    extract_config.storage.dtype = torch.float32
+    extract_config.common.metric_recorders.tensorboard.enabled = False
+    extract_config.common.torch.num_threads = num_threads
+
+    with _recipe_log_to(output_dir.parent / "extract.log"):
+        run(ExtractFeaturesRecipe(), extract_config, output_dir, no_rich=True)
+
+    return output_dir
+
+
 def measure_steps(
     assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int
 ) -> list[Comparison]:
-    """Runs the recipe and two bare loops (batches read in advance; the same
-    reader read live) in turn, ``num_rounds`` times so that all see the same
-    background load, and compares the medians of their timed steps."""
+    """Runs the recipe, the recipe from the feature cache and two bare loops
+    (batches read in advance; the same reader read live) in turn,
+    ``num_rounds`` times so that all see the same background load, and
+    compares the medians of their timed steps."""
     import torch
 
     num_steps = num_warmup + num_timed
@@ -532,6 +571,11 @@ def measure_steps(
 
     initial_mapper = write_initial_mapper(setup, seed=config.common.seed)
 
+    cached_config = deepcopy(config)
+
+    cached_config.dataset.manifest_dir = None
+    cached_config.dataset.feature_cache = extract_train_features(setup, config, work_dir / "features", num_threads=num_threads)
+
     modules = load_bare_modules(setup, initial_mapper)
 
     batches = list(iter_batches(open_train_reader(config, modules), num_steps))
@@ -539,7 +583,7 @@ def measure_steps(
     expected_sizes = [b.num_examples for b in batches]
 
     # Per side, per round, the timed steps' seconds.
-    times: dict[str, list[list[float]]] = {"recipe": [], "bare": [], "bare+reader": []}
+    times: dict[str, list[list[float]]] = {"recipe": [], "recipe+cache": [], "bare": [], "bare+reader": []}
 
     compute_times: list[float] = []
 
@@ -547,28 +591,37 @@ def measure_steps(
 
     recipe_first: dict[str, Any] | None = None
 
+    cached_first: dict[str, Any] | None = None
+
     timed = slice(num_warmup, None)
 
     for round_nr in range(num_rounds):
         # Reversing the order every other round cancels a drift of the load.
-        order = ["bare", "bare+reader", "recipe"]
+        order = ["bare", "bare+reader", "recipe", "recipe+cache"]
         if round_nr % 2 == 1:
             order.reverse()
 
         for which in order:
-            if which == "recipe":
+            if which in ("recipe", "recipe+cache"):
                 from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
 
-                records = run_recipe(config, work_dir / f"recipe_out_{round_nr}", InstructRecipe())
+                records = run_recipe(
+                    config if which == "recipe" else cached_config,
+                    work_dir / f"{which.replace('+', '_')}_out_{round_nr}",
+                    InstructRecipe(),
+                )
 
                 # The run sets the thread count from the config; keep it so.
                 torch.set_num_threads(num_threads)
 
                 step_times, sizes = recipe_step_times(records)
 
-                compute_times += [float(r["Compute Time"]) for r in records[timed]]
+                if which == "recipe":
+                    compute_times += [float(r["Compute Time"]) for r in records[timed]]
 
-                recipe_first = records[0]
+                    recipe_first = records[0]
+                else:
+                    cached_first = records[0]
             else:
                 if which == "bare":
                     bare = run_bare_loop(config, modules, initial_mapper, batches)
@@ -586,11 +639,13 @@ def measure_steps(
 
             _log(f"  round {round_nr + 1} {which:<11} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
 
-    if recipe_first is None:
+    if recipe_first is None or cached_first is None:
         raise RuntimeError("The recipe did not run.")
 
     for which, bare in first_checks:
-        check_first_batch(which, bare, recipe_first)
+        check_first_batch(which, bare.first_loss, bare.first_grad_norm, recipe_first)
+
+    check_first_batch("recipe+cache", float(cached_first["Loss"]), float(cached_first["Gradient Norm"]), recipe_first)
 
     _log(
         f"  first batch: loss recipe {float(recipe_first['Loss']):.6f}, bare {first_checks[0][1].first_loss:.6f}; "
@@ -599,13 +654,24 @@ def measure_steps(
 
     _log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
 
-    return step_time_rows(
-        times,
-        f"{setup.label.split(':')[0]} ({num_rounds}x{num_timed} steps)",
-        num_rounds=num_rounds,
-        num_threads=num_threads,
-        compute_times=compute_times,
+    case = f"{setup.label.split(':')[0]} ({num_rounds}x{num_timed} steps)"
+
+    rows = step_time_rows(times, case, num_rounds=num_rounds, num_threads=num_threads, compute_times=compute_times)
+
+    rows.append(
+        Comparison(
+            section="step time",
+            case=case,
+            value_name="SFM on the fly",
+            value=best_of_rounds(times["recipe"]),
+            baseline_name="feature cache",
+            baseline=best_of_rounds(times["recipe+cache"]),
+            unit="s/step",
+            note="the recipe both sides; cache: extract-features' float32 features of the training split",
+        )
     )
+
+    return rows
 
 
 def main() -> int:

@@ -680,6 +680,13 @@ def measure_steps(
     )
 
 
+def best_of_rounds(round_times: list[list[float]]) -> float:
+    """The median over batches of each batch's fastest round: background load
+    only ever adds time, so the fastest round is the best estimate of a
+    batch's cost."""
+    return statistics.median(min(per_round) for per_round in zip(*round_times))
+
+
 def step_time_rows(
     times: dict[str, list[list[float]]],
     case: str,
@@ -691,13 +698,7 @@ def step_time_rows(
     """The recipe against the bare loop with batches in memory and against the
     bare loop reading the same reader live; ``times[side]`` holds each round's
     timed step times."""
-
-    def best_of_rounds(which: str) -> float:
-        # Background load only ever adds time: each batch's fastest round is
-        # the best estimate of its cost; the median over the batches follows.
-        return statistics.median(min(per_round) for per_round in zip(*times[which]))
-
-    recipe = best_of_rounds("recipe")
+    recipe = best_of_rounds(times["recipe"])
 
     return [
         Comparison(
@@ -706,7 +707,7 @@ def step_time_rows(
             value_name="recipe",
             value=recipe,
             baseline_name="bare loop",
-            baseline=best_of_rounds("bare"),
+            baseline=best_of_rounds(times["bare"]),
             unit="s/step",
             note=f"median over batches of the best of {num_rounds} rounds; {num_threads} thread(s); bare: batches in memory",
         ),
@@ -716,7 +717,7 @@ def step_time_rows(
             value_name="recipe",
             value=recipe,
             baseline_name="bare+reader",
-            baseline=best_of_rounds("bare+reader"),
+            baseline=best_of_rounds(times["bare+reader"]),
             unit="s/step",
             note=f"bare+reader: the same reader read live; recipe compute part (median) {statistics.median(compute_times):.3f} s",
         ),

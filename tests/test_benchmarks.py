@@ -110,8 +110,9 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
         check=False,
     )
 
-    # The script fails unless both sides trained on batches of the same sizes
-    # and had the same loss and gradient norm on the first batch.
+    # The script fails unless all sides trained on batches of the same sizes
+    # and had the same loss and gradient norm on the first batch (the cached
+    # side too: its features are the SFM's).
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = json.loads(json_file.read_text(encoding="utf-8"))
@@ -119,6 +120,7 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     assert [(r["section"], r["value_name"], r["baseline_name"]) for r in rows] == [
         ("step time", "recipe", "bare loop"),
         ("step time", "recipe", "bare+reader"),
+        ("step time", "SFM on the fly", "feature cache"),
     ]
 
     assert all(r["case"].startswith("tiny") for r in rows)

@@ -1,7 +1,7 @@
 """The SFM feature cache on tiny random-weight models: ``extract-features``
-(in process and through the command line), pretraining from the cache (the
-same losses as on the fly, mismatched caches refused), resuming a killed
-extraction, two ranks under torchrun, and bad input."""
+(in process and through the command line), pretraining and instruction tuning
+from the cache (the same losses as on the fly, mismatched caches refused),
+resuming a killed extraction, two ranks under torchrun, and bad input."""
 
 from __future__ import annotations
 
@@ -20,14 +20,24 @@ import torch
 import yaml
 from safetensors import safe_open
 
+from fairseq2.assets import get_asset_store
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.datasets import DataReader
 from fairseq2.gang import create_fake_gangs
+from fairseq2.models import load_model
 from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 
-from fairseq2_speechmapper.datasets import BadSampleError, SpeechManifestDataset, SpeechManifestDatasetConfig
+from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch, SpeechManifestDataset, SpeechManifestDatasetConfig
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, FeatureCacheError, check_frame_average
 from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, get_speechmapper_model_hub
+from fairseq2_speechmapper.recipes.evaluate.config import SpeechEvalConfig
+from fairseq2_speechmapper.recipes.evaluate.recipe import SpeechEvalRecipe
+from fairseq2_speechmapper.recipes.instruct.config import InstructConfig, InstructTaskSection
+from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
+from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
+from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder, compute_instruct_loss
 from fairseq2_speechmapper.recipes.pretrain.config import (
     PretrainConfig,
     SpeechDatasetSection,
@@ -35,15 +45,20 @@ from fairseq2_speechmapper.recipes.pretrain.config import (
     TargetLLMSection,
 )
 from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection, create_stage1_loss
-from fairseq2_speechmapper.recipes.pretrain.recipe import create_stage1_reader, load_stage1_model
+from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalConfig, Stage1EvalRecipe
+from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe, Stage1SetupError, create_split_reader, load_stage1_model
+from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures, resolve_pad_idx
 from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.speech_llm import SpeechLLMSection, load_speech_llm
+from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
 
 VENV_BIN = Path(sys.executable).parent
 
 SENTENCES = ["hello world", "the cat sat", "a red boat", "good morning", "blue sky", "one two three"]
+
+TRANSLATIONS = ["hallo welt", "die katze sass", "ein rotes boot", "guten morgen", "blauer himmel", "eins zwei drei"]
 
 NUM_TRAIN, NUM_DEV = 8, 2
 
@@ -63,7 +78,15 @@ def _write_corpus(corpus_dir: Path) -> None:
 
             soundfile.write(audio, (0.1 * rng.standard_normal(int(seconds * 16_000))).astype(np.float32), 16_000)
 
-            entries.append({"audio_filepath": audio.name, "duration": seconds, "text": SENTENCES[i % len(SENTENCES)], "lang": "en"})
+            entries.append(
+                {
+                    "audio_filepath": audio.name,
+                    "duration": seconds,
+                    "text": SENTENCES[i % len(SENTENCES)],
+                    "translation": TRANSLATIONS[i % len(TRANSLATIONS)],
+                    "tgt_lang": "de",
+                }
+            )
 
         (corpus_dir / f"{split}.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries), encoding="utf-8")
 
@@ -177,7 +200,7 @@ def test_extraction_writes_shards_with_an_index_covering_the_manifest(fp16_cache
         f"shard_0000{i}.{ext}" for i in range(3) for ext in ("jsonl", "safetensors")
     ]
     assert [e["source"] for e in train] == _manifest_sources(corpus_dir, "train", NUM_TRAIN)
-    assert train[0]["text"] == "hello world" and train[0]["fields"] == {"lang": "en"}
+    assert train[0]["text"] == "hello world" and train[0]["fields"] == {"translation": "hallo welt", "tgt_lang": "de"}
 
     for entry in train:
         with safe_open(str(fp16_cache.split_dir("train") / str(entry["shard"])), framework="pt") as shard:
@@ -192,13 +215,27 @@ def test_extraction_writes_shards_with_an_index_covering_the_manifest(fp16_cache
     assert len(_index(fp16_cache.directory, "dev")) == NUM_DEV
 
 
+def _train_reader(
+    corpus_dir: Path, cache: FeatureCache | None, features: SFMFeatures, tokenizer: Tokenizer
+) -> DataReader[SpeechBatch]:
+    """The training split as the recipes read it: the manifests (SFM on the
+    fly) or ``cache``."""
+    dataset = (
+        FeatureCacheDataset(cache)
+        if cache is not None
+        else SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=corpus_dir))
+    )
+
+    return create_split_reader(
+        dataset, "train", _dataset_section(corpus_dir), features, tokenizer, create_fake_gangs(CPU), training=True, seed=2
+    )
+
+
 def _first_losses(
     corpus_dir: Path, cache: FeatureCache | None, mapper: SpeechMapper, *, num_batches: int
 ) -> list[tuple[list[str], torch.Tensor]]:
     """The ids and stage-1 losses of the first training batches, read from
     the manifests (SFM on the fly) or from ``cache``."""
-    section = _dataset_section(corpus_dir)
-
     model, tokenizer = load_stage1_model(
         SpeechEncoderSection(name=TINY_SFM_CARD, layer=2),
         TargetLLMSection(name=TINY_LLAMA_CARD),
@@ -208,13 +245,7 @@ def _first_losses(
         feature_cache=cache,
     )
 
-    dataset = (
-        FeatureCacheDataset(cache)
-        if cache is not None
-        else SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=corpus_dir))
-    )
-
-    reader = create_stage1_reader(dataset, "train", section, model, tokenizer, create_fake_gangs(CPU), training=True, seed=2)
+    reader = _train_reader(corpus_dir, cache, model.speech_encoder, tokenizer)
 
     loss_fn = create_stage1_loss(Stage1LossSection())
 
@@ -537,3 +568,197 @@ def test_a_missing_cache_and_a_foreign_shard_are_clear_errors(fp16_cache: Featur
 
     with pytest.raises(FeatureCacheError, match="the shard belongs to another feature cache"):
         FeatureCache.open(foreign).read_split("train")
+
+
+def _first_instruct_losses(
+    corpus_dir: Path, cache: FeatureCache | None, *, num_batches: int
+) -> list[tuple[list[str], torch.Tensor]]:
+    """The ids and stage-2 losses (speech translation, CE+MSE) of the first
+    training batches of the tiny speech LLM, its SFM run on the audio or its
+    features read from ``cache``."""
+    mapper = load_model(TINY_MAPPER_CARD, device=CPU, dtype=torch.float32)
+
+    assert isinstance(mapper, SpeechMapper)
+
+    mapper.eval()
+
+    model, tokenizer, info = load_speech_llm(
+        get_asset_store().retrieve_card(TINY_MAPPER_CARD),
+        SpeechLLMSection(),
+        mapper=mapper,
+        unwrapped_mapper=mapper,
+        device=CPU,
+        feature_cache=cache,
+    )
+
+    reader = _train_reader(corpus_dir, cache, model.speech_encoder, tokenizer)
+
+    builder = InstructionBuilder(model, InstructTaskSection(task="st"))
+
+    loss = InstructLoss(sigma=0.5, stage1_loss=create_stage1_loss(Stage1LossSection()))
+
+    pad_idx = resolve_pad_idx(tokenizer, info.pad_token, llm_name=info.llm)
+
+    losses = []
+
+    with torch.no_grad():
+        for _ in range(num_batches):
+            (batch,) = next(reader)
+
+            examples = builder.examples(batch, "st", rng=None)
+
+            assert [e.response for e in examples] == [f["translation"] for f in batch.fields]
+
+            output = compute_instruct_loss(model, builder, loss, batch, examples, pad_idx=pad_idx)
+
+            losses.append((batch.ids, output.loss / output.num_response_tokens))
+
+    return losses
+
+
+def test_cached_and_on_the_fly_instruction_tuning_give_the_same_loss(
+    fp16_cache: FeatureCache, corpus_dir: Path, tmp_path: Path
+) -> None:
+    on_the_fly = _first_instruct_losses(corpus_dir, None, num_batches=3)
+
+    # float32 storage: equal up to the float noise of batching the SFM differently.
+    fp32_cache = _extract(tmp_path / "fp32", corpus_dir, dtype=torch.float32)
+
+    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_instruct_losses(corpus_dir, fp32_cache, num_batches=3)):
+        assert cached_ids == ids
+        torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-5)
+
+    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_instruct_losses(corpus_dir, fp16_cache, num_batches=3)):
+        assert cached_ids == ids
+        torch.testing.assert_close(cached_loss, loss, rtol=5e-3, atol=5e-3)
+
+
+def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
+    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fairseq2_speechmapper.speech_llm.loader as loader_module
+
+    def no_sfm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the SFM is loaded although its features are cached")
+
+    monkeypatch.setattr(loader_module, "load_speech_encoder", no_sfm)
+
+    dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+
+    config = InstructConfig()
+
+    config.model.name = TINY_MAPPER_CARD
+    config.task = InstructTaskSection(task="st")
+    config.loss.sigma = 0.5
+    config.dataset = dataset
+    config.trainer.mixed_precision.mode = "off"
+    config.regime = RegimeSection(
+        num_steps=2, validate_every_n_steps=2, checkpoint_every_n_steps=2, publish_metrics_every_n_steps=2
+    )
+    config.common.no_sweep_dir = True
+    config.common.metric_recorders.tensorboard.enabled = False
+
+    run(InstructRecipe(), config, tmp_path / "cached_it", no_rich=True)
+
+    valid = json.loads((tmp_path / "cached_it" / "metrics" / "valid.jsonl").read_text().splitlines()[-1])
+
+    assert valid["Number of Examples"] == NUM_DEV
+    assert "NLL Loss" in valid and "Stage-1 Loss" in valid
+
+    card = yaml.safe_load((cache_dir / "cards" / "speechmapper_cached_it.yaml").read_text())
+
+    assert (card["stage"], card["speech_encoder"], card["speech_encoder_layer"]) == ("instruct", TINY_SFM_CARD, 2)
+
+    # The tuned speech LLM is evaluated on the cached dev split.
+    eval_config = SpeechEvalConfig()
+
+    eval_config.model.name = "speechmapper_cached_it"
+    eval_config.task = InstructTaskSection(task="asr")
+    eval_config.dataset = dataset
+    eval_config.generation.max_new_tokens = 4
+
+    run(SpeechEvalRecipe(), eval_config, tmp_path / "cached_eval", no_rich=True)
+
+    hypotheses = [json.loads(line) for line in (tmp_path / "cached_eval" / "hypotheses" / "dev.rank_0.jsonl").read_text().splitlines()]
+
+    assert sorted(h["references"][0] for h in hypotheses) == sorted(SENTENCES[i] for i in range(NUM_DEV))
+
+    [report] = json.loads((tmp_path / "cached_eval" / "scores.json").read_text())["scores"]
+
+    assert (report["task"], report["test_set"]) == ("asr", f"{fp16_cache.directory}:dev")
+    assert "wer" in report["metrics"]
+
+
+def test_speech_llm_refuses_a_cache_of_other_features(fp16_cache: FeatureCache) -> None:
+    mapper = load_model(TINY_MAPPER_CARD, device=CPU, dtype=torch.float32)
+
+    assert isinstance(mapper, SpeechMapper)
+
+    with pytest.raises(FeatureCacheError) as info:
+        load_speech_llm(
+            get_asset_store().retrieve_card(TINY_MAPPER_CARD),
+            SpeechLLMSection(speech_encoder_dtype=torch.bfloat16),
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=CPU,
+            feature_cache=fp16_cache,
+        )
+
+    assert str(info.value) == (
+        f"{fp16_cache.directory}: the feature cache does not hold the features the mapper `{TINY_MAPPER_CARD}` asks for: "
+        "the SFM ran in float32, not bfloat16 (`speech_llm.speech_encoder_dtype`). "
+        "Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
+    )
+
+
+def test_stage1_evaluation_refuses_the_cache_in_one_line(fp16_cache: FeatureCache, tmp_path: Path) -> None:
+    config = Stage1EvalConfig()
+
+    config.model.name = TINY_MAPPER_CARD
+    config.dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+
+    with pytest.raises(Stage1SetupError, match=r"^`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"):
+        run(Stage1EvalRecipe(), config, tmp_path / "eval", no_rich=True)
+
+
+def test_pretraining_from_the_cache_resumes_where_it_stopped(fp16_cache: FeatureCache, tmp_path: Path) -> None:
+    def pretrain(output_dir: Path, num_steps: int) -> list[tuple[int, float]]:
+        config = PretrainConfig()
+
+        config.model.arch = "tiny"
+        # No dropout: an unbroken and a resumed run then compute the same losses.
+        config.model.config_overrides = {"dropout_p": 0.0}
+        config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
+        config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
+        config.dataset = replace(
+            _dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory, valid_split=None
+        )
+        config.trainer.mixed_precision.mode = "off"
+        config.regime = RegimeSection(num_steps=num_steps, checkpoint_every_n_steps=3, publish_metrics_every_n_steps=1)
+        config.common.no_sweep_dir = True
+        config.common.metric_recorders.tensorboard.enabled = False
+
+        run(PretrainRecipe(), config, output_dir, no_rich=True)
+
+        records = [json.loads(line) for line in (output_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+
+        return [(int(r["Step"]), float(r["Loss"])) for r in records]
+
+    unbroken = pretrain(tmp_path / "unbroken", 6)
+
+    # Stopped at its checkpoint at step 3, then run again to step 6: it resumes from there.
+    first_half = pretrain(tmp_path / "resumed", 3)
+
+    resumed = pretrain(tmp_path / "resumed", 6)
+
+    assert [step for step, _ in unbroken] == [1, 2, 3, 4, 5, 6]
+    assert first_half == unbroken[:3]
+
+    # The metrics file holds both runs: the second one trained steps 4-6 only,
+    # on the batches and from the weights and optimizer state of the unbroken run.
+    assert [step for step, _ in resumed] == [1, 2, 3, 4, 5, 6]
+
+    for (step, loss), (_, unbroken_loss) in zip(resumed[3:], unbroken[3:]):
+        assert loss == pytest.approx(unbroken_loss, rel=1e-5), f"step {step}"
+
+    assert "Restoring training from the last checkpoint" in (tmp_path / "resumed" / "logs" / "rank_0.log").read_text(encoding="utf-8")

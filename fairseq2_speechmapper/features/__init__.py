@@ -1,6 +1,6 @@
 """The SFM feature cache: ``extract-features`` writes it
 (:mod:`fairseq2_speechmapper.features.extract`), pretraining reads it instead
-of running the frozen SFM on audio every epoch."""
+of running the frozen SFM on audio every epoch, and so can instruction tuning."""
 
 from __future__ import annotations
 
@@ -14,5 +14,6 @@ from fairseq2_speechmapper.features.config import SFMSection as SFMSection
 from fairseq2_speechmapper.features.reader import CachedFeatureEncoder as CachedFeatureEncoder
 from fairseq2_speechmapper.features.reader import FeatureCacheDataset as FeatureCacheDataset
 from fairseq2_speechmapper.features.reader import check_frame_average as check_frame_average
+from fairseq2_speechmapper.features.reader import open_cached_features as open_cached_features
 from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
 from fairseq2_speechmapper.features.storage import measure_storage as measure_storage

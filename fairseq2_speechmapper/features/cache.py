@@ -116,13 +116,16 @@ class FeatureCacheHeader:
             f"computed in {self.speech_encoder_dtype}, {self.frame_average} frame(s) averaged, stored as {self.dtype}"
         )
 
-    def mismatches(self, sfm: SFMSection, *, checkpoint: str | None) -> list[str]:
+    def mismatches(
+        self, sfm: SFMSection, *, checkpoint: str | None, setting: Callable[[str], str] = lambda key: f"`speech_encoder.{key}`"
+    ) -> list[str]:
         """Says how the features asked for by ``sfm`` (whose card now points at
-        ``checkpoint``) differ from these; empty if they do not."""
+        ``checkpoint``) differ from these; empty if they do not. ``setting``
+        names where the user sets each of ``sfm``'s fields."""
         problems = []
 
         if sfm.name != self.speech_encoder:
-            problems.append(f"its SFM is `{self.speech_encoder}`, not `{sfm.name}` (`speech_encoder.name`)")
+            problems.append(f"its SFM is `{self.speech_encoder}`, not `{sfm.name}` ({setting('name')})")
         elif checkpoint != self.speech_encoder_checkpoint:
             problems.append(
                 f"the `{sfm.name}` card now points at checkpoint {checkpoint}, but the cache was extracted from {self.speech_encoder_checkpoint}"
@@ -131,21 +134,19 @@ class FeatureCacheHeader:
         if sfm.layer is None:
             if not self.last_layer:
                 problems.append(
-                    f"it holds layer {self.layer}, but the last layer is asked for (`speech_encoder.layer=null`); set `speech_encoder.layer={self.layer}` if that is the last layer"
+                    f"it holds layer {self.layer}, but the last layer is asked for ({setting('layer')} is null); set it to {self.layer} if that is the last layer"
                 )
         elif sfm.layer != self.layer:
-            problems.append(f"it holds layer {self.layer}, not layer {sfm.layer} (`speech_encoder.layer`)")
+            problems.append(f"it holds layer {self.layer}, not layer {sfm.layer} ({setting('layer')})")
 
         options = {"whisper_window": sfm.whisper_window}
 
         for key, value in sorted(self.speech_encoder_options.items()):
             if options.get(key) != value:
-                problems.append(f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` (`speech_encoder.{key}`)")
+                problems.append(f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` ({setting(key)})")
 
         if dtype_name(sfm.dtype) != self.speech_encoder_dtype:
-            problems.append(
-                f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} (`speech_encoder.dtype`)"
-            )
+            problems.append(f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} ({setting('dtype')})")
 
         return problems
 

@@ -4,12 +4,14 @@ resume, and hands its features to the mapper in place of the SFM's."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import final
 
 from safetensors import safe_open
 from torch import Tensor
 
+from fairseq2.assets import get_asset_store
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
 from fairseq2.logging import log
@@ -17,7 +19,8 @@ from fairseq2.nn import BatchLayout
 
 from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, create_speech_reader
 from fairseq2_speechmapper.datasets.speech import TextEncoder
-from fairseq2_speechmapper.features.cache import FEATURES_KEY, FeatureCache, FeatureCacheError
+from fairseq2_speechmapper.features.cache import FEATURES_KEY, FeatureCache, FeatureCacheError, card_checkpoint
+from fairseq2_speechmapper.features.config import SFMSection
 
 
 @final
@@ -153,3 +156,27 @@ def check_frame_average(cache: FeatureCache, *, mapper_frame_average: int) -> No
             f"{cache.directory}: the features are averaged over {frame_average} frames, but the mapper averages {mapper_frame_average}, which is not a multiple of it; extract with `storage.frame_average=1` (or a divisor of {mapper_frame_average})."
         )
 
+
+def open_cached_features(
+    cache: FeatureCache,
+    sfm: SFMSection,
+    *,
+    mapper_frame_average: int,
+    asked_by: str = "`speech_encoder`",
+    setting: Callable[[str], str] = lambda key: f"`speech_encoder.{key}`",
+) -> CachedFeatureEncoder:
+    """Refuses a cache of other features than ``sfm`` (set by ``asked_by``)
+    asks for: another SFM card or checkpoint, layer, option or compute dtype."""
+    card = get_asset_store().retrieve_card(sfm.name)
+
+    problems = cache.header.mismatches(sfm, checkpoint=card_checkpoint(card), setting=setting)
+    if problems:
+        raise FeatureCacheError(
+            f"{cache.directory}: the feature cache does not hold the features {asked_by} asks for: {'; '.join(problems)}. Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
+        )
+
+    check_frame_average(cache, mapper_frame_average=mapper_frame_average)
+
+    log.info("Reading the SFM features from the cache {} ({}); the SFM is not loaded.", cache.directory, cache.header.describe())
+
+    return CachedFeatureEncoder(layer=cache.header.layer, frame_average=cache.header.frame_average)

@@ -16,9 +16,10 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.features import FeatureCache, SFMSection, open_cached_features
 from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardInfo, read_mapper_card
-from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechFeatureEncoder
+from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures, SpeechFeatureEncoder
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
 from fairseq2_speechmapper.speech_llm.model import SpeechLLM
@@ -61,9 +62,12 @@ def load_speech_llm(
     mapper: Module,
     unwrapped_mapper: SpeechMapper,
     device: torch.device,
+    feature_cache: FeatureCache | None = None,
 ) -> tuple[SpeechLLM, Tokenizer, MapperCardInfo]:
     """Loads the SFM and the LLM of ``mapper_card``, frozen and in eval mode,
-    and checks that ``unwrapped_mapper`` fits between them.
+    and checks that ``unwrapped_mapper`` fits between them. With
+    ``feature_cache`` the SFM is not loaded: the cache must hold the features
+    of the SFM, layer and options the card names.
 
     An instruction-tuned mapper's card records its prompt format; ``section``'s
     own ``chat_template``/``system_prompt`` win over it.
@@ -72,17 +76,41 @@ def load_speech_llm(
 
     llm_name = section.llm or info.llm
 
-    speech_encoder = load_speech_encoder(
-        info.speech_encoder,
-        layer=info.speech_encoder_layer,
-        device=device,
-        dtype=section.speech_encoder_dtype,
-        options=SpeechEncoderOptions(**info.speech_encoder_options),  # type: ignore[arg-type]
-    )
+    features: SFMFeatures
 
-    if unwrapped_mapper.input_dim != speech_encoder.output_dim:
+    if feature_cache is None:
+        speech_encoder = load_speech_encoder(
+            info.speech_encoder,
+            layer=info.speech_encoder_layer,
+            device=device,
+            dtype=section.speech_encoder_dtype,
+            options=SpeechEncoderOptions(**info.speech_encoder_options),  # type: ignore[arg-type]
+        )
+
+        features = SpeechFeatureEncoder(speech_encoder, cache_in_memory=section.cache_features_in_memory)
+
+        speech_encoder_dim = speech_encoder.output_dim
+    else:
+        sfm = SFMSection(
+            name=info.speech_encoder,
+            layer=info.speech_encoder_layer,
+            dtype=section.speech_encoder_dtype,
+            whisper_window=info.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
+        )
+
+        features = open_cached_features(
+            feature_cache,
+            sfm,
+            mapper_frame_average=unwrapped_mapper.frame_average,
+            asked_by=f"the mapper `{info.name}`",
+            setting=_mapper_card_setting,
+        )
+
+        speech_encoder_dim = feature_cache.header.feature_dim
+
+    if unwrapped_mapper.input_dim != speech_encoder_dim:
         raise SpeechLLMSetupError(
-            f"The mapper `{info.name}` reads {unwrapped_mapper.input_dim}-dimensional features, but its speech encoder `{info.speech_encoder}` outputs {speech_encoder.output_dim}."
+            f"The mapper `{info.name}` reads {unwrapped_mapper.input_dim}-dimensional features, but its speech encoder `{info.speech_encoder}` outputs {speech_encoder_dim}."
         )
 
     llm = load_model(llm_name, device=device, dtype=section.llm_dtype)
@@ -120,18 +148,17 @@ def load_speech_llm(
         system_prompt=section.system_prompt or _optional_str(info.metadata.get("system_prompt")),
     )
 
-    feature_encoder = SpeechFeatureEncoder(speech_encoder, cache_in_memory=section.cache_features_in_memory)
-
     log.info(
-        "Speech LLM: `{}` (layer {}) -> mapper `{}` -> `{}` (frozen, {}).",
+        "Speech LLM: `{}` (layer {}{}) -> mapper `{}` -> `{}` (frozen, {}).",
         info.speech_encoder,
-        speech_encoder.layer,
+        features.layer,
+        ", cached features" if feature_cache is not None else "",
         info.name,
         llm_name,
         section.llm_dtype,
     )
 
-    return SpeechLLM(feature_encoder, mapper, llm, chat_template), tokenizer, info
+    return SpeechLLM(features, mapper, llm, chat_template), tokenizer, info
 
 
 def add_llm_lora(mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: float, dropout_p: float) -> LLMLoRAConfig:
@@ -184,6 +211,17 @@ def _check_same_embeddings(info: MapperCardInfo, llm: TransformerLM, llm_name: s
         )
 
     log.info("`{}` has the embeddings of `{}`, which the mapper `{}` was trained for.", llm_name, info.llm, info.name)
+
+
+def _mapper_card_setting(key: str) -> str:
+    """Where a speech LLM's SFM settings come from: its mapper card, but for
+    the compute dtype."""
+    if key == "dtype":
+        return "`speech_llm.speech_encoder_dtype`"
+
+    card_field = {"name": "speech_encoder", "layer": "speech_encoder_layer"}.get(key, f"speech_encoder_options.{key}")
+
+    return f"the mapper card's `{card_field}`"
 
 
 def _optional_str(value: object) -> str | None:

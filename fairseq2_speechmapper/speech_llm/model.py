@@ -15,7 +15,7 @@ from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechFeatureEncoder
+from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate, SpeechPrompt
 
 
@@ -45,7 +45,7 @@ class SpeechLLM:
     """Runs the pieces of a speech LLM; only the mapper is trainable."""
 
     def __init__(
-        self, speech_encoder: SpeechFeatureEncoder, mapper: Module, llm: TransformerLM, chat_template: ChatTemplate
+        self, speech_encoder: SFMFeatures, mapper: Module, llm: TransformerLM, chat_template: ChatTemplate
     ) -> None:
         self.speech_encoder = speech_encoder
         self.mapper = mapper

@@ -22,18 +22,18 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
+from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.generation import GenerationOptions, generate_text
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score_hypotheses
 from fairseq2_speechmapper.recipes.evaluate.units import HypothesisFile, SpeechGenerationUnit
 from fairseq2_speechmapper.recipes.instruct.recipe import (
-    create_speech_llm_reader,
     register_speech_llm_errors,
     register_speech_llm_metric_descriptors,
 )
 from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder
-from fairseq2_speechmapper.recipes.pretrain.recipe import open_speech_dataset, register_user_errors
+from fairseq2_speechmapper.recipes.pretrain.recipe import create_split_reader, open_dataset, register_user_errors
 from fairseq2_speechmapper.scoring import ScoringError, format_scores_table, write_scores
 from fairseq2_speechmapper.speech_llm import ChatTemplate, SpeechLLMSetupError, load_speech_llm
 
@@ -64,16 +64,21 @@ class SpeechEvalRecipe(Recipe):
 
         mapper = context.get_model_as(SpeechMapper)
 
-        model, tokenizer, info = load_speech_llm(
-            mapper_card, config.speech_llm, mapper=mapper, unwrapped_mapper=mapper, device=gangs.root.device
-        )
+        dataset = open_dataset(context, config.dataset)
 
-        dataset = open_speech_dataset(context, config.dataset)
+        model, tokenizer, info = load_speech_llm(
+            mapper_card,
+            config.speech_llm,
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=gangs.root.device,
+            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
+        )
 
         split = str(config.dataset.valid_split)
 
-        reader = create_speech_llm_reader(
-            dataset, split, config.dataset, model, tokenizer, gangs, training=False, seed=config.common.seed
+        reader = create_split_reader(
+            dataset, split, config.dataset, model.speech_encoder, tokenizer, gangs, training=False, seed=config.common.seed
         )
 
         hypothesis_dir = context.output_dir / "hypotheses"
@@ -91,7 +96,12 @@ class SpeechEvalRecipe(Recipe):
 
         hypothesis_files = [hypothesis_dir / f"{split}.rank_{rank}.jsonl" for rank in range(gangs.root.size)]
 
-        test_set = config.dataset.name or str(dataset.manifest_path(split).parent)
+        if isinstance(dataset, FeatureCacheDataset):
+            test_set = str(dataset.cache.directory)
+        elif config.dataset.name is not None:
+            test_set = config.dataset.name
+        else:
+            test_set = str(dataset.manifest_path(split).parent)
 
         def score() -> None:
             records = read_hypotheses(hypothesis_files)

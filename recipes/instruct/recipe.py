@@ -8,9 +8,7 @@ from typing import final
 
 from typing_extensions import override
 
-from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
-from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
@@ -18,16 +16,17 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechManifestDataset
+from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructionBuilder, InstructUnit
-from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection
 from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
 from fairseq2_speechmapper.recipes.pretrain.recipe import (
-    open_speech_dataset,
+    create_split_reader,
+    open_dataset,
     register_stage1_errors,
     register_stage1_metric_descriptors,
     register_user_errors,
@@ -35,7 +34,6 @@ from fairseq2_speechmapper.recipes.pretrain.recipe import (
 from fairseq2_speechmapper.recipes.pretrain.stage1 import decode_token, resolve_pad_idx
 from fairseq2_speechmapper.speech_llm import (
     ChatTemplateError,
-    SpeechLLM,
     SpeechLLMSetupError,
     TaskDataError,
     load_speech_llm,
@@ -61,8 +59,15 @@ class InstructRecipe(Recipe):
 
         mapper = context.get_model_as(SpeechMapper)
 
+        dataset = open_dataset(context, config.dataset)
+
         model, tokenizer, info = load_speech_llm(
-            mapper_card, config.speech_llm, mapper=mapper, unwrapped_mapper=mapper, device=gangs.root.device
+            mapper_card,
+            config.speech_llm,
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=gangs.root.device,
+            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
         )
 
         # Applied by fairseq2 on top of the pretrained card's own overrides.
@@ -89,14 +94,12 @@ class InstructRecipe(Recipe):
 
         pad_idx = resolve_pad_idx(tokenizer, info.pad_token, llm_name=llm_name)
 
-        dataset = open_speech_dataset(context, config.dataset)
-
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
-            return create_speech_llm_reader(
+            return create_split_reader(
                 dataset,
                 split,
                 config.dataset,
-                model,
+                model.speech_encoder,
                 tokenizer,
                 gangs,
                 training=training,
@@ -148,7 +151,7 @@ class InstructRecipe(Recipe):
                 checkpoint_dir=context.output_dir / "checkpoints",
                 model_fields={"base": mapper_card.name, **({"model_config": model_config} if model_config else {})},
                 speech_encoder=info.speech_encoder,
-                speech_encoder_layer=model.speech_encoder.speech_encoder.layer,
+                speech_encoder_layer=model.speech_encoder.layer,
                 speech_encoder_options=info.speech_encoder_options,
                 llm=llm_name,
                 pad_token=decode_token(tokenizer, pad_idx),
@@ -164,32 +167,6 @@ class InstructRecipe(Recipe):
     @override
     def config_kls(self) -> type[object]:
         return InstructConfig
-
-
-def create_speech_llm_reader(
-    dataset: SpeechManifestDataset,
-    split: str,
-    section: SpeechDatasetSection,
-    model: SpeechLLM,
-    tokenizer: Tokenizer,
-    gangs: Gangs,
-    *,
-    training: bool,
-    seed: int,
-    num_accumulate: int = 1,
-) -> DataReader[SpeechBatch]:
-    """Reads ``split`` through the SFM's frontend, with the transcripts as the
-    LLM's token ids (the stage-1 targets)."""
-    return dataset.create_reader(
-        split,
-        gangs,
-        section,
-        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
-        encode_text=tokenizer.create_raw_encoder(),
-        training=training,
-        seed=seed,
-        num_accumulate=num_accumulate,
-    )
 
 
 def _first_instruction(config: InstructConfig) -> str:

@@ -25,7 +25,7 @@ from fairseq2_speechmapper.recipes.pretrain.mapper_card import read_mapper_card
 from fairseq2_speechmapper.recipes.pretrain.recipe import (
     Stage1SetupError,
     create_decoding_scorer,
-    create_stage1_reader,
+    create_split_reader,
     load_stage1_model,
     open_speech_dataset,
     register_stage1_errors,
@@ -72,6 +72,12 @@ class Stage1EvalRecipe(Recipe):
         if config.dataset.valid_split is None:
             raise Stage1SetupError("`dataset.valid_split` must name the split to evaluate.")
 
+        # One pass over a test set costs what extracting its features would.
+        if config.dataset.feature_cache is not None:
+            raise Stage1SetupError(
+                "`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`; set `dataset.manifest_dir` or `dataset.name`."
+            )
+
         card = context.asset_store.retrieve_card(config.model.name)
 
         mapper = context.get_model_as(SpeechMapper)
@@ -87,11 +93,11 @@ class Stage1EvalRecipe(Recipe):
 
         dataset = open_speech_dataset(context, config.dataset)
 
-        reader = create_stage1_reader(
+        reader = create_split_reader(
             dataset,
             config.dataset.valid_split,
             config.dataset,
-            model,
+            model.speech_encoder,
             tokenizer,
             gangs,
             training=False,

@@ -8,7 +8,6 @@ from typing import final
 import torch
 from typing_extensions import override
 
-from fairseq2.assets import get_asset_store
 from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
@@ -33,8 +32,7 @@ from fairseq2_speechmapper.features import (
     FeatureCache,
     FeatureCacheDataset,
     FeatureCacheError,
-    card_checkpoint,
-    check_frame_average,
+    open_cached_features,
 )
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.config import (
@@ -49,7 +47,7 @@ from fairseq2_speechmapper.recipes.pretrain.metrics import EmbeddingDecodingScor
 from fairseq2_speechmapper.recipes.pretrain.stage1 import (
     PadTokenError,
     SpeechFeatureEncoder,
-    Stage1Features,
+    SFMFeatures,
     Stage1Model,
     decode_token,
     resolve_pad_idx,
@@ -78,7 +76,7 @@ class PretrainRecipe(Recipe):
 
         mapper = context.get_model_as(SpeechMapper)
 
-        dataset = open_stage1_dataset(context, config.dataset)
+        dataset = open_dataset(context, config.dataset)
 
         model, tokenizer = load_stage1_model(
             config.speech_encoder,
@@ -90,11 +88,11 @@ class PretrainRecipe(Recipe):
         )
 
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
-            return create_stage1_reader(
+            return create_split_reader(
                 dataset,
                 split,
                 config.dataset,
-                model,
+                model.speech_encoder,
                 tokenizer,
                 gangs,
                 training=training,
@@ -153,7 +151,7 @@ def load_stage1_model(
     checks that the mapper fits both (``unwrapped_mapper``: the mapper without
     its DDP/FSDP wrapper). With ``feature_cache`` the SFM is not loaded: the
     cache must hold the features ``speech_encoder_section`` asks for."""
-    features: Stage1Features
+    features: SFMFeatures
 
     if feature_cache is None:
         speech_encoder = load_speech_encoder(
@@ -168,7 +166,9 @@ def load_stage1_model(
 
         speech_encoder_dim = speech_encoder.output_dim
     else:
-        features = open_cached_features(feature_cache, speech_encoder_section, unwrapped_mapper)
+        features = open_cached_features(
+            feature_cache, speech_encoder_section, mapper_frame_average=unwrapped_mapper.frame_average
+        )
 
         speech_encoder_dim = feature_cache.header.feature_dim
 
@@ -198,31 +198,11 @@ def load_stage1_model(
     return Stage1Model(features, mapper, embedding_table, pad_idx), tokenizer
 
 
-def open_cached_features(
-    cache: FeatureCache, section: SpeechEncoderSection, mapper: SpeechMapper
-) -> CachedFeatureEncoder:
-    """Refuses a cache of other features than ``section`` asks for: another
-    SFM card or checkpoint, layer, option or compute dtype."""
-    card = get_asset_store().retrieve_card(section.name)
-
-    problems = cache.header.mismatches(section, checkpoint=card_checkpoint(card))
-    if problems:
-        raise FeatureCacheError(
-            f"{cache.directory}: the feature cache does not hold the features `speech_encoder` asks for: {'; '.join(problems)}. Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
-        )
-
-    check_frame_average(cache, mapper_frame_average=mapper.frame_average)
-
-    log.info("Reading the SFM features from the cache {} ({}); the SFM is not loaded.", cache.directory, cache.header.describe())
-
-    return CachedFeatureEncoder(layer=cache.header.layer, frame_average=cache.header.frame_average)
-
-
-def create_stage1_reader(
+def create_split_reader(
     dataset: SpeechManifestDataset | FeatureCacheDataset,
     split: str,
     section: SpeechDatasetSection,
-    model: Stage1Model,
+    features: SFMFeatures,
     tokenizer: Tokenizer,
     gangs: Gangs,
     *,
@@ -230,9 +210,12 @@ def create_stage1_reader(
     seed: int,
     num_accumulate: int = 1,
 ) -> DataReader[SpeechBatch]:
-    """Reads ``split`` through the SFM's frontend (or as cached features),
-    with the transcripts as the LLM's token ids."""
+    """Reads ``split`` as ``features`` needs it: audio through the SFM's
+    frontend, or cached features; the transcripts as the LLM's token ids."""
     if isinstance(dataset, FeatureCacheDataset):
+        if not isinstance(features, CachedFeatureEncoder):
+            raise TypeError("A feature cache is read for a model that runs the SFM.")
+
         return dataset.create_reader(
             split,
             gangs,
@@ -243,14 +226,14 @@ def create_stage1_reader(
             num_accumulate=num_accumulate,
         )
 
-    if not isinstance(model.speech_encoder, SpeechFeatureEncoder):
-        raise TypeError("Audio manifests are read for a model that runs the SFM.")
+    if not isinstance(features, SpeechFeatureEncoder):
+        raise TypeError("Audio manifests are read for a model that runs no SFM.")
 
     return dataset.create_reader(
         split,
         gangs,
         section,
-        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
+        prepare_input=features.speech_encoder.prepare_input,
         encode_text=tokenizer.create_raw_encoder(),
         training=training,
         seed=seed,
@@ -280,7 +263,7 @@ def check_mapper_fits(
         )
 
 
-def open_stage1_dataset(
+def open_dataset(
     context: RecipeContext, section: SpeechDatasetSection
 ) -> SpeechManifestDataset | FeatureCacheDataset:
     """The feature cache if the section names one, else the manifests."""
@@ -291,7 +274,8 @@ def open_stage1_dataset(
 
 
 def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
-    """Manifests given in the section win over the dataset card."""
+    """The manifests (never the feature cache); manifests given in the section
+    win over the dataset card."""
     if section.manifest_dir is not None or section.manifests:
         return SpeechManifestDataset.from_config(
             SpeechManifestDatasetConfig(manifest_dir=section.manifest_dir, manifests=dict(section.manifests))

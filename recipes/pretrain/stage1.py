@@ -104,7 +104,7 @@ class SpeechFeatureEncoder:
         return pad_seqs([cache[source] for source in batch.sources])
 
 
-class Stage1Features(Protocol):
+class SFMFeatures(Protocol):
     """The SFM's features of a batch: computed (:class:`SpeechFeatureEncoder`)
     or read from a feature cache (:class:`CachedFeatureEncoder`)."""
 
@@ -121,7 +121,7 @@ class Stage1Model:
     mapper's output is compared to."""
 
     def __init__(
-        self, speech_encoder: Stage1Features, mapper: Module, embedding_table: Tensor, pad_idx: int
+        self, speech_encoder: SFMFeatures, mapper: Module, embedding_table: Tensor, pad_idx: int
     ) -> None:
         self.speech_encoder = speech_encoder
         self.mapper = mapper
