@@ -59,7 +59,7 @@ The sides take turns for ``--rounds`` rounds (the order reversed every other
 round); each timed batch (the steps after the first ``--warmup``) counts with
 its fastest round, since background load only ever adds time, and the medians
 over the batches are compared. Defaults: 2 rounds of 2 warm-up + 6 timed
-steps, about 3 minutes on 2 cores (``--quick``: tiny models, 2 rounds of
+steps, about 4.5 minutes on 2 cores (``--quick``: tiny models, 2 rounds of
 2 + 8 steps, ~15 s). Timings stay sensitive to other processes; the table ends with
 the load average.
 
