@@ -33,9 +33,18 @@ both sizes shrink 64-fold (256-fold); the target embedding table is the tiny
 llama's tokenizer at Llama 3.1 8B's width divided alike (4096 / 8). The table
 gives the exact parameter counts.
 Random weights (speed does not depend on them), synthetic noise utterances of
-1-4 s with short transcripts (64; ``--quick`` 24), fp32, 1 intra-op thread
-(``--threads``), validation and checkpoints off. About 40 s on 2 cores
+1-4 s (``--durations``) with short transcripts (64; ``--quick`` 24), batches
+of up to 8 utterances and 24 s (3 of the longest if more), fp32, 1 intra-op
+thread (``--threads``), validation and checkpoints off. About 40 s on 2 cores
 (``--quick``: 15 s).
+
+Utterance length moves the ratio: the SFM's self-attention at 50 Hz grows with
+the square of the length, the mapper's at 12.5 and 6.25 Hz far less. At
+LibriSpeech-like lengths (``--durations 8 16``, ~3 min) the ratio is far
+higher, but overstated: with widths divided by 8, attention (~T²·d) weighs 8
+times more against the linear layers (~T·d²) than at full width. The 1-4 s
+default, where attention is negligible as at full width, is the conservative
+figure.
 """
 
 from __future__ import annotations
@@ -181,7 +190,14 @@ def write_scaled_llm_table(cards_dir: Path, checkpoint_dir: Path, scale: Scale) 
     (cards_dir / f"{_LLM_CARD}.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
 
 
-def make_config(corpus_dir: Path, scale: Scale, *, num_steps: int, num_threads: int) -> PretrainConfig:
+def batch_seconds(durations: tuple[float, float]) -> float:
+    """The batch budget: 24 s of audio, at least 3 of the longest utterances."""
+    return max(24.0, 3 * durations[1])
+
+
+def make_config(
+    corpus_dir: Path, scale: Scale, *, durations: tuple[float, float], num_steps: int, num_threads: int
+) -> PretrainConfig:
     """The pretrain recipe on the scaled models, set up for timing."""
     from fairseq2.recipe.config import RegimeSection
 
@@ -201,8 +217,8 @@ def make_config(corpus_dir: Path, scale: Scale, *, num_steps: int, num_threads: 
         manifest_dir=corpus_dir,
         train_split="train",
         valid_split=None,
-        max_duration=4.0,
-        max_batch_seconds=24.0,
+        max_duration=durations[1],
+        max_batch_seconds=batch_seconds(durations),
         max_batch_size=8,
         sort_window=64,
         num_parallel_calls=1,
@@ -220,7 +236,7 @@ def make_config(corpus_dir: Path, scale: Scale, *, num_steps: int, num_threads: 
     return config
 
 
-def extract(corpus_dir: Path, output_dir: Path, *, num_threads: int) -> float:
+def extract(corpus_dir: Path, output_dir: Path, *, durations: tuple[float, float], num_threads: int) -> float:
     """Runs ``extract-features`` in-process on the train split; returns its
     wall time in seconds."""
     from fairseq2.recipe import run
@@ -233,8 +249,8 @@ def extract(corpus_dir: Path, output_dir: Path, *, num_threads: int) -> float:
     config.speech_encoder.layer = 24
     config.dataset.name = None
     config.dataset.manifest_dir = corpus_dir
-    config.dataset.max_duration = 4.0
-    config.dataset.max_batch_seconds = 24.0
+    config.dataset.max_duration = durations[1]
+    config.dataset.max_batch_seconds = batch_seconds(durations)
     config.dataset.num_parallel_calls = 1
     config.splits = ["train"]
     config.storage.shard_size = 16
@@ -259,7 +275,16 @@ def count_params(config: SpeechMapperConfig) -> int:
     return sum(p.numel() for p in mapper.parameters())
 
 
-def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int) -> list[Comparison]:
+def measure(
+    work_dir: Path,
+    *,
+    quick: bool,
+    durations: tuple[float, float],
+    num_warmup: int,
+    num_timed: int,
+    num_rounds: int,
+    num_threads: int,
+) -> list[Comparison]:
     import torch
 
     from fairseq2_speechmapper.features import FeatureCache, measure_storage
@@ -275,11 +300,11 @@ def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num
 
     corpus_dir = work_dir / "corpus"
 
-    write_tiny_corpus(corpus_dir, num_utterances=24 if quick else 64)
+    write_tiny_corpus(corpus_dir, num_utterances=24 if quick else 64, durations=durations)
 
     num_steps = num_warmup + num_timed
 
-    config = make_config(corpus_dir, scale, num_steps=num_steps, num_threads=num_threads)
+    config = make_config(corpus_dir, scale, durations=durations, num_steps=num_steps, num_threads=num_threads)
 
     num_mapper_params = count_params(scale.mapper_config())
 
@@ -294,13 +319,13 @@ def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num
     # 1. The cache.
     cache_dir = work_dir / "feature_cache"
 
-    extraction_seconds = extract(corpus_dir, cache_dir, num_threads=num_threads)
+    extraction_seconds = extract(corpus_dir, cache_dir, durations=durations, num_threads=num_threads)
 
     storage = measure_storage(FeatureCache.open(cache_dir), ["train"])
 
     _log(f"  extraction: {storage.audio_seconds:.1f} s of audio in {extraction_seconds:.1f} s")
 
-    cached_config = make_config(corpus_dir, scale, num_steps=num_steps, num_threads=num_threads)
+    cached_config = make_config(corpus_dir, scale, durations=durations, num_steps=num_steps, num_threads=num_threads)
 
     cached_config.dataset.manifest_dir = None
     cached_config.dataset.feature_cache = cache_dir
@@ -345,7 +370,7 @@ def measure(work_dir: Path, *, quick: bool, num_warmup: int, num_timed: int, num
     return [
         Comparison(
             section="step time",
-            case=f"scaled paper ({num_rounds}x{num_timed} steps)",
+            case=f"scaled paper, {durations[0]:g}-{durations[1]:g} s utt. ({num_rounds}x{num_timed} steps)",
             value_name="on the fly",
             value=best_of_rounds(times["on the fly"]),
             baseline_name="cached",
@@ -384,7 +409,7 @@ def _format_value(value: float, unit: str) -> str:
 
 
 def print_table(rows: list[Comparison], *, seconds: float) -> None:
-    header = f"{'measurement':<11} {'case':<28} {'value':>26} {'baseline':>24} {'ratio':>7}  note"
+    header = f"{'measurement':<11} {'case':<40} {'value':>26} {'baseline':>24} {'ratio':>7}  note"
 
     print()
     print(header)
@@ -394,7 +419,7 @@ def print_table(rows: list[Comparison], *, seconds: float) -> None:
         value = f"{row.value_name} {_format_value(row.value, row.unit)}"
         baseline = f"{row.baseline_name} {_format_value(row.baseline, row.unit)}"
 
-        print(f"{row.section:<11} {row.case:<28} {value:>26} {baseline:>24} {row.ratio:>7.2f}  {row.note}")
+        print(f"{row.section:<11} {row.case:<40} {value:>26} {baseline:>24} {row.ratio:>7.2f}  {row.note}")
 
     print(f"\nratio = value / baseline. Total {seconds:.0f} s. Load average at the end: {_load_average()}.")
 
@@ -406,6 +431,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="timed steps per round (default: 10, --quick 3)")
     parser.add_argument("--rounds", type=int, help="rounds in which the two take turns (default: 2, --quick 1)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
+    parser.add_argument(
+        "--durations",
+        type=float,
+        nargs=2,
+        default=(1.0, 4.0),
+        metavar=("MIN", "MAX"),
+        help="utterance durations in seconds, uniform (default: 1 4; LibriSpeech's average is ~12 s, see the module doc)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -419,7 +452,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="benchmark-feature-cache-") as tmp:
         rows = measure(
-            Path(tmp), quick=args.quick, num_warmup=num_warmup, num_timed=num_timed, num_rounds=num_rounds, num_threads=args.threads
+            Path(tmp),
+            quick=args.quick,
+            durations=tuple(args.durations),
+            num_warmup=num_warmup,
+            num_timed=num_timed,
+            num_rounds=num_rounds,
+            num_threads=args.threads,
         )
 
     print_table(rows, seconds=time.perf_counter() - start)

@@ -315,8 +315,11 @@ def prepare_assets(work_dir: Path, *, demo_corpus_dir: Path | None) -> Assets:
     return Assets(demo_corpus_dir=demo_corpus_dir)
 
 
-def write_tiny_corpus(corpus_dir: Path, *, num_utterances: int = 64, seed: int = 0) -> Path:
-    """A ``train.jsonl`` manifest of 1–4 s noise WAVs with short transcripts."""
+def write_tiny_corpus(
+    corpus_dir: Path, *, num_utterances: int = 64, seed: int = 0, durations: tuple[float, float] = (1.0, 4.0)
+) -> Path:
+    """A ``train.jsonl`` manifest of noise WAVs lasting ``durations`` (uniform,
+    seconds) with short transcripts."""
     import numpy as np
     import soundfile
 
@@ -336,7 +339,7 @@ def write_tiny_corpus(corpus_dir: Path, *, num_utterances: int = 64, seed: int =
     lines = []
 
     for idx in range(num_utterances):
-        duration = float(rng.uniform(1.0, 4.0))
+        duration = float(rng.uniform(*durations))
 
         file = corpus_dir / "audio" / f"u{idx:03d}.wav"
 
