@@ -49,7 +49,7 @@ from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalConfig, St
 from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe, Stage1SetupError, create_split_reader, load_stage1_model
 from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures, resolve_pad_idx
 from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
-from fairseq2_speechmapper.speech_llm import SpeechLLMSection, load_speech_llm
+from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection, load_speech_llm
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
@@ -673,7 +673,7 @@ def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
     eval_config = SpeechEvalConfig()
 
     eval_config.model.name = "speechmapper_cached_it"
-    eval_config.task = InstructTaskSection(task="asr")
+    eval_config.task = SpeechTaskSection(task="asr")
     eval_config.dataset = dataset
     eval_config.generation.max_new_tokens = 4
 
