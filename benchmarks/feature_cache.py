@@ -66,10 +66,10 @@ from pretrain import (
     Comparison,
     _load_average,
     _log,
-    _recipe_log_to,
     best_of_rounds,
     prepare_assets,
     recipe_step_times,
+    run_extraction,
     run_recipe,
     write_tiny_corpus,
 )
@@ -236,35 +236,6 @@ def make_config(
     return config
 
 
-def extract(corpus_dir: Path, output_dir: Path, *, durations: tuple[float, float], num_threads: int) -> float:
-    """Runs ``extract-features`` in-process on the train split; returns its
-    wall time in seconds."""
-    from fairseq2.recipe import run
-
-    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
-
-    config = ExtractFeaturesConfig()
-
-    config.speech_encoder.name = _SFM_CARD
-    config.speech_encoder.layer = 24
-    config.dataset.name = None
-    config.dataset.manifest_dir = corpus_dir
-    config.dataset.max_duration = durations[1]
-    config.dataset.max_batch_seconds = batch_seconds(durations)
-    config.dataset.num_parallel_calls = 1
-    config.splits = ["train"]
-    config.storage.shard_size = 16
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.common.torch.num_threads = num_threads
-
-    start = time.perf_counter()
-
-    with _recipe_log_to(output_dir.parent / "extract.log"):
-        run(ExtractFeaturesRecipe(), config, output_dir, no_rich=True)
-
-    return time.perf_counter() - start
-
-
 def count_params(config: SpeechMapperConfig) -> int:
     import torch
 
@@ -287,7 +258,7 @@ def measure(
 ) -> list[Comparison]:
     import torch
 
-    from fairseq2_speechmapper.features import FeatureCache, measure_storage
+    from fairseq2_speechmapper.features import FeatureCache, FeatureStorageSection, SFMSection, measure_storage
     from fairseq2_speechmapper.paths import get_cache_cards_dir
 
     scale = Scale(divisor=16 if quick else 8)
@@ -319,7 +290,13 @@ def measure(
     # 1. The cache.
     cache_dir = work_dir / "feature_cache"
 
-    extraction_seconds = extract(corpus_dir, cache_dir, durations=durations, num_threads=num_threads)
+    extraction_seconds = run_extraction(
+        SFMSection(name=_SFM_CARD, layer=24),
+        config.dataset,
+        cache_dir,
+        FeatureStorageSection(shard_size=16),
+        num_threads=num_threads,
+    )
 
     storage = measure_storage(FeatureCache.open(cache_dir), ["train"])
 

@@ -91,13 +91,13 @@ from pretrain import (
     Assets,
     Comparison,
     _log,
-    _recipe_log_to,
     best_of_rounds,
     find_demo_corpus,
     iter_batches,
     prepare_assets,
     print_table,
     recipe_step_times,
+    run_extraction,
     run_recipe,
     step_time_rows,
     write_tiny_corpus,
@@ -521,35 +521,6 @@ def check_first_batch(which: str, first_loss: float, first_grad_norm: float, rec
             raise RuntimeError(f"`{which}` first-batch {name} {value:.6f} != the recipe's {expected:.6f}.")
 
 
-def extract_train_features(setup: Setup, config: InstructConfig, output_dir: Path, *, num_threads: int) -> Path:
-    """Runs ``extract-features`` in-process on the training split, with the
-    mapper card's SFM and the recipe's dataset options (so the same utterances
-    in the same order); float32 storage."""
-    from dataclasses import replace
-
-    import torch
-
-    from fairseq2.recipe import run
-
-    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
-
-    extract_config = ExtractFeaturesConfig()
-
-    extract_config.speech_encoder.name = setup.sfm_card
-    extract_config.speech_encoder.layer = None
-    extract_config.speech_encoder.whisper_window = setup.sfm_options.get("whisper_window", "30s")  # type: ignore[assignment]
-    extract_config.dataset = replace(config.dataset, valid_split=None)
-    extract_config.splits = [config.dataset.train_split]
-    extract_config.storage.dtype = torch.float32
-    extract_config.common.metric_recorders.tensorboard.enabled = False
-    extract_config.common.torch.num_threads = num_threads
-
-    with _recipe_log_to(output_dir.parent / "extract.log"):
-        run(ExtractFeaturesRecipe(), extract_config, output_dir, no_rich=True)
-
-    return output_dir
-
-
 def measure_steps(
     assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int
 ) -> list[Comparison]:
@@ -558,6 +529,8 @@ def measure_steps(
     ``num_rounds`` times so that all see the same background load, and
     compares the medians of their timed steps."""
     import torch
+
+    from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
 
     num_steps = num_warmup + num_timed
 
@@ -574,7 +547,20 @@ def measure_steps(
     cached_config = deepcopy(config)
 
     cached_config.dataset.manifest_dir = None
-    cached_config.dataset.feature_cache = extract_train_features(setup, config, work_dir / "features", num_threads=num_threads)
+    cached_config.dataset.feature_cache = work_dir / "features"
+
+    # float32: the first-batch losses of the two recipe runs can be compared.
+    run_extraction(
+        SFMSection(
+            name=setup.sfm_card,
+            layer=None,
+            whisper_window=setup.sfm_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
+        ),
+        config.dataset,
+        cached_config.dataset.feature_cache,
+        FeatureStorageSection(dtype=torch.float32),
+        num_threads=num_threads,
+    )
 
     modules = load_bare_modules(setup, initial_mapper)
 

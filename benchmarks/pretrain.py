@@ -92,7 +92,8 @@ if TYPE_CHECKING:
     from fairseq2.recipe.base import Recipe
 
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
-    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+    from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection
     from fairseq2_speechmapper.recipes.pretrain.stage1 import Stage1Model
 
 _MiB: Final = 2**20
@@ -576,6 +577,32 @@ def _recipe_log_to(file: Path) -> Iterator[None]:
                 root.removeHandler(handler)
 
                 handler.close()
+
+
+def run_extraction(
+    sfm: SFMSection, dataset: SpeechDatasetSection, output_dir: Path, storage: FeatureStorageSection, *, num_threads: int
+) -> float:
+    """Runs ``extract-features`` in-process on ``dataset``'s training split
+    (its duration limits, so the utterances a recipe with ``dataset`` reads);
+    returns its wall time in seconds."""
+    from dataclasses import replace
+
+    from fairseq2.recipe import run
+
+    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+
+    config = ExtractFeaturesConfig(speech_encoder=sfm, dataset=replace(dataset, valid_split=None), storage=storage)
+
+    config.splits = [dataset.train_split]
+    config.common.metric_recorders.tensorboard.enabled = False
+    config.common.torch.num_threads = num_threads
+
+    start = time.perf_counter()
+
+    with _recipe_log_to(output_dir.parent / "extract.log"):
+        run(ExtractFeaturesRecipe(), config, output_dir, no_rich=True)
+
+    return time.perf_counter() - start
 
 
 def run_recipe(config: object, output_dir: Path, recipe: Recipe | None = None) -> list[dict[str, Any]]:

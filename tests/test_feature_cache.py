@@ -215,6 +215,31 @@ def test_extraction_writes_shards_with_an_index_covering_the_manifest(fp16_cache
     assert len(_index(fp16_cache.directory, "dev")) == NUM_DEV
 
 
+def _cache_section(cache: FeatureCache, **changes: object) -> SpeechDatasetSection:
+    """The dataset section reading ``cache`` (no manifest)."""
+    return replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=cache.directory, **changes)  # type: ignore[arg-type]
+
+
+def _assert_same_losses(
+    expected: list[tuple[list[str], torch.Tensor]], actual: list[tuple[list[str], torch.Tensor]], *, tol: float
+) -> None:
+    """The same batches (ids) with the same losses, within ``tol``."""
+    for (ids, loss), (actual_ids, actual_loss) in zip(expected, actual):
+        assert actual_ids == ids
+        torch.testing.assert_close(actual_loss, loss, rtol=tol, atol=tol)
+
+
+@pytest.fixture
+def sfm_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if the SFM is loaded (its features are meant to come from the cache)."""
+    import fairseq2_speechmapper.recipes.pretrain.stage1 as stage1_module
+
+    def no_sfm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the SFM is loaded although its features are cached")
+
+    monkeypatch.setattr(stage1_module, "load_speech_encoder", no_sfm)
+
+
 def _train_reader(
     corpus_dir: Path, cache: FeatureCache | None, features: SFMFeatures, tokenizer: Tokenizer
 ) -> DataReader[SpeechBatch]:
@@ -279,9 +304,7 @@ def test_cached_and_on_the_fly_pretraining_give_the_same_loss(
     on_the_fly = _first_losses(corpus_dir, None, mapper, num_batches=3)
 
     # float16 storage: the features' rounding (2^-11 relative) moves the loss a little.
-    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_losses(corpus_dir, fp16_cache, mapper, num_batches=3)):
-        assert cached_ids == ids
-        torch.testing.assert_close(cached_loss, loss, rtol=5e-3, atol=5e-3)
+    _assert_same_losses(on_the_fly, _first_losses(corpus_dir, fp16_cache, mapper, num_batches=3), tol=5e-3)
 
     # float32 storage, averaged over the mapper's 2 frames: equal up to the
     # float noise of batching the SFM differently.
@@ -291,28 +314,20 @@ def test_cached_and_on_the_fly_pretraining_give_the_same_loss(
 
     assert fp32_cache.header.dtype == "float32"
 
-    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_losses(corpus_dir, fp32_cache, mapper, num_batches=3)):
-        assert cached_ids == ids
-        torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-5)
+    _assert_same_losses(on_the_fly, _first_losses(corpus_dir, fp32_cache, mapper, num_batches=3), tol=1e-5)
 
 
+@pytest.mark.usefixtures("sfm_never_loaded")
 def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
-    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path
 ) -> None:
-    import fairseq2_speechmapper.recipes.pretrain.recipe as recipe_module
-
-    def no_sfm(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the SFM is loaded although its features are cached")
-
-    monkeypatch.setattr(recipe_module, "load_speech_encoder", no_sfm)
-
     config = PretrainConfig()
 
     config.model.arch = "tiny"
     config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
     config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
     # No manifest: the index has the transcripts and the other fields.
-    config.dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+    config.dataset = _cache_section(fp16_cache)
     config.trainer.mixed_precision.mode = "off"
     config.regime = RegimeSection(
         num_steps=2, validate_every_n_steps=2, checkpoint_every_n_steps=2, publish_metrics_every_n_steps=2
@@ -322,7 +337,7 @@ def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
 
     output_dir = tmp_path / "cached_run"
 
-    run(recipe_module.PretrainRecipe(), config, output_dir, no_rich=True)
+    run(PretrainRecipe(), config, output_dir, no_rich=True)
 
     valid = json.loads((output_dir / "metrics" / "valid.jsonl").read_text().splitlines()[-1])
 
@@ -624,26 +639,14 @@ def test_cached_and_on_the_fly_instruction_tuning_give_the_same_loss(
     # float32 storage: equal up to the float noise of batching the SFM differently.
     fp32_cache = _extract(tmp_path / "fp32", corpus_dir, dtype=torch.float32)
 
-    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_instruct_losses(corpus_dir, fp32_cache, num_batches=3)):
-        assert cached_ids == ids
-        torch.testing.assert_close(cached_loss, loss, rtol=1e-5, atol=1e-5)
+    _assert_same_losses(on_the_fly, _first_instruct_losses(corpus_dir, fp32_cache, num_batches=3), tol=1e-5)
 
-    for (ids, loss), (cached_ids, cached_loss) in zip(on_the_fly, _first_instruct_losses(corpus_dir, fp16_cache, num_batches=3)):
-        assert cached_ids == ids
-        torch.testing.assert_close(cached_loss, loss, rtol=5e-3, atol=5e-3)
+    _assert_same_losses(on_the_fly, _first_instruct_losses(corpus_dir, fp16_cache, num_batches=3), tol=5e-3)
 
 
-def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
-    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import fairseq2_speechmapper.speech_llm.loader as loader_module
-
-    def no_sfm(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the SFM is loaded although its features are cached")
-
-    monkeypatch.setattr(loader_module, "load_speech_encoder", no_sfm)
-
-    dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+@pytest.mark.usefixtures("sfm_never_loaded")
+def test_instruct_and_evaluate_read_the_cache_without_the_sfm(cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path) -> None:
+    dataset = _cache_section(fp16_cache)
 
     config = InstructConfig()
 
@@ -715,7 +718,7 @@ def test_stage1_evaluation_refuses_the_cache_in_one_line(fp16_cache: FeatureCach
     config = Stage1EvalConfig()
 
     config.model.name = TINY_MAPPER_CARD
-    config.dataset = replace(_dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory)
+    config.dataset = _cache_section(fp16_cache)
 
     with pytest.raises(Stage1SetupError, match=r"^`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"):
         run(Stage1EvalRecipe(), config, tmp_path / "eval", no_rich=True)
@@ -730,9 +733,7 @@ def test_pretraining_from_the_cache_resumes_where_it_stopped(fp16_cache: Feature
         config.model.config_overrides = {"dropout_p": 0.0}
         config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
         config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
-        config.dataset = replace(
-            _dataset_section(Path("unused")), manifest_dir=None, feature_cache=fp16_cache.directory, valid_split=None
-        )
+        config.dataset = _cache_section(fp16_cache, valid_split=None)
         config.trainer.mixed_precision.mode = "off"
         config.regime = RegimeSection(num_steps=num_steps, checkpoint_every_n_steps=3, publish_metrics_every_n_steps=1)
         config.common.no_sweep_dir = True

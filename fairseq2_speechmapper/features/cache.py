@@ -54,6 +54,11 @@ class FeatureCacheError(Exception):
     with another SFM, layer, option or dtype than asked for."""
 
 
+def speech_encoder_setting(key: str) -> str:
+    """Where pretraining and ``extract-features`` set an SFM field."""
+    return f"`speech_encoder.{key}`"
+
+
 def dtype_name(dtype: DataType) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -117,7 +122,7 @@ class FeatureCacheHeader:
         )
 
     def mismatches(
-        self, sfm: SFMSection, *, checkpoint: str | None, setting: Callable[[str], str] = lambda key: f"`speech_encoder.{key}`"
+        self, sfm: SFMSection, *, checkpoint: str | None, setting: Callable[[str], str] = speech_encoder_setting
     ) -> list[str]:
         """Says how the features asked for by ``sfm`` (whose card now points at
         ``checkpoint``) differ from these; empty if they do not. ``setting``

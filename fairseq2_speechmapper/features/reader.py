@@ -19,7 +19,13 @@ from fairseq2.nn import BatchLayout
 
 from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, create_speech_reader
 from fairseq2_speechmapper.datasets.speech import TextEncoder
-from fairseq2_speechmapper.features.cache import FEATURES_KEY, FeatureCache, FeatureCacheError, card_checkpoint
+from fairseq2_speechmapper.features.cache import (
+    FEATURES_KEY,
+    FeatureCache,
+    FeatureCacheError,
+    card_checkpoint,
+    speech_encoder_setting,
+)
 from fairseq2_speechmapper.features.config import SFMSection
 
 
@@ -132,8 +138,9 @@ class CachedFeatureEncoder:
     so mapper and loss stay exactly as they are.
     """
 
-    def __init__(self, *, layer: int, frame_average: int) -> None:
+    def __init__(self, *, layer: int, output_dim: int, frame_average: int) -> None:
         self.layer = layer
+        self.output_dim = output_dim
 
         self._frame_average = frame_average
 
@@ -163,7 +170,7 @@ def open_cached_features(
     *,
     mapper_frame_average: int,
     asked_by: str = "`speech_encoder`",
-    setting: Callable[[str], str] = lambda key: f"`speech_encoder.{key}`",
+    setting: Callable[[str], str] = speech_encoder_setting,
 ) -> CachedFeatureEncoder:
     """Refuses a cache of other features than ``sfm`` (set by ``asked_by``)
     asks for: another SFM card or checkpoint, layer, option or compute dtype."""
@@ -179,4 +186,6 @@ def open_cached_features(
 
     log.info("Reading the SFM features from the cache {} ({}); the SFM is not loaded.", cache.directory, cache.header.describe())
 
-    return CachedFeatureEncoder(layer=cache.header.layer, frame_average=cache.header.frame_average)
+    header = cache.header
+
+    return CachedFeatureEncoder(layer=header.layer, output_dim=header.feature_dim, frame_average=header.frame_average)

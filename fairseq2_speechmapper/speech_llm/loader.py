@@ -16,11 +16,10 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
-from fairseq2_speechmapper.features import FeatureCache, SFMSection, open_cached_features
+from fairseq2_speechmapper.features import FeatureCache, SFMSection
 from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardInfo, read_mapper_card
-from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures, SpeechFeatureEncoder
-from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, load_speech_encoder
+from fairseq2_speechmapper.recipes.pretrain.stage1 import load_sfm_features
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
 from fairseq2_speechmapper.speech_llm.model import SpeechLLM
 
@@ -76,41 +75,26 @@ def load_speech_llm(
 
     llm_name = section.llm or info.llm
 
-    features: SFMFeatures
+    sfm = SFMSection(
+        name=info.speech_encoder,
+        layer=info.speech_encoder_layer,
+        dtype=section.speech_encoder_dtype,
+        whisper_window=info.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
+    )
 
-    if feature_cache is None:
-        speech_encoder = load_speech_encoder(
-            info.speech_encoder,
-            layer=info.speech_encoder_layer,
-            device=device,
-            dtype=section.speech_encoder_dtype,
-            options=SpeechEncoderOptions(**info.speech_encoder_options),  # type: ignore[arg-type]
-        )
+    features = load_sfm_features(
+        sfm,
+        device=device,
+        cache_in_memory=section.cache_features_in_memory,
+        feature_cache=feature_cache,
+        mapper_frame_average=unwrapped_mapper.frame_average,
+        asked_by=f"the mapper `{info.name}`",
+        setting=_mapper_card_setting,
+    )
 
-        features = SpeechFeatureEncoder(speech_encoder, cache_in_memory=section.cache_features_in_memory)
-
-        speech_encoder_dim = speech_encoder.output_dim
-    else:
-        sfm = SFMSection(
-            name=info.speech_encoder,
-            layer=info.speech_encoder_layer,
-            dtype=section.speech_encoder_dtype,
-            whisper_window=info.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
-        )
-
-        features = open_cached_features(
-            feature_cache,
-            sfm,
-            mapper_frame_average=unwrapped_mapper.frame_average,
-            asked_by=f"the mapper `{info.name}`",
-            setting=_mapper_card_setting,
-        )
-
-        speech_encoder_dim = feature_cache.header.feature_dim
-
-    if unwrapped_mapper.input_dim != speech_encoder_dim:
+    if unwrapped_mapper.input_dim != features.output_dim:
         raise SpeechLLMSetupError(
-            f"The mapper `{info.name}` reads {unwrapped_mapper.input_dim}-dimensional features, but its speech encoder `{info.speech_encoder}` outputs {speech_encoder_dim}."
+            f"The mapper `{info.name}` reads {unwrapped_mapper.input_dim}-dimensional features, but its speech encoder `{info.speech_encoder}` outputs {features.output_dim}."
         )
 
     llm = load_model(llm_name, device=device, dtype=section.llm_dtype)

@@ -22,7 +22,6 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.generation import GenerationOptions, generate_text
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
@@ -33,7 +32,7 @@ from fairseq2_speechmapper.recipes.instruct.recipe import (
     register_speech_llm_metric_descriptors,
 )
 from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder
-from fairseq2_speechmapper.recipes.pretrain.recipe import create_split_reader, open_dataset, register_user_errors
+from fairseq2_speechmapper.recipes.pretrain.recipe import create_split_reader, feature_cache_of, open_dataset, register_user_errors
 from fairseq2_speechmapper.scoring import ScoringError, format_scores_table, write_scores
 from fairseq2_speechmapper.speech_llm import ChatTemplate, SpeechLLMSetupError, load_speech_llm
 
@@ -66,13 +65,15 @@ class SpeechEvalRecipe(Recipe):
 
         dataset = open_dataset(context, config.dataset)
 
+        feature_cache = feature_cache_of(dataset)
+
         model, tokenizer, info = load_speech_llm(
             mapper_card,
             config.speech_llm,
             mapper=mapper,
             unwrapped_mapper=mapper,
             device=gangs.root.device,
-            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
+            feature_cache=feature_cache,
         )
 
         split = str(config.dataset.valid_split)
@@ -96,8 +97,8 @@ class SpeechEvalRecipe(Recipe):
 
         hypothesis_files = [hypothesis_dir / f"{split}.rank_{rank}.jsonl" for rank in range(gangs.root.size)]
 
-        if isinstance(dataset, FeatureCacheDataset):
-            test_set = str(dataset.cache.directory)
+        if feature_cache is not None:
+            test_set = str(feature_cache.directory)
         elif config.dataset.name is not None:
             test_set = config.dataset.name
         else:

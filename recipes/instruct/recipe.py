@@ -17,7 +17,6 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -26,6 +25,7 @@ from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
 from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
 from fairseq2_speechmapper.recipes.pretrain.recipe import (
     create_split_reader,
+    feature_cache_of,
     open_dataset,
     register_stage1_errors,
     register_stage1_metric_descriptors,
@@ -67,7 +67,7 @@ class InstructRecipe(Recipe):
             mapper=mapper,
             unwrapped_mapper=mapper,
             device=gangs.root.device,
-            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
+            feature_cache=feature_cache_of(dataset),
         )
 
         # Applied by fairseq2 on top of the pretrained card's own overrides.

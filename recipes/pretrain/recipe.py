@@ -32,7 +32,6 @@ from fairseq2_speechmapper.features import (
     FeatureCache,
     FeatureCacheDataset,
     FeatureCacheError,
-    open_cached_features,
 )
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.pretrain.config import (
@@ -50,10 +49,11 @@ from fairseq2_speechmapper.recipes.pretrain.stage1 import (
     SFMFeatures,
     Stage1Model,
     decode_token,
+    load_sfm_features,
     resolve_pad_idx,
 )
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, Stage1EvalUnit
-from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError, load_speech_encoder
+from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError
 
 
 class Stage1SetupError(Exception):
@@ -84,7 +84,7 @@ class PretrainRecipe(Recipe):
             mapper=context.get_data_parallel_model(),
             unwrapped_mapper=mapper,
             device=gangs.root.device,
-            feature_cache=dataset.cache if isinstance(dataset, FeatureCacheDataset) else None,
+            feature_cache=feature_cache_of(dataset),
         )
 
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
@@ -151,26 +151,13 @@ def load_stage1_model(
     checks that the mapper fits both (``unwrapped_mapper``: the mapper without
     its DDP/FSDP wrapper). With ``feature_cache`` the SFM is not loaded: the
     cache must hold the features ``speech_encoder_section`` asks for."""
-    features: SFMFeatures
-
-    if feature_cache is None:
-        speech_encoder = load_speech_encoder(
-            speech_encoder_section.name,
-            layer=speech_encoder_section.layer,
-            device=device,
-            dtype=speech_encoder_section.dtype,
-            options=speech_encoder_section.encoder_options(),
-        )
-
-        features = SpeechFeatureEncoder(speech_encoder, cache_in_memory=speech_encoder_section.cache_features_in_memory)
-
-        speech_encoder_dim = speech_encoder.output_dim
-    else:
-        features = open_cached_features(
-            feature_cache, speech_encoder_section, mapper_frame_average=unwrapped_mapper.frame_average
-        )
-
-        speech_encoder_dim = feature_cache.header.feature_dim
+    features = load_sfm_features(
+        speech_encoder_section,
+        device=device,
+        cache_in_memory=speech_encoder_section.cache_features_in_memory,
+        feature_cache=feature_cache,
+        mapper_frame_average=unwrapped_mapper.frame_average,
+    )
 
     tokenizer = load_tokenizer(llm_section.name)
 
@@ -180,7 +167,7 @@ def load_stage1_model(
 
     check_mapper_fits(
         unwrapped_mapper,
-        speech_encoder_dim=speech_encoder_dim,
+        speech_encoder_dim=features.output_dim,
         llm_dim=embedding_table.size(1),
         speech_encoder_name=speech_encoder_section.name,
         llm_name=llm_section.name,
@@ -271,6 +258,10 @@ def open_dataset(
         return FeatureCacheDataset.open(section.feature_cache)
 
     return open_speech_dataset(context, section)
+
+
+def feature_cache_of(dataset: SpeechManifestDataset | FeatureCacheDataset) -> FeatureCache | None:
+    return dataset.cache if isinstance(dataset, FeatureCacheDataset) else None
 
 
 def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:

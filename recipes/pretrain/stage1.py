@@ -3,6 +3,7 @@ token-embedding table (never the LLM itself) and the pad token."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final, Protocol, final
 
 import torch
@@ -14,8 +15,10 @@ from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.features import FeatureCache, SFMSection, open_cached_features
+from fairseq2_speechmapper.features.cache import speech_encoder_setting
 from fairseq2_speechmapper.recipes.pretrain.criterion import EmbeddingTargets, build_embedding_targets
-from fairseq2_speechmapper.speech_encoders import SpeechEncoder
+from fairseq2_speechmapper.speech_encoders import SpeechEncoder, load_speech_encoder
 
 # Tried in order when the tokenizer has no pad token: tokens that LLM
 # vocabularies reserve and never produce in text.
@@ -82,6 +85,10 @@ class SpeechFeatureEncoder:
     def layer(self) -> int:
         return self.speech_encoder.layer
 
+    @property
+    def output_dim(self) -> int:
+        return self.speech_encoder.output_dim
+
     @torch.no_grad()
     def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]:
         if self._cache is None:
@@ -112,7 +119,36 @@ class SFMFeatures(Protocol):
     def layer(self) -> int:
         """The SFM layer the features come from."""
 
+    @property
+    def output_dim(self) -> int:
+        """The features' width."""
+
     def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]: ...
+
+
+def load_sfm_features(
+    sfm: SFMSection,
+    *,
+    device: torch.device,
+    cache_in_memory: bool,
+    feature_cache: FeatureCache | None,
+    mapper_frame_average: int,
+    asked_by: str = "`speech_encoder`",
+    setting: Callable[[str], str] = speech_encoder_setting,
+) -> SFMFeatures:
+    """The features of the frozen SFM ``sfm`` names: computed on audio, or,
+    with ``feature_cache``, read from it without loading the SFM (the cache
+    must hold what ``sfm``, set by ``asked_by``, asks for)."""
+    if feature_cache is not None:
+        return open_cached_features(
+            feature_cache, sfm, mapper_frame_average=mapper_frame_average, asked_by=asked_by, setting=setting
+        )
+
+    speech_encoder = load_speech_encoder(
+        sfm.name, layer=sfm.layer, device=device, dtype=sfm.dtype, options=sfm.encoder_options()
+    )
+
+    return SpeechFeatureEncoder(speech_encoder, cache_in_memory=cache_in_memory)
 
 
 @final
