@@ -201,7 +201,9 @@ def make_config(
     """The pretrain recipe on the scaled models, set up for timing."""
     from fairseq2.recipe.config import RegimeSection
 
-    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection, TargetLLMSection
+    from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+    from fairseq2_speechmapper.stage1 import TargetLLMSection
 
     config = PretrainConfig()
 

@@ -93,8 +93,9 @@ if TYPE_CHECKING:
 
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
     from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
-    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig, SpeechDatasetSection
-    from fairseq2_speechmapper.recipes.pretrain.stage1 import Stage1Model
+    from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+    from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+    from fairseq2_speechmapper.stage1 import Stage1Model, TargetEmbeddings
 
 _MiB: Final = 2**20
 
@@ -439,14 +440,14 @@ def make_step_config(
     return config, label
 
 
-def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, Tokenizer, Module]:
+def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddings, Tokenizer, Module]:
     """The recipe's stage-1 model built outside fairseq2's trainer: a fresh
     mapper of the same arch, and the frozen SFM and embedding table loaded by
     the recipe's own :func:`load_stage1_model`."""
     import torch
 
     from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
-    from fairseq2_speechmapper.recipes.pretrain.recipe import load_stage1_model
+    from fairseq2_speechmapper.stage1 import load_stage1_model
 
     cpu = torch.device("cpu")
 
@@ -461,11 +462,11 @@ def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, Tokenizer, Mo
 
     mapper.train()
 
-    model, tokenizer = load_stage1_model(
+    model, targets, tokenizer = load_stage1_model(
         config.speech_encoder, config.llm, mapper=mapper, unwrapped_mapper=mapper, device=cpu
     )
 
-    return model, tokenizer, mapper
+    return model, targets, tokenizer, mapper
 
 
 def open_train_reader(config: PretrainConfig, model: Stage1Model, tokenizer: Tokenizer) -> DataReader[SpeechBatch]:
@@ -507,7 +508,11 @@ def iter_batches(reader: DataReader[SpeechBatch], num_batches: int) -> Iterator[
 
 
 def run_bare_loop(
-    config: PretrainConfig, model: Stage1Model, mapper: Module, batches: Iterable[SpeechBatch]
+    config: PretrainConfig,
+    model: Stage1Model,
+    targets: TargetEmbeddings,
+    mapper: Module,
+    batches: Iterable[SpeechBatch],
 ) -> tuple[list[float], list[int]]:
     """Plain PyTorch training over ``batches``; returns each step's seconds
     (fetching the batch included) and number of examples."""
@@ -515,8 +520,7 @@ def run_bare_loop(
 
     from fairseq2.recipe.config import AdamWConfig
 
-    from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
-    from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
+    from fairseq2_speechmapper.stage1 import create_stage1_loss, sum_kept_loss
 
     loss_fn = create_stage1_loss(config.loss)
 
@@ -541,9 +545,11 @@ def run_bare_loop(
         if batch is None:
             break
 
-        outputs, _, targets = model(batch)
+        outputs, output_lens = model(batch)
 
-        loss, num_kept = sum_kept_loss(loss_fn(outputs, targets), targets)
+        batch_targets = targets(batch.target_ids, output_lens)
+
+        loss, num_kept = sum_kept_loss(loss_fn(outputs, batch_targets), batch_targets)
 
         # As the trainer does: gradients of the mean over the kept examples.
         (loss / num_kept).backward()
@@ -589,7 +595,8 @@ def run_extraction(
 
     from fairseq2.recipe import run
 
-    from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+    from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
+    from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 
     config = ExtractFeaturesConfig(speech_encoder=sfm, dataset=replace(dataset, valid_split=None), storage=storage)
 
@@ -654,7 +661,7 @@ def measure_steps(
 
     torch.set_num_threads(num_threads)
 
-    model, tokenizer, mapper = build_bare_model(config)
+    model, targets, tokenizer, mapper = build_bare_model(config)
 
     batches = list(iter_batches(open_train_reader(config, model, tokenizer), num_steps))
 
@@ -684,11 +691,11 @@ def measure_steps(
 
                 compute_times += [float(r["Compute Time"]) for r in records[timed]]
             elif which == "bare":
-                step_times, sizes = run_bare_loop(config, model, mapper, batches)
+                step_times, sizes = run_bare_loop(config, model, targets, mapper, batches)
             else:
                 reader = open_train_reader(config, model, tokenizer)
 
-                step_times, sizes = run_bare_loop(config, model, mapper, iter_batches(reader, num_steps))
+                step_times, sizes = run_bare_loop(config, model, targets, mapper, iter_batches(reader, num_steps))
 
                 del reader
 

@@ -55,6 +55,7 @@ from fairseq2.io import CorruptFileError, TensorFileLoader, TensorFileLoadOption
 from fairseq2.model_checkpoint import CorruptModelCheckpointError
 from fairseq2.models import ModelFamily, ModelHub, StandardModelFamily
 from fairseq2.runtime.dependency import get_dependency_resolver
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 EMBEDDING_KEY: Final = "decoder_frontend.embed.weight"
 """The key of the input token-embedding table in the fairseq2 state dict of a
@@ -66,7 +67,7 @@ _SourceKey: TypeAlias = tuple[str, ...]
 """The path of a tensor in a checkpoint (legacy ones nest the state dict)."""
 
 
-class EmbeddingTableError(Exception):
+class EmbeddingTableError(SpeechMapperError):
     """Raised when the token-embedding table of a card cannot be loaded; the
     message is one line naming the card and the key searched."""
 

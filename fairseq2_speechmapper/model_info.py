@@ -9,7 +9,7 @@ from fairseq2.models import load_model
 
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 
-_MAPPER_FIELDS = ("speech_encoder", "speech_encoder_layer", "llm", "pad_token")
+_MAPPER_FIELDS = ("speech_encoder", "speech_encoder_layer", "llm", "pad_token_id")
 
 
 def print_model_info(name: str) -> int:

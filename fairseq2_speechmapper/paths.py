@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Final
 
@@ -27,3 +28,9 @@ def get_cache_cards_dir() -> Path:
     """Returns the directory of the cards of generated assets; the extension
     registers it with fairseq2's asset store."""
     return get_cache_dir() / "cards"
+
+
+def default_mapper_card_name(output_dir: Path) -> str:
+    """The card name a training run writes by default: ``speechmapper_`` + its
+    output directory's name."""
+    return "speechmapper_" + re.sub(r"[^A-Za-z0-9_]+", "_", output_dir.resolve().name).strip("_").lower()

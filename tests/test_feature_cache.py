@@ -27,29 +27,36 @@ from fairseq2.gang import create_fake_gangs
 from fairseq2.models import load_model
 from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
+from fairseq2.utils.validation import ValidationError
 
 from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch, SpeechManifestDataset, SpeechManifestDatasetConfig
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, FeatureCacheError, check_frame_average
-from fairseq2_speechmapper.features.extract import ExtractFeaturesConfig, ExtractFeaturesRecipe
+from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
+from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, get_speechmapper_model_hub
 from fairseq2_speechmapper.recipes.evaluate.config import SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.recipe import SpeechEvalRecipe
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig, InstructTaskSection
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
-from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder, compute_instruct_loss
-from fairseq2_speechmapper.recipes.pretrain.config import (
-    PretrainConfig,
-    SpeechDatasetSection,
+from fairseq2_speechmapper.recipes.instruct.units import compute_instruct_loss
+from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
+from fairseq2_speechmapper.recipes.evaluate_stage1.recipe import Stage1EvalRecipe
+from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
+from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.data import create_split_reader
+from fairseq2_speechmapper.features import SFMFeatures
+from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLMSection, SpeechTaskSection, load_speech_llm
+from fairseq2_speechmapper.stage1 import (
     SpeechEncoderSection,
+    Stage1LossSection,
+    Stage1SetupError,
     TargetLLMSection,
+    create_stage1_loss,
+    load_stage1_model,
+    sum_kept_loss,
 )
-from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection, create_stage1_loss
-from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalConfig, Stage1EvalRecipe
-from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe, Stage1SetupError, create_split_reader, load_stage1_model
-from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures, resolve_pad_idx
-from fairseq2_speechmapper.recipes.pretrain.units import sum_kept_loss
-from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection, load_speech_llm
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
@@ -232,7 +239,7 @@ def _assert_same_losses(
 @pytest.fixture
 def sfm_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fails the test if the SFM is loaded (its features are meant to come from the cache)."""
-    import fairseq2_speechmapper.recipes.pretrain.stage1 as stage1_module
+    import fairseq2_speechmapper.features.sfm as stage1_module
 
     def no_sfm(*args: object, **kwargs: object) -> None:
         raise AssertionError("the SFM is loaded although its features are cached")
@@ -261,7 +268,7 @@ def _first_losses(
 ) -> list[tuple[list[str], torch.Tensor]]:
     """The ids and stage-1 losses of the first training batches, read from
     the manifests (SFM on the fly) or from ``cache``."""
-    model, tokenizer = load_stage1_model(
+    model, targets, tokenizer = load_stage1_model(
         SpeechEncoderSection(name=TINY_SFM_CARD, layer=2),
         TargetLLMSection(name=TINY_LLAMA_CARD),
         mapper=mapper,
@@ -280,9 +287,11 @@ def _first_losses(
         for _ in range(num_batches):
             (batch,) = next(reader)
 
-            outputs, _, targets = model(batch)
+            outputs, output_lens = model(batch)
 
-            loss, num_kept = sum_kept_loss(loss_fn(outputs, targets), targets)
+            batch_targets = targets(batch.target_ids, output_lens)
+
+            loss, num_kept = sum_kept_loss(loss_fn(outputs, batch_targets), batch_targets)
 
             losses.append((batch.ids, loss / num_kept))
 
@@ -408,7 +417,7 @@ def test_killed_extraction_resumes_without_redoing_finished_shards(
     # features file, before the rename): the worst moment for a kill.
     killer = (
         "import os, signal, sys\n"
-        "import fairseq2_speechmapper.features.extract as extract\n"
+        "import fairseq2_speechmapper.recipes.extract_features.task as extract\n"
         "from fairseq2_speechmapper.cli import main\n"
         "write, calls = extract.write_file_atomically, []\n"
         "def write_then_die(path, write_file):\n"
@@ -612,7 +621,7 @@ def _first_instruct_losses(
 
     loss = InstructLoss(sigma=0.5, stage1_loss=create_stage1_loss(Stage1LossSection()))
 
-    pad_idx = resolve_pad_idx(tokenizer, info.pad_token, llm_name=info.llm)
+    pad_idx = info.pad_idx(tokenizer)
 
     losses = []
 
@@ -720,7 +729,7 @@ def test_stage1_evaluation_refuses_the_cache_in_one_line(fp16_cache: FeatureCach
     config.model.name = TINY_MAPPER_CARD
     config.dataset = _cache_section(fp16_cache)
 
-    with pytest.raises(Stage1SetupError, match=r"^`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"):
+    with pytest.raises(ValidationError, match=r"`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"):
         run(Stage1EvalRecipe(), config, tmp_path / "eval", no_rich=True)
 
 

@@ -17,7 +17,7 @@ from fairseq2.nn import BatchLayout
 
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
-from fairseq2_speechmapper.recipes.pretrain.criterion import (
+from fairseq2_speechmapper.stage1 import (
     Stage1LossSection,
     build_embedding_targets,
     create_stage1_loss,

@@ -10,12 +10,14 @@ import torch
 
 from fairseq2.metrics import MetricBag
 
-from fairseq2_speechmapper.recipes.pretrain.criterion import (
+from fairseq2.utils.validation import StandardObjectValidator, ValidationError
+
+from fairseq2_speechmapper.stage1 import (
     Stage1LossSection,
     build_embedding_targets,
     create_stage1_loss,
 )
-from fairseq2_speechmapper.recipes.pretrain.metrics import (
+from fairseq2_speechmapper.stage1 import (
     EmbeddingDecodingScorer,
     NearestEmbeddingDecoder,
     finalize_decoding_metrics,
@@ -101,12 +103,16 @@ def test_l1_loss_uses_absolute_error() -> None:
     assert output.pad_distance.item() == 0.0
 
 
-def test_unknown_loss_and_bad_alpha_are_refused() -> None:
-    with pytest.raises(ValueError, match="`loss.name` must be one of mse_cosine, l1_cosine"):
-        create_stage1_loss(Stage1LossSection(name="ctc"))
+def test_unknown_loss_and_bad_alpha_are_refused_by_validation() -> None:
+    validator = StandardObjectValidator()
 
-    with pytest.raises(ValueError, match="`loss.alpha` must be between 0 and 10"):
-        create_stage1_loss(Stage1LossSection(alpha=11.0))
+    with pytest.raises(ValidationError, match="`name` must be one of mse_cosine, l1_cosine, but is `ctc`"):
+        validator.validate(Stage1LossSection(name="ctc"))  # type: ignore[arg-type]
+
+    with pytest.raises(ValidationError, match="`alpha` must be between 0 and 10"):
+        validator.validate(Stage1LossSection(alpha=11.0))
+
+    validator.validate(Stage1LossSection())
 
 
 def test_loss_gradient_only_flows_through_kept_examples() -> None:

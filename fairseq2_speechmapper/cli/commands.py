@@ -13,7 +13,7 @@ from fairseq2_speechmapper.prepare.cli import run_prepare
 if TYPE_CHECKING:
     from fairseq2.recipe.base import Recipe
 
-    from fairseq2_speechmapper.recipes.presets import RecipePresets
+    from fairseq2_speechmapper.recipe_support.presets import RecipePresets
 
 
 def get_speechmapper_commands() -> list[SubCommand]:
@@ -129,10 +129,10 @@ def _mapper_card_name(mapper: str) -> str:
     if not path.is_dir():
         return mapper
 
-    from fairseq2_speechmapper.recipes.pretrain.mapper_card import default_mapper_card_name
+    from fairseq2_speechmapper.paths import default_mapper_card_name
 
     if not (path / "checkpoints").is_dir():
-        fail(f"{path}: not the output directory of `pretrain` or `instruct` (it has no checkpoints/).", 2)
+        fail(f"{path}: not the output directory of `pretrain` or `instruct` (it has no checkpoints/).")
 
     return default_mapper_card_name(path)
 
@@ -165,7 +165,7 @@ def _run_preset_recipe(
     uses_config_file = any(a == "--config-file" or a.startswith("--config-file=") for a in recipe_args)
 
     if uses_config_file and namespace.preset is not None:
-        fail("Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`.", 2)
+        fail("Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`.")
 
     preset = None if uses_config_file else (namespace.preset or presets.default)
 
@@ -173,7 +173,7 @@ def _run_preset_recipe(
         try:
             preset_file = presets.file(preset)
         except ValueError as ex:
-            fail(str(ex), 2)
+            fail(str(ex))
 
         recipe_args = ["--config-file", str(preset_file), *recipe_args]
 
@@ -245,14 +245,13 @@ def _run_generate(prog: str, args: list[str]) -> int:
 
     for path in namespace.audio:
         if not path.is_file():
-            fail(f"{path}: no such audio file.", 2)
+            fail(f"{path}: no such audio file.")
 
     def run() -> int:
         import json
 
         import torch
 
-        from fairseq2_speechmapper.datasets import BadSampleError
         from fairseq2_speechmapper.generation import GenerationOptions
         from fairseq2_speechmapper.speech_llm import SpeechLLMSection
         from fairseq2_speechmapper.speech_llm.generate import generate_replies
@@ -268,30 +267,27 @@ def _run_generate(prog: str, args: list[str]) -> int:
 
         errors = options.validate()
         if errors.has_error():
-            fail(f"invalid generation options: {errors}", 2)
+            fail(f"invalid generation options: {errors}")
 
         dtype = getattr(torch, namespace.dtype)
 
         section = SpeechLLMSection(llm_dtype=dtype, speech_encoder_dtype=dtype)
 
-        try:
-            for reply in generate_replies(
-                model_name,
-                namespace.audio,
-                instruction=namespace.prompt,
-                options=options,
-                section=section,
-                device=torch.device(namespace.device),
-                batch_size=namespace.batch_size,
-            ):
-                if namespace.jsonl:
-                    record = {"file": str(reply.audio_path), "instruction": reply.instruction, "reply": reply.text, "stop_reason": reply.stop_reason}
+        for reply in generate_replies(
+            model_name,
+            namespace.audio,
+            instruction=namespace.prompt,
+            options=options,
+            section=section,
+            device=torch.device(namespace.device),
+            batch_size=namespace.batch_size,
+        ):
+            if namespace.jsonl:
+                record = {"file": str(reply.audio_path), "instruction": reply.instruction, "reply": reply.text, "stop_reason": reply.stop_reason}
 
-                    print(json.dumps(record, ensure_ascii=False), flush=True)
-                else:
-                    print(f"{reply.audio_path}\t{reply.text}", flush=True)
-        except BadSampleError as ex:
-            fail(str(ex), 2)
+                print(json.dumps(record, ensure_ascii=False), flush=True)
+            else:
+                print(f"{reply.audio_path}\t{reply.text}", flush=True)
 
         return 0
 
@@ -307,7 +303,7 @@ def _cuda_available() -> bool:
 def _run_stage1_evaluate(prog: str, recipe_args: list[str]) -> int:
     from fairseq2.recipe.cli import main as recipe_main
 
-    from fairseq2_speechmapper.recipes.pretrain.evaluate import Stage1EvalRecipe
+    from fairseq2_speechmapper.recipes.evaluate_stage1.recipe import Stage1EvalRecipe
 
     return run_recipe_main(prog, recipe_args, lambda: recipe_main(Stage1EvalRecipe()))
 
@@ -327,7 +323,7 @@ def _run_extract_features(prog: str, args: list[str]) -> int:
 
     from fairseq2.recipe.cli import main as recipe_main
 
-    from fairseq2_speechmapper.features.extract import ExtractFeaturesRecipe
+    from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 
     return run_recipe_main(prog, args, lambda: recipe_main(ExtractFeaturesRecipe()))
 
@@ -407,13 +403,21 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
     )
     _add_output_dir_argument(parser)
     parser.add_argument("--skip-checks", action="store_true", help="do not compare the converted models with their sources")
+    parser.add_argument("--large-corpus", action="store_true", help="also synthesise the large spoken corpus (DIR/demo/large_corpus, card speechmapper_large_corpus: ~2.5 h, train/dev/test with test-only sentences and voices; a few minutes)")
     namespace = parser.parse_args(args)
 
     from fairseq2_speechmapper.demo import make_demo_assets
 
     assets = make_demo_assets(namespace.dir)
 
-    for report in assets.reports:
+    reports = list(assets.reports)
+
+    if namespace.large_corpus:
+        from fairseq2_speechmapper.demo.large_corpus import build_large_corpus
+
+        reports.append(build_large_corpus(namespace.dir, cards_dir=assets.card_file.parent)[1])
+
+    for report in reports:
         when = "built" if report.built_now else "already built, took"
 
         print(f"{report.name}: {when} {report.seconds:.1f} s, {report.size_bytes / 2**20:.1f} MiB; {report.details}")

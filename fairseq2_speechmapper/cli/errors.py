@@ -1,3 +1,10 @@
+"""How ``fairseq2 speechmapper`` reports errors: the project's user errors
+(:class:`~fairseq2_speechmapper.errors.SpeechMapperError`) on one line with
+exit code 2, like fairseq2's recipe command line does; fairseq2's own errors
+about cards, checkpoints and files on one line with exit code 1 (2 for a name
+that is not known). Nothing here imports torch: the error classes are looked
+up only once an error is being reported."""
+
 from __future__ import annotations
 
 import os
@@ -5,87 +12,89 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fairseq2.assets import AssetCardError, AssetDownloadError, AssetNotFoundError
-from fairseq2.data.tokenizers import (
-    TokenizerGatedError,
-    TokenizerModelError,
-    TokenizerNotKnownError,
-)
-from fairseq2.model_checkpoint import CorruptModelCheckpointError
-from fairseq2.models import (
-    ModelArchitectureNotKnownError,
-    ModelFamilyNotKnownError,
-    ModelGatedError,
-    ModelNotKnownError,
-)
-
-from fairseq2_speechmapper.datasets import BadSampleError, ManifestError
-from fairseq2_speechmapper.demo.errors import DemoAssetError
-from fairseq2_speechmapper.embedding_table import EmbeddingTableError
-from fairseq2_speechmapper.scoring import ScoringError
-from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardError
-from fairseq2_speechmapper.speech_encoders import SpeechEncoderNotSupportedError
-from fairseq2_speechmapper.speech_llm import ChatTemplateError, SpeechLLMSetupError
-
 TRACEBACK_ENV = "FAIRSEQ2_SPEECHMAPPER_TRACEBACK"
+
+USER_ERROR_EXIT_CODE = 2
 
 
 class CommandError(Exception):
-    """An error the user can fix; reported as one line, without traceback."""
+    """A wrong command line (an argument, a missing file); reported as one
+    line, without traceback. A plain exception, so that argument checking
+    never imports fairseq2."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = USER_ERROR_EXIT_CODE) -> None:
         super().__init__(message)
 
         self.exit_code = exit_code
 
 
-# Errors whose message already names what is wrong (a card, a file, a field):
-# one line tells the user enough, a traceback only hides it.
-_USER_ERRORS: tuple[type[BaseException], ...] = (
-    AssetCardError,
-    AssetDownloadError,
-    CorruptModelCheckpointError,
-    ModelArchitectureNotKnownError,
-    ModelFamilyNotKnownError,
-    ModelGatedError,
-    TokenizerGatedError,
-    TokenizerModelError,
-    FileNotFoundError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
-    DemoAssetError,
-    SpeechEncoderNotSupportedError,
-    BadSampleError,
-    ManifestError,
-    EmbeddingTableError,
-    ScoringError,
-    ChatTemplateError,
-    MapperCardError,
-    SpeechLLMSetupError,
-)
-
-_NOT_FOUND_ERRORS: tuple[type[BaseException], ...] = (
-    AssetNotFoundError,
-    ModelNotKnownError,
-    TokenizerNotKnownError,
-)
-
-
 @contextmanager
 def handle_errors() -> Iterator[None]:
-    """Turns known errors into one line on stderr and an exit code: 2 for
-    something not found (a card name, a command), 1 otherwise."""
+    """Turns known errors into one line on stderr and an exit code."""
     try:
         yield
     except CommandError as ex:
         _exit(str(ex), ex.exit_code)
-    except _NOT_FOUND_ERRORS as ex:
-        _exit(f"{ex} `fairseq2 assets list` shows the known cards.", 2)
-    except _USER_ERRORS as ex:
-        _exit(_one_line(ex), 1)
     except KeyboardInterrupt:
         _exit("interrupted.", 130)
+    except Exception as ex:
+        exit_code = _classify(ex)
+        if exit_code is None:
+            raise
+
+        message = _one_line(ex)
+
+        if exit_code == USER_ERROR_EXIT_CODE and _is_not_found(ex):
+            message += " `fairseq2 assets list` shows the known cards."
+
+        _exit(message, exit_code)
+
+
+def _classify(ex: Exception) -> int | None:
+    """The exit code of a known error, ``None`` for a bug (a traceback)."""
+    # An error of a module never imported cannot have been raised.
+    errors = sys.modules.get("fairseq2_speechmapper.errors")
+    if errors is not None and isinstance(ex, errors.SpeechMapperError):
+        return USER_ERROR_EXIT_CODE
+
+    if _is_not_found(ex):
+        return USER_ERROR_EXIT_CODE
+
+    if isinstance(ex, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        return 1
+
+    if "fairseq2" not in sys.modules:
+        return None
+
+    from fairseq2.assets import AssetCardError, AssetDownloadError
+    from fairseq2.data.tokenizers import TokenizerGatedError, TokenizerModelError
+    from fairseq2.model_checkpoint import CorruptModelCheckpointError
+    from fairseq2.models import ModelArchitectureNotKnownError, ModelFamilyNotKnownError, ModelGatedError
+
+    # Their messages already name what is wrong (a card, a file, a field).
+    fairseq2_errors = (
+        AssetCardError,
+        AssetDownloadError,
+        CorruptModelCheckpointError,
+        ModelArchitectureNotKnownError,
+        ModelFamilyNotKnownError,
+        ModelGatedError,
+        TokenizerGatedError,
+        TokenizerModelError,
+    )
+
+    return 1 if isinstance(ex, fairseq2_errors) else None
+
+
+def _is_not_found(ex: Exception) -> bool:
+    if "fairseq2" not in sys.modules:
+        return False
+
+    from fairseq2.assets import AssetNotFoundError
+    from fairseq2.data.tokenizers import TokenizerNotKnownError
+    from fairseq2.models import ModelNotKnownError
+
+    return isinstance(ex, (AssetNotFoundError, ModelNotKnownError, TokenizerNotKnownError))
 
 
 def _one_line(ex: BaseException) -> str:

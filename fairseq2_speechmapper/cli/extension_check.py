@@ -16,10 +16,12 @@ def check_extension() -> None:
         ex = ExtensionState.error
 
         raise CommandError(
-            f"the fairseq2-speechmapper extension failed to register with fairseq2: {type(ex).__name__}: {ex} (set FAIRSEQ2_EXTENSION_TRACE=1 for the traceback)."
+            f"the fairseq2-speechmapper extension failed to register with fairseq2: {type(ex).__name__}: {ex} (set FAIRSEQ2_EXTENSION_TRACE=1 for the traceback).",
+            exit_code=1,
         )
 
     if not ExtensionState.ran:
         raise CommandError(
-            "the `fairseq2.extension` entry point of fairseq2-speechmapper did not run: the package is not installed in this environment (run `pip install -e .` in the repository, or install its wheel)."
+            "the `fairseq2.extension` entry point of fairseq2-speechmapper did not run: the package is not installed in this environment (run `pip install -e .` in the repository, or install its wheel).",
+            exit_code=1,
         )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from fairseq2_speechmapper.cli.errors import CommandError, handle_errors
+from fairseq2_speechmapper.cli.errors import USER_ERROR_EXIT_CODE, CommandError, handle_errors
 
 PROG = "fairseq2"
 
@@ -175,6 +175,6 @@ def _exit_code(ex: SystemExit) -> int:
     return 1
 
 
-def fail(message: str, exit_code: int = 1) -> NoReturn:
+def fail(message: str, exit_code: int = USER_ERROR_EXIT_CODE) -> NoReturn:
     raise CommandError(message, exit_code)
 

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from fairseq2.data.audio import AudioDecoder
 from fairseq2.data.data_pipeline import FileMapper
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 SAMPLE_RATE: Final = 16_000
 
@@ -20,7 +21,7 @@ SAMPLE_RATE: Final = 16_000
 _TRUNCATION_TOLERANCE_SECONDS: Final = 0.1
 
 
-class BadSampleError(Exception):
+class BadSampleError(SpeechMapperError):
     """An utterance cannot be used; the message names the manifest line and
     the audio file."""
 

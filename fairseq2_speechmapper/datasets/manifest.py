@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final, Literal, final
 
 from fairseq2.logging import log
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 OnBadSample = Literal["error", "skip"]
 
@@ -25,7 +26,7 @@ TSV_SAMPLE_RATE: Final = 16_000
 _JSONL_KNOWN_FIELDS: Final = frozenset(("audio_filepath", "duration", "offset", "text", "id"))
 
 
-class ManifestError(Exception):
+class ManifestError(SpeechMapperError):
     """A manifest or one of its lines cannot be used; the message names the
     file and line."""
 

@@ -1,5 +1,5 @@
 """The SFM feature cache: ``extract-features`` writes it
-(:mod:`fairseq2_speechmapper.features.extract`), pretraining reads it instead
+(the `extract_features` recipe), pretraining reads it instead
 of running the frozen SFM on audio every epoch, and so can instruction tuning."""
 
 from __future__ import annotations
@@ -17,3 +17,6 @@ from fairseq2_speechmapper.features.reader import check_frame_average as check_f
 from fairseq2_speechmapper.features.reader import open_cached_features as open_cached_features
 from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
 from fairseq2_speechmapper.features.storage import measure_storage as measure_storage
+from fairseq2_speechmapper.features.sfm import SFMFeatures as SFMFeatures
+from fairseq2_speechmapper.features.sfm import SpeechFeatureEncoder as SpeechFeatureEncoder
+from fairseq2_speechmapper.features.sfm import load_sfm_features as load_sfm_features

@@ -37,6 +37,7 @@ from fairseq2.assets import AssetCard
 from fairseq2.data_type import DataType
 
 from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 CACHE_FORMAT: Final = "speechmapper-feature-cache"
 
@@ -49,7 +50,7 @@ PLAN_FILE: Final = "plan.json"
 FEATURES_KEY: Final = "features"
 
 
-class FeatureCacheError(Exception):
+class FeatureCacheError(SpeechMapperError):
     """A feature cache cannot be used: missing, incomplete, corrupt, or made
     with another SFM, layer, option or dtype than asked for."""
 
@@ -374,24 +375,3 @@ def read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as ex:
         raise FeatureCacheError(f"{path}: not valid JSON ({ex.msg}).") from None
-
-
-def write_json_atomically(path: Path, data: object) -> None:
-    def write(tmp_file: Path) -> None:
-        tmp_file.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    write_file_atomically(path, write)
-
-
-def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Calls ``write`` on a temporary file, flushes it to disk and renames it
-    to ``path``: after a kill (or a crash of the machine) the file is there
-    whole or not at all."""
-    tmp_file = path.with_name(path.name + ".tmp")
-
-    write(tmp_file)
-
-    with tmp_file.open("rb") as fp:
-        os.fsync(fp.fileno())
-
-    tmp_file.replace(path)

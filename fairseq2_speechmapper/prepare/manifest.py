@@ -15,6 +15,7 @@ from typing import Final, final
 import soundfile
 
 from fairseq2_speechmapper.files import write_text_atomically
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 MANIFEST_SUFFIX: Final = ".jsonl"
 
@@ -34,7 +35,7 @@ SKIPPED_EMPTY_AUDIO: Final = "empty audio"
 SKIPPED_SEGMENT_PAST_AUDIO: Final = "segment past the end of its audio"
 
 
-class PrepareError(Exception):
+class PrepareError(SpeechMapperError):
     """A corpus file is missing or malformed; the message is one line that
     names the file (and the line)."""
 

@@ -74,3 +74,15 @@ def score_wer(hypotheses: Sequence[str], references: Sequence[str]) -> WerScore:
         num_reference_words=num_reference_words,
         num_utterances=len(references),
     )
+
+
+def edit_distance(hypothesis: Sequence[object], reference: Sequence[object]) -> int:
+    """The Levenshtein distance of two sequences (words, token ids), by jiwer;
+    an empty side costs the other side's length."""
+    if not reference or not hypothesis:
+        return max(len(reference), len(hypothesis))
+
+    # jiwer aligns words: each item becomes one word.
+    output = jiwer.process_words(" ".join(map(str, reference)), " ".join(map(str, hypothesis)))
+
+    return output.substitutions + output.deletions + output.insertions

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from fairseq2_speechmapper.errors import SpeechMapperError
 
-class ScoringError(Exception):
+
+class ScoringError(SpeechMapperError):
     """Scoring cannot run as asked (a missing model or tokenizer, inputs of
     different lengths, an unknown language); the message is one line that says
     what to do."""

@@ -20,6 +20,7 @@ from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.w2vbert2 import W2VBert2SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.wav2vec2 import Wav2Vec2SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.whisper import WhisperSpeechEncoder, WhisperWindow
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 @dataclass(kw_only=True)
 class SpeechEncoderOptions:
@@ -85,7 +86,7 @@ _WRAPPERS: Final[dict[str, SpeechEncoderWrapper]] = {
 }
 
 
-class SpeechEncoderNotSupportedError(Exception):
+class SpeechEncoderNotSupportedError(SpeechMapperError):
     pass
 
 

@@ -6,6 +6,7 @@ from fairseq2_speechmapper.speech_llm.chat import AUDIO_PLACEHOLDER as AUDIO_PLA
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate as ChatTemplate
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplateError as ChatTemplateError
 from fairseq2_speechmapper.speech_llm.chat import SpeechPrompt as SpeechPrompt
+from fairseq2_speechmapper.speech_llm.instructions import InstructionBuilder as InstructionBuilder
 from fairseq2_speechmapper.speech_llm.loader import SpeechLLMSection as SpeechLLMSection
 from fairseq2_speechmapper.speech_llm.loader import SpeechLLMSetupError as SpeechLLMSetupError
 from fairseq2_speechmapper.speech_llm.loader import load_speech_llm as load_speech_llm

@@ -15,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from torch import Tensor
 
 from fairseq2.data.tokenizers import Tokenizer
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 AUDIO_PLACEHOLDER: Final = "<audio>"
 """Where an instruction wants the speech; without it the speech comes first."""
@@ -31,7 +32,7 @@ LLAMA3_CHAT_TEMPLATE: Final = (
 )
 
 
-class ChatTemplateError(Exception):
+class ChatTemplateError(SpeechMapperError):
     pass
 
 

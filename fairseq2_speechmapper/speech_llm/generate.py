@@ -19,7 +19,7 @@ from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch
 from fairseq2_speechmapper.datasets.audio import UtteranceLoader
 from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechFeatureEncoder
+from fairseq2_speechmapper.features import SpeechFeatureEncoder
 from fairseq2_speechmapper.speech_llm.loader import SpeechLLMSection, SpeechLLMSetupError, load_speech_llm
 from fairseq2_speechmapper.speech_llm.tasks import DEFAULT_ASR_PROMPTS
 
@@ -59,7 +59,7 @@ def generate_replies(
     model, tokenizer, info = load_speech_llm(mapper_card, section, mapper=mapper, unwrapped_mapper=mapper, device=device)
 
     if instruction is None:
-        card_instruction = info.metadata.get("instruction")
+        card_instruction = info.extra_fields.get("instruction")
 
         instruction = card_instruction if isinstance(card_instruction, str) else DEFAULT_ASR_PROMPTS[0]
 

@@ -16,15 +16,15 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
 from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
-from fairseq2_speechmapper.features import FeatureCache, SFMSection
+from fairseq2_speechmapper.errors import SpeechMapperError
+from fairseq2_speechmapper.features import FeatureCache, load_sfm_features
+from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
-from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardInfo, read_mapper_card
-from fairseq2_speechmapper.recipes.pretrain.stage1 import load_sfm_features
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
 from fairseq2_speechmapper.speech_llm.model import SpeechLLM
 
 
-class SpeechLLMSetupError(Exception):
+class SpeechLLMSetupError(SpeechMapperError):
     """The mapper, the SFM and the LLM do not fit together."""
 
 
@@ -62,7 +62,7 @@ def load_speech_llm(
     unwrapped_mapper: SpeechMapper,
     device: torch.device,
     feature_cache: FeatureCache | None = None,
-) -> tuple[SpeechLLM, Tokenizer, MapperCardInfo]:
+) -> tuple[SpeechLLM, Tokenizer, MapperCard]:
     """Loads the SFM and the LLM of ``mapper_card``, frozen and in eval mode,
     and checks that ``unwrapped_mapper`` fits between them. With
     ``feature_cache`` the SFM is not loaded: the cache must hold the features
@@ -71,19 +71,12 @@ def load_speech_llm(
     An instruction-tuned mapper's card records its prompt format; ``section``'s
     own ``chat_template``/``system_prompt`` win over it.
     """
-    info = read_mapper_card(mapper_card)
+    info = MapperCard.read(mapper_card)
 
     llm_name = section.llm or info.llm
 
-    sfm = SFMSection(
-        name=info.speech_encoder,
-        layer=info.speech_encoder_layer,
-        dtype=section.speech_encoder_dtype,
-        whisper_window=info.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
-    )
-
     features = load_sfm_features(
-        sfm,
+        info.sfm_section(section.speech_encoder_dtype),
         device=device,
         cache_in_memory=section.cache_features_in_memory,
         feature_cache=feature_cache,
@@ -128,8 +121,8 @@ def load_speech_llm(
     chat_template = ChatTemplate(
         tokenizer,
         llm_name=llm_name,
-        template=section.chat_template or _optional_str(info.metadata.get("chat_template")),
-        system_prompt=section.system_prompt or _optional_str(info.metadata.get("system_prompt")),
+        template=section.chat_template or _optional_str(info.extra_fields.get("chat_template")),
+        system_prompt=section.system_prompt or _optional_str(info.extra_fields.get("system_prompt")),
     )
 
     log.info(
@@ -168,7 +161,7 @@ def add_llm_lora(mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: 
     return config
 
 
-def _check_same_embeddings(info: MapperCardInfo, llm: TransformerLM, llm_name: str, *, allow_other_llm: bool) -> None:
+def _check_same_embeddings(info: MapperCard, llm: TransformerLM, llm_name: str, *, allow_other_llm: bool) -> None:
     """A mapper regresses onto one LLM's embedding table; another LLM reads its
     output as noise unless it shares that table (e.g. a local copy)."""
     attached_table = llm.decoder_frontend.embed.weight

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
 from fairseq2.utils.validation import ValidationResult
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 SpeechTask = Literal["asr", "st", "sqa"]
 
@@ -44,7 +45,7 @@ LANGUAGE_NAMES: Final = {
 }  # fmt: skip
 
 
-class TaskDataError(Exception):
+class TaskDataError(SpeechMapperError):
     """A manifest line lacks what its task needs."""
 
 

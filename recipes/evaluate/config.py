@@ -9,7 +9,7 @@ from fairseq2.recipe.config import CommonSection, GangSection, GeneratorSection,
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.generation import GenerationOptions
-from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
 
 

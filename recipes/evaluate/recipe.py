@@ -27,25 +27,17 @@ from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score_hypotheses
 from fairseq2_speechmapper.recipes.evaluate.units import HypothesisFile, SpeechGenerationUnit
-from fairseq2_speechmapper.recipes.instruct.recipe import (
-    register_speech_llm_errors,
-    register_speech_llm_metric_descriptors,
-)
-from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder
-from fairseq2_speechmapper.recipes.pretrain.recipe import create_split_reader, feature_cache_of, open_dataset, register_user_errors
-from fairseq2_speechmapper.scoring import ScoringError, format_scores_table, write_scores
-from fairseq2_speechmapper.speech_llm import ChatTemplate, SpeechLLMSetupError, load_speech_llm
+from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
+from fairseq2_speechmapper.scoring import format_scores_table, write_scores
+from fairseq2_speechmapper.speech_llm import ChatTemplate, InstructionBuilder, SpeechLLMSetupError, load_speech_llm
+from fairseq2_speechmapper.stage1 import register_stage1_metric_descriptors
 
 
 @final
 class SpeechEvalRecipe(Recipe):
     @override
     def register(self, container: DependencyContainer) -> None:
-        register_speech_llm_errors(container)
-
-        register_user_errors(container, ScoringError)
-
-        register_speech_llm_metric_descriptors(container)
+        register_stage1_metric_descriptors(container)
 
         for descriptor in (
             MetricDescriptor("num_generated_tokens", "Generated Tokens", 810, format_as_int),
@@ -67,7 +59,7 @@ class SpeechEvalRecipe(Recipe):
 
         feature_cache = feature_cache_of(dataset)
 
-        model, tokenizer, info = load_speech_llm(
+        model, tokenizer, card = load_speech_llm(
             mapper_card,
             config.speech_llm,
             mapper=mapper,
@@ -111,7 +103,7 @@ class SpeechEvalRecipe(Recipe):
 
             reports = score_hypotheses(
                 records,
-                system=info.name,
+                system=card.name,
                 test_set=f"{test_set}:{split}",
                 task=config.task.task,
                 section=config.scoring,

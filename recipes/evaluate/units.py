@@ -16,8 +16,7 @@ from fairseq2.metrics import MetricBag, Sum
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings
-from fairseq2_speechmapper.recipes.instruct.units import InstructionBuilder
-from fairseq2_speechmapper.speech_llm import SpeechLLM, SpeechTask
+from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask
 
 
 @final

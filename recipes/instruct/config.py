@@ -21,8 +21,8 @@ from fairseq2.recipe.config import (
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.recipes.pretrain.config import MapperCardSection, SpeechDatasetSection
-from fairseq2_speechmapper.recipes.pretrain.criterion import Stage1LossSection
+from fairseq2_speechmapper.recipe_support.config import MapperCardSection, SpeechDatasetSection
+from fairseq2_speechmapper.stage1 import Stage1LossSection
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
 
 

@@ -16,12 +16,8 @@ from torch import Tensor
 
 from fairseq2.nn.functional import cross_entropy
 
-from fairseq2_speechmapper.recipes.pretrain.criterion import (
-    EmbeddingRegressionLoss,
-    EmbeddingTargets,
-    Stage1LossOutput,
-)
 from fairseq2_speechmapper.speech_llm import ResponseLogits
+from fairseq2_speechmapper.stage1 import EmbeddingRegressionLoss, EmbeddingTargets, Stage1LossOutput
 
 
 @final

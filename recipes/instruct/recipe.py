@@ -17,37 +17,22 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
-from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructionBuilder, InstructUnit
-from fairseq2_speechmapper.recipes.pretrain.criterion import create_stage1_loss
-from fairseq2_speechmapper.recipes.pretrain.mapper_card import MapperCardWriter, default_mapper_card_name
-from fairseq2_speechmapper.recipes.pretrain.recipe import (
-    create_split_reader,
-    feature_cache_of,
-    open_dataset,
-    register_stage1_errors,
-    register_stage1_metric_descriptors,
-    register_user_errors,
-)
-from fairseq2_speechmapper.recipes.pretrain.stage1 import decode_token, resolve_pad_idx
-from fairseq2_speechmapper.speech_llm import (
-    ChatTemplateError,
-    SpeechLLMSetupError,
-    TaskDataError,
-    load_speech_llm,
-)
+from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructUnit
+from fairseq2_speechmapper.speech_llm import InstructionBuilder, load_speech_llm
 from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
+from fairseq2_speechmapper.stage1 import create_stage1_loss, register_stage1_metric_descriptors
 
 
 @final
 class InstructRecipe(Recipe):
     @override
     def register(self, container: DependencyContainer) -> None:
-        register_speech_llm_errors(container)
-
-        register_speech_llm_metric_descriptors(container)
+        register_instruct_metric_descriptors(container)
 
     @override
     def create_task(self, context: RecipeContext) -> Trainer:
@@ -61,7 +46,7 @@ class InstructRecipe(Recipe):
 
         dataset = open_dataset(context, config.dataset)
 
-        model, tokenizer, info = load_speech_llm(
+        model, tokenizer, pretrained = load_speech_llm(
             mapper_card,
             config.speech_llm,
             mapper=mapper,
@@ -90,9 +75,9 @@ class InstructRecipe(Recipe):
         # Wrapped for data parallelism only now, with the adapters in it.
         model.mapper = context.get_data_parallel_model()
 
-        llm_name = config.speech_llm.llm or info.llm
+        llm_name = config.speech_llm.llm or pretrained.llm
 
-        pad_idx = resolve_pad_idx(tokenizer, info.pad_token, llm_name=llm_name)
+        pad_idx = pretrained.pad_idx(tokenizer, llm_name=llm_name)
 
         def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
             return create_split_reader(
@@ -146,20 +131,18 @@ class InstructRecipe(Recipe):
             if config.speech_llm.system_prompt is not None:
                 extra_fields["system_prompt"] = config.speech_llm.system_prompt
 
-            card_writer = MapperCardWriter(
+            card = MapperCard(
                 name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
-                checkpoint_dir=context.output_dir / "checkpoints",
                 model_fields={"base": mapper_card.name, **({"model_config": model_config} if model_config else {})},
-                speech_encoder=info.speech_encoder,
+                speech_encoder=pretrained.speech_encoder,
                 speech_encoder_layer=model.speech_encoder.layer,
-                speech_encoder_options=info.speech_encoder_options,
+                speech_encoder_options=pretrained.speech_encoder_options,
                 llm=llm_name,
-                pad_token=decode_token(tokenizer, pad_idx),
                 pad_token_id=pad_idx,
                 extra_fields=extra_fields,
             )
 
-            trainer.register_checkpoint_save_hook(card_writer)
+            trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
 
         return trainer
 
@@ -175,14 +158,7 @@ def _first_instruction(config: InstructConfig) -> str:
     return {"asr": task.asr_prompts, "st": task.st_prompts, "sqa": task.sqa_prompts}[task.task][0]
 
 
-def register_speech_llm_errors(container: DependencyContainer) -> None:
-    """User errors end the run with their one-line message and exit code 2."""
-    register_stage1_errors(container)
-
-    register_user_errors(container, SpeechLLMSetupError, ChatTemplateError, TaskDataError)
-
-
-def register_speech_llm_metric_descriptors(container: DependencyContainer) -> None:
+def register_instruct_metric_descriptors(container: DependencyContainer) -> None:
     register_stage1_metric_descriptors(container)
 
     for descriptor in (

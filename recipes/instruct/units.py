@@ -16,39 +16,8 @@ from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss, InstructLossOutput
-from fairseq2_speechmapper.recipes.pretrain.criterion import build_embedding_targets
-from fairseq2_speechmapper.speech_llm import (
-    SpeechLLM,
-    SpeechPrompt,
-    SpeechTask,
-    SpeechTaskSection,
-    TaskExample,
-    build_task_example,
-)
-
-
-@final
-class InstructionBuilder:
-    """Turns a batch into instructions and responses for one task."""
-
-    def __init__(self, model: SpeechLLM, section: SpeechTaskSection) -> None:
-        self._template = model.chat_template
-        self._section = section
-        self._prompts: dict[str, SpeechPrompt] = {}
-
-    def examples(self, batch: SpeechBatch, task: SpeechTask, rng: random.Random | None) -> list[TaskExample]:
-        return [
-            build_task_example(self._section, task, text, fields, source=source, rng=rng)
-            for text, fields, source in zip(batch.texts, batch.fields, batch.sources)
-        ]
-
-    def speech_prompt(self, instruction: str) -> SpeechPrompt:
-        # A few wordings serve the whole run.
-        prompt = self._prompts.get(instruction)
-        if prompt is None:
-            prompt = self._prompts[instruction] = self._template.speech_prompt(instruction)
-
-        return prompt
+from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask, TaskExample
+from fairseq2_speechmapper.stage1 import build_embedding_targets
 
 
 def add_instruct_metrics(bag: MetricBag, *, with_stage1: bool) -> None:

@@ -5,6 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.recipes.presets import RecipePresets
+from fairseq2_speechmapper.recipe_support.presets import RecipePresets
 
 PRETRAIN_PRESETS: Final = RecipePresets("pretraining", Path(__file__).parent / "presets", default="demo")

@@ -19,9 +19,10 @@ from torch.utils.hooks import RemovableHandle
 from fairseq2.models.transformer_lm import TransformerLM
 
 from fairseq2_speechmapper.models.speechmapper.config import LLMLoRAConfig
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 
-class LLMLoRAError(Exception):
+class LLMLoRAError(SpeechMapperError):
     pass
 
 

@@ -1,71 +1,22 @@
-"""Assembles stage 1 from cards: the frozen SFM, the LLM's tokenizer and
-token-embedding table (never the LLM itself) and the pad token."""
+"""The frozen SFM's features of a batch: computed on audio, or read from the
+feature cache; stage 1 and the speech LLM read them the same way."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, Protocol, final
+from typing import Protocol, final
 
 import torch
 from torch import Tensor
-from torch.nn import Module
 
-from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.features import FeatureCache, SFMSection, open_cached_features
-from fairseq2_speechmapper.features.cache import speech_encoder_setting
-from fairseq2_speechmapper.recipes.pretrain.criterion import EmbeddingTargets, build_embedding_targets
+from fairseq2_speechmapper.features.cache import FeatureCache, speech_encoder_setting
+from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.reader import open_cached_features
 from fairseq2_speechmapper.speech_encoders import SpeechEncoder, load_speech_encoder
-
-# Tried in order when the tokenizer has no pad token: tokens that LLM
-# vocabularies reserve and never produce in text.
-_RESERVED_PAD_TOKENS: Final = (
-    "<|finetune_right_pad_id|>",
-    "<|reserved_special_token_0|>",
-    "<pad>",
-    "<|pad|>",
-)
-
-
-class PadTokenError(Exception):
-    pass
-
-
-def resolve_pad_idx(tokenizer: Tokenizer, pad_token: str | None, *, llm_name: str) -> int:
-    """Returns the id of pad_token; by default the tokenizer's pad token,
-    else the first reserved token the vocabulary has."""
-    if pad_token is None:
-        pad_idx = tokenizer.vocab_info.pad_idx
-        if pad_idx is not None:
-            return int(pad_idx)
-
-        for candidate in _RESERVED_PAD_TOKENS:
-            candidate_idx = _maybe_single_token_idx(tokenizer, candidate)
-            if candidate_idx is not None:
-                return candidate_idx
-
-        raise PadTokenError(
-            f"The tokenizer of `{llm_name}` has no pad token and none of {', '.join(_RESERVED_PAD_TOKENS)}; set `llm.pad_token` to an unused token of its vocabulary."
-        )
-
-    pad_idx = _maybe_single_token_idx(tokenizer, pad_token)
-    if pad_idx is None:
-        raise PadTokenError(f"`llm.pad_token` {pad_token!r} is not a single token of the `{llm_name}` vocabulary.")
-
-    return pad_idx
-
-
-def _maybe_single_token_idx(tokenizer: Tokenizer, token: str) -> int | None:
-    ids = tokenizer.create_raw_encoder()(token)
-
-    return int(ids[0]) if ids.numel() == 1 else None
-
-
-def decode_token(tokenizer: Tokenizer, token_idx: int) -> str:
-    return tokenizer.create_decoder(skip_special_tokens=False)(torch.tensor([token_idx]))
 
 
 @final
@@ -149,30 +100,3 @@ def load_sfm_features(
     )
 
     return SpeechFeatureEncoder(speech_encoder, cache_in_memory=cache_in_memory)
-
-
-@final
-class Stage1Model:
-    """The frozen SFM followed by the (trainable) mapper, with the targets the
-    mapper's output is compared to."""
-
-    def __init__(
-        self, speech_encoder: SFMFeatures, mapper: Module, embedding_table: Tensor, pad_idx: int
-    ) -> None:
-        self.speech_encoder = speech_encoder
-        self.mapper = mapper
-        self.embedding_table = embedding_table
-        self.pad_idx = pad_idx
-
-    def __call__(self, batch: SpeechBatch) -> tuple[Tensor, list[int], EmbeddingTargets]:
-        """Returns the mapper's outputs *Shape:* :math:`(N,T,M)`, their lengths
-        and the aligned targets."""
-        features, features_layout = self.speech_encoder(batch)
-
-        outputs, outputs_layout = self.mapper(features.float(), features_layout)
-
-        output_lens = [int(n) for n in outputs_layout.seq_lens]
-
-        targets = build_embedding_targets(batch.target_ids, output_lens, self.embedding_table, self.pad_idx)
-
-        return outputs, output_lens, targets

@@ -8,19 +8,25 @@ teaches the mapper where the content ends) and ``D_pad`` the remaining pads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal, final
 
 import torch
 from torch import Tensor
 
+from fairseq2.utils.validation import ValidationResult
+
+from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
+
 CosinePositions = Literal["all", "word"]
+
+Stage1LossName = Literal["mse_cosine", "l1_cosine"]
 
 
 @dataclass(kw_only=True)
 class Stage1LossSection:
-    name: str = "mse_cosine"
+    name: Stage1LossName = "mse_cosine"
     """``mse_cosine`` (the paper's) or ``l1_cosine`` (L1 distance instead of MSE)."""
 
     alpha: float = 5.0
@@ -33,87 +39,19 @@ class Stage1LossSection:
     """Where the cosine term is averaged: ``all`` positions (word and pad) or
     the ``word`` positions only (the paper is ambiguous)."""
 
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
 
-@final
-@dataclass(kw_only=True)
-class EmbeddingTargets:
-    """What the mapper's outputs are regressed onto, aligned with them."""
+        if self.name not in _DISTANCES:
+            result.add_error(f"`name` must be one of {', '.join(_DISTANCES)}, but is `{self.name}`.")
 
-    embeddings: Tensor
-    """The target embeddings. *Shape:* :math:`(N,T,M)`."""
+        if not 0.0 <= self.alpha <= 10.0:
+            result.add_error(f"`alpha` must be between 0 and 10, but is {self.alpha}.")
 
-    token_ids: Tensor
-    """The target token ids (the pad id on pad positions). *Shape:* :math:`(N,T)`."""
+        if self.cosine_positions not in ("all", "word"):
+            result.add_error(f"`cosine_positions` must be `all` or `word`, but is `{self.cosine_positions}`.")
 
-    word_mask: Tensor
-    """The transcript's tokens plus the first pad. *Shape:* :math:`(N,T)`."""
-
-    pad_mask: Tensor
-    """The pads after the first one. *Shape:* :math:`(N,T)`."""
-
-    keep: Tensor
-    """``False`` for examples whose transcript does not fit the mapper's
-    output; their masks are all ``False``. *Shape:* :math:`(N,)`."""
-
-    @property
-    def num_kept(self) -> int:
-        return int(self.keep.sum())
-
-    @property
-    def num_skipped(self) -> int:
-        return int(self.keep.numel()) - self.num_kept
-
-
-def build_embedding_targets(
-    target_ids: Sequence[Tensor],
-    output_lens: Sequence[int],
-    embedding_table: Tensor,
-    pad_idx: int,
-) -> EmbeddingTargets:
-    """Right-pads each transcript's token ids with ``pad_idx`` to its mapper
-    output length and looks their embeddings up in ``embedding_table``.
-
-    An example whose transcript has more tokens than its mapper output has
-    vectors cannot be represented; it is marked in ``keep`` and left out.
-    """
-    batch_size = len(target_ids)
-
-    max_len = max(output_lens)
-
-    device = embedding_table.device
-
-    token_ids = torch.full((batch_size, max_len), pad_idx, dtype=torch.int64)
-
-    word_mask = torch.zeros((batch_size, max_len), dtype=torch.bool)
-    pad_mask = torch.zeros((batch_size, max_len), dtype=torch.bool)
-
-    keep = torch.zeros((batch_size,), dtype=torch.bool)
-
-    for i, (ids, output_len) in enumerate(zip(target_ids, output_lens)):
-        num_tokens = ids.numel()
-
-        if num_tokens > output_len:
-            continue
-
-        keep[i] = True
-
-        token_ids[i, :num_tokens] = ids
-
-        # The words plus the first pad, if the output has room for one.
-        num_word_positions = min(num_tokens + 1, output_len)
-
-        word_mask[i, :num_word_positions] = True
-        pad_mask[i, num_word_positions:output_len] = True
-
-    token_ids = token_ids.to(device)
-
-    return EmbeddingTargets(
-        embeddings=embedding_table[token_ids],
-        token_ids=token_ids,
-        word_mask=word_mask.to(device),
-        pad_mask=pad_mask.to(device),
-        keep=keep.to(device),
-    )
+        return result
 
 
 @final
@@ -147,9 +85,6 @@ class EmbeddingRegressionLoss:
     over its positions, so every utterance weighs the same whatever its length."""
 
     def __init__(self, distance: Distance, *, alpha: float, gamma: float, cosine_positions: CosinePositions) -> None:
-        if not 0.0 <= alpha <= 10.0:
-            raise ValueError(f"`loss.alpha` must be between 0 and 10, but is {alpha}.")
-
         self._distance = distance
         self._alpha = alpha
         self._gamma = gamma
@@ -194,10 +129,16 @@ _DISTANCES: Final[dict[str, Distance]] = {
 
 
 def create_stage1_loss(section: Stage1LossSection) -> EmbeddingRegressionLoss:
-    distance = _DISTANCES.get(section.name)
-    if distance is None:
-        raise ValueError(f"`loss.name` must be one of {', '.join(_DISTANCES)}, but is `{section.name}`.")
-
+    """The loss ``section`` describes (checked by its ``validate``)."""
     return EmbeddingRegressionLoss(
-        distance, alpha=section.alpha, gamma=section.gamma, cosine_positions=section.cosine_positions
+        _DISTANCES[section.name], alpha=section.alpha, gamma=section.gamma, cosine_positions=section.cosine_positions
     )
+
+
+def sum_kept_loss(output: Stage1LossOutput, targets: EmbeddingTargets) -> tuple[Tensor, int]:
+    """The summed loss of the kept examples and their number; a batch with
+    none gives a zero loss (and gradient) counted as one example, so that the
+    trainer never divides by zero."""
+    loss = output.loss[targets.keep].sum()
+
+    return loss, max(targets.num_kept, 1)

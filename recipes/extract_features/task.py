@@ -1,15 +1,5 @@
-"""``fairseq2 speechmapper extract-features OUTPUT_DIR``: runs the frozen SFM
-once over a speech manifest and stores its features in shards (see
-:mod:`fairseq2_speechmapper.features.cache`), so that pretraining reads them
-instead of running the SFM every epoch (paper: "SFM features can be computed
-once and cached").
-
-A fairseq2 inference recipe: ``--config``/``--config-file``, logs in
-``OUTPUT_DIR/logs``, data parallel under ``torchrun`` (shard ``i`` goes to
-rank ``i % world_size``). Running it again finishes what a killed run left:
-finished shards are kept, and a directory holding features of another SFM,
-layer, option or dtype is refused.
-"""
+"""The extraction task: this rank's unfinished shards of each split, through
+the frozen SFM, into the feature cache; each shard written whole or not at all."""
 
 from __future__ import annotations
 
@@ -30,11 +20,7 @@ from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
-from fairseq2.recipe.base import Recipe, RecipeContext
-from fairseq2.recipe.config import CommonSection, GangSection
-from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task, TaskStopException
-from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.datasets import BadSampleError, SpeechManifestDataset, make_length_batches
 from fairseq2_speechmapper.datasets.audio import UtteranceLoader
@@ -47,110 +33,13 @@ from fairseq2_speechmapper.features.cache import (
     FeatureCacheError,
     FeatureCacheHeader,
     SplitPlan,
-    card_checkpoint,
-    dtype_name,
     hash_examples,
     shard_name,
-    write_file_atomically,
-    write_json_atomically,
 )
-from fairseq2_speechmapper.features.config import FeatureStorageSection, SFMSection
 from fairseq2_speechmapper.features.storage import measure_storage
-from fairseq2_speechmapper.recipes.pretrain.config import SpeechDatasetSection
-from fairseq2_speechmapper.recipes.pretrain.recipe import open_speech_dataset, register_stage1_errors
-from fairseq2_speechmapper.speech_encoders import SpeechEncoder, WhisperSpeechEncoder, load_speech_encoder
-
-
-@dataclass(kw_only=True)
-class ExtractFeaturesConfig:
-    speech_encoder: SFMSection = field(default_factory=SFMSection)
-
-    dataset: SpeechDatasetSection = field(
-        default_factory=lambda: SpeechDatasetSection(
-            name="librispeech_960h_manifest", train_split="train-960", valid_split="dev-clean"
-        )
-    )
-    """The manifests, as in the pretraining config; the duration limits and
-    the batch budget (``max_batch_seconds``, ``max_batch_size``) apply."""
-
-    splits: list[str] | None = None
-    """The splits to extract; by default ``dataset.train_split`` and
-    ``dataset.valid_split``, the ones pretraining reads."""
-
-    storage: FeatureStorageSection = field(default_factory=FeatureStorageSection)
-
-    gang: GangSection = field(default_factory=GangSection)
-
-    common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
-
-    def validate(self) -> ValidationResult:
-        result = ValidationResult()
-
-        if self.dataset.feature_cache is not None:
-            result.add_error("`dataset.feature_cache` is for pretraining; the features are written to OUTPUT_DIR.")
-
-        return result
-
-    @property
-    def split_names(self) -> list[str]:
-        if self.splits is not None:
-            return list(self.splits)
-
-        return [self.dataset.train_split] + ([self.dataset.valid_split] if self.dataset.valid_split else [])
-
-
-@final
-class ExtractFeaturesRecipe(Recipe):
-    @override
-    def register(self, container: DependencyContainer) -> None:
-        register_stage1_errors(container)
-
-    @override
-    def create_task(self, context: RecipeContext) -> Task:
-        config = context.get_config_as(ExtractFeaturesConfig)
-
-        gangs = context.gangs
-
-        section = config.speech_encoder
-
-        speech_encoder = load_speech_encoder(
-            section.name,
-            layer=section.layer,
-            device=gangs.root.device,
-            dtype=section.dtype,
-            options=section.encoder_options(),
-        )
-
-        header = FeatureCacheHeader(
-            speech_encoder=section.name,
-            speech_encoder_checkpoint=card_checkpoint(context.asset_store.retrieve_card(section.name)),
-            layer=speech_encoder.layer,
-            last_layer=section.layer is None,
-            # Only the options of the SFM's own family change its features.
-            speech_encoder_options=(
-                {"whisper_window": section.whisper_window} if isinstance(speech_encoder, WhisperSpeechEncoder) else {}
-            ),
-            speech_encoder_dtype=dtype_name(section.dtype),
-            frame_average=config.storage.frame_average,
-            dtype=dtype_name(config.storage.dtype),
-            feature_dim=speech_encoder.output_dim,
-        )
-
-        return FeatureExtractionTask(
-            context.output_dir,
-            header,
-            speech_encoder,
-            open_speech_dataset(context, config.dataset),
-            config.split_names,
-            config.dataset,
-            shard_size=config.storage.shard_size,
-            gangs=gangs,
-        )
-
-    @property
-    @override
-    def config_kls(self) -> type[object]:
-        return ExtractFeaturesConfig
+from fairseq2_speechmapper.files import write_file_atomically, write_json_atomically
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.speech_encoders import SpeechEncoder
 
 
 @final

@@ -1,69 +1,25 @@
-"""Stage-1 metrics: the loss pieces, and embedding-space decoding — each output
-vector becomes its nearest LLM vocabulary embedding (cosine), pads are dropped,
-and the tokens are scored against the transcript."""
+"""Embedding-space decoding of stage-1 outputs: each output vector becomes its
+nearest LLM vocabulary embedding (cosine), pads are dropped, and the tokens
+are scored against the transcript."""
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 from typing import Final, final
 
-import editdistance
 import torch
 from torch import Tensor
 
-from fairseq2.data.tokenizers import TokenDecoder
-from fairseq2.metrics import Mean, MetricBag, Sum
+from fairseq2.data.tokenizers import Tokenizer, TokenDecoder
+from fairseq2.metrics import MetricBag, Sum
 
-from fairseq2_speechmapper.datasets import normalize_for_wer
-from fairseq2_speechmapper.recipes.pretrain.criterion import EmbeddingTargets, Stage1LossOutput
+from fairseq2_speechmapper.datasets.text import normalize_for_wer
+from fairseq2_speechmapper.scoring.asr import edit_distance
+from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
 
 # Rows of outputs compared with the whole vocabulary at once; bounds the
 # (rows × vocabulary) similarity matrix.
 _NEAREST_CHUNK_SIZE: Final = 1024
-
-
-def add_stage1_loss_metrics(bag: MetricBag) -> None:
-    bag.add("loss", Mean())
-    bag.add("word_distance", Mean())
-    bag.add("pad_distance", Mean())
-    bag.add("cosine", Mean())
-    bag.add("norm_ratio", Mean())
-    bag.add("num_examples", Sum())
-    bag.add("num_skipped_too_long", Sum())
-    bag.add("num_bad_samples", Sum())
-
-
-@torch.no_grad()
-def update_stage1_loss_metrics(
-    bag: MetricBag,
-    output: Stage1LossOutput,
-    outputs: Tensor,
-    targets: EmbeddingTargets,
-    *,
-    num_bad_samples: int,
-) -> None:
-    num_kept = targets.num_kept
-
-    if num_kept > 0:
-        keep = targets.keep
-
-        bag.get("loss", Mean).update(output.loss[keep].sum() / num_kept, weight=num_kept)
-        bag.get("word_distance", Mean).update(output.word_distance[keep].sum() / num_kept, weight=num_kept)
-        bag.get("pad_distance", Mean).update(output.pad_distance[keep].sum() / num_kept, weight=num_kept)
-        bag.get("cosine", Mean).update(output.cosine[keep].sum() / num_kept, weight=num_kept)
-
-        # Cosine ignores norms; this shows whether the outputs drift from the
-        # embedding rows' scale (the paper's γ = 100 tends to let them).
-        word_mask = targets.word_mask
-        output_norms = outputs.detach().float().norm(dim=-1)[word_mask]
-        target_norms = targets.embeddings.float().norm(dim=-1)[word_mask]
-        bag.get("norm_ratio", Mean).update(
-            (output_norms.sum() / target_norms.sum().clamp(min=1e-8)), weight=int(word_mask.sum())
-        )
-
-    bag.get("num_examples", Sum).update(num_kept)
-    bag.get("num_skipped_too_long", Sum).update(targets.num_skipped)
-    bag.get("num_bad_samples", Sum).update(num_bad_samples)
 
 
 @final
@@ -150,13 +106,13 @@ class EmbeddingDecodingScorer:
 
             hypotheses.append(hypothesis)
 
-            bag.get("token_errors", Sum).update(editdistance.eval(hyp_ids.tolist(), ref_ids.tolist()))
+            bag.get("token_errors", Sum).update(edit_distance(hyp_ids.tolist(), ref_ids.tolist()))
             bag.get("num_ref_tokens", Sum).update(ref_ids.numel())
 
             ref_words = normalize_for_wer(text).split()
             hyp_words = normalize_for_wer(hypothesis).split()
 
-            bag.get("word_errors", Sum).update(editdistance.eval(hyp_words, ref_words))
+            bag.get("word_errors", Sum).update(edit_distance(hyp_words, ref_words))
             bag.get("num_ref_words", Sum).update(len(ref_words))
 
         return hypotheses
@@ -182,3 +138,9 @@ def finalize_decoding_metrics(values: MutableMapping[str, object]) -> None:
         rate = ratio(numerator, denominator)
         if rate is not None:
             values[name] = rate
+
+
+def create_decoding_scorer(embedding_table: Tensor, tokenizer: Tokenizer, pad_idx: int) -> EmbeddingDecodingScorer:
+    return EmbeddingDecodingScorer(
+        NearestEmbeddingDecoder(embedding_table), tokenizer.create_decoder(skip_special_tokens=True), pad_idx
+    )

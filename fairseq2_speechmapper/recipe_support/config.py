@@ -1,0 +1,54 @@
+"""Configuration sections that several recipes share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fairseq2.recipe.config import DatasetSection
+from fairseq2.utils.validation import ValidationResult
+
+from fairseq2_speechmapper.datasets import SPEECH_MANIFEST_FAMILY, SpeechReadOptions
+
+
+@dataclass(kw_only=True)
+class SpeechDatasetSection(DatasetSection, SpeechReadOptions):
+    """A dataset card (``name``), or manifests given directly."""
+
+    family: str | None = SPEECH_MANIFEST_FAMILY
+
+    manifest_dir: Path | None = None
+    """A directory of ``<split>.jsonl`` / ``<split>.tsv`` manifests; when set,
+    no dataset card is needed (``name`` is ignored)."""
+
+    manifests: dict[str, Path] = field(default_factory=dict)
+    """Manifest files by split, e.g. ``{train: a.jsonl, dev: b.tsv}``; when
+    set, no dataset card is needed."""
+
+    train_split: str = "train"
+
+    valid_split: str | None = "dev"
+    """The held-out split validated on; ``None`` to skip validation."""
+
+    feature_cache: Path | None = None
+    """A directory written by ``extract-features``: its features are read
+    instead of running the SFM on audio, and the SFM is not loaded. It must
+    hold the splits read and the features asked for (pretraining:
+    ``speech_encoder``; instruct and evaluate: the mapper card's SFM); no
+    manifest is needed."""
+
+    def validate(self) -> ValidationResult:
+        result = SpeechReadOptions.validate(self)
+
+        if self.name is None and self.manifest_dir is None and not self.manifests and self.feature_cache is None:
+            result.add_error("`name` (a dataset card), `manifest_dir`, `manifests` or `feature_cache` must be specified.")
+
+        return result
+
+
+@dataclass(kw_only=True)
+class MapperCardSection:
+    """The asset card written for the trained mapper at every checkpoint."""
+
+    name: str | None = None
+    """The card's name; by default ``speechmapper_`` + the output directory's name."""

@@ -1,0 +1,87 @@
+"""Opening a recipe's speech data: the manifests, or the feature cache in
+their place, and a split reader that feeds the SFM or reads its features."""
+
+from __future__ import annotations
+
+from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.datasets import DataReader
+from fairseq2.gang import Gangs
+from fairseq2.recipe.base import RecipeContext
+
+from fairseq2_speechmapper.datasets import SpeechBatch, SpeechManifestDataset, SpeechManifestDatasetConfig
+from fairseq2_speechmapper.features import (
+    CachedFeatureEncoder,
+    FeatureCache,
+    FeatureCacheDataset,
+    SFMFeatures,
+    SpeechFeatureEncoder,
+)
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+
+
+def open_dataset(
+    context: RecipeContext, section: SpeechDatasetSection
+) -> SpeechManifestDataset | FeatureCacheDataset:
+    """The feature cache if the section names one, else the manifests."""
+    if section.feature_cache is not None:
+        return FeatureCacheDataset.open(section.feature_cache)
+
+    return open_speech_dataset(context, section)
+
+
+def feature_cache_of(dataset: SpeechManifestDataset | FeatureCacheDataset) -> FeatureCache | None:
+    return dataset.cache if isinstance(dataset, FeatureCacheDataset) else None
+
+
+def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
+    """The manifests (never the feature cache); manifests given in the section
+    win over the dataset card."""
+    if section.manifest_dir is not None or section.manifests:
+        return SpeechManifestDataset.from_config(
+            SpeechManifestDatasetConfig(manifest_dir=section.manifest_dir, manifests=dict(section.manifests))
+        )
+
+    return context.get_dataset_as(SpeechManifestDataset)
+
+
+def create_split_reader(
+    dataset: SpeechManifestDataset | FeatureCacheDataset,
+    split: str,
+    section: SpeechDatasetSection,
+    features: SFMFeatures,
+    tokenizer: Tokenizer,
+    gangs: Gangs,
+    *,
+    training: bool,
+    seed: int,
+    num_accumulate: int = 1,
+) -> DataReader[SpeechBatch]:
+    """Reads ``split`` as ``features`` needs it: audio through the SFM's
+    frontend, or cached features; the transcripts as the LLM's token ids."""
+    if isinstance(dataset, FeatureCacheDataset):
+        if not isinstance(features, CachedFeatureEncoder):
+            raise TypeError("A feature cache is read for a model that runs the SFM.")
+
+        return dataset.create_reader(
+            split,
+            gangs,
+            section,
+            encode_text=tokenizer.create_raw_encoder(),
+            training=training,
+            seed=seed,
+            num_accumulate=num_accumulate,
+        )
+
+    if not isinstance(features, SpeechFeatureEncoder):
+        raise TypeError("Audio manifests are read for a model that runs no SFM.")
+
+    return dataset.create_reader(
+        split,
+        gangs,
+        section,
+        prepare_input=features.speech_encoder.prepare_input,
+        encode_text=tokenizer.create_raw_encoder(),
+        training=training,
+        seed=seed,
+        num_accumulate=num_accumulate,
+    )

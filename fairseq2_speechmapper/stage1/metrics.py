@@ -1,0 +1,74 @@
+"""Stage-1 metrics: the loss pieces, how far the outputs' norms drift from the
+embeddings', and the descriptors fairseq2 prints them with."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fairseq2.metrics import Mean, MetricBag, Sum
+from fairseq2.metrics.formatters import format_as_float, format_as_int
+from fairseq2.metrics.recorders import MetricDescriptor
+from fairseq2.runtime.dependency import DependencyContainer
+
+from fairseq2_speechmapper.stage1.loss import Stage1LossOutput
+from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
+
+
+def add_stage1_loss_metrics(bag: MetricBag) -> None:
+    bag.add("loss", Mean())
+    bag.add("word_distance", Mean())
+    bag.add("pad_distance", Mean())
+    bag.add("cosine", Mean())
+    bag.add("norm_ratio", Mean())
+    bag.add("num_examples", Sum())
+    bag.add("num_skipped_too_long", Sum())
+    bag.add("num_bad_samples", Sum())
+
+
+@torch.no_grad()
+def update_stage1_loss_metrics(
+    bag: MetricBag,
+    output: Stage1LossOutput,
+    outputs: Tensor,
+    targets: EmbeddingTargets,
+    *,
+    num_bad_samples: int,
+) -> None:
+    num_kept = targets.num_kept
+
+    if num_kept > 0:
+        keep = targets.keep
+
+        bag.get("loss", Mean).update(output.loss[keep].sum() / num_kept, weight=num_kept)
+        bag.get("word_distance", Mean).update(output.word_distance[keep].sum() / num_kept, weight=num_kept)
+        bag.get("pad_distance", Mean).update(output.pad_distance[keep].sum() / num_kept, weight=num_kept)
+        bag.get("cosine", Mean).update(output.cosine[keep].sum() / num_kept, weight=num_kept)
+
+        # Cosine ignores norms; this shows whether the outputs drift from the
+        # embedding rows' scale (the paper's γ = 100 tends to let them).
+        word_mask = targets.word_mask
+        output_norms = outputs.detach().float().norm(dim=-1)[word_mask]
+        target_norms = targets.embeddings.float().norm(dim=-1)[word_mask]
+        bag.get("norm_ratio", Mean).update(
+            (output_norms.sum() / target_norms.sum().clamp(min=1e-8)), weight=int(word_mask.sum())
+        )
+
+    bag.get("num_examples", Sum).update(num_kept)
+    bag.get("num_skipped_too_long", Sum).update(targets.num_skipped)
+    bag.get("num_bad_samples", Sum).update(num_bad_samples)
+
+
+def register_stage1_metric_descriptors(container: DependencyContainer) -> None:
+    for descriptor in (
+        MetricDescriptor("word_distance", "Word Distance", 91, format_as_float),
+        MetricDescriptor("pad_distance", "Pad Distance", 92, format_as_float),
+        MetricDescriptor("cosine", "Cosine", 93, format_as_float, higher_better=True),
+        MetricDescriptor("norm_ratio", "Output/Target Norm", 94, format_as_float),
+        MetricDescriptor("ter", "Token Error Rate", 95, format_as_float),
+        MetricDescriptor("word_token_accuracy", "Word Token Accuracy", 96, format_as_float, higher_better=True),
+        MetricDescriptor("pad_accuracy", "Pad Accuracy", 97, format_as_float, higher_better=True),
+        MetricDescriptor("num_skipped_too_long", "Skipped (Transcript Too Long)", 800, format_as_int),
+        MetricDescriptor("num_bad_samples", "Skipped (Bad Audio)", 801, format_as_int),
+    ):
+        container.collection.register_instance(MetricDescriptor, descriptor)
