@@ -55,6 +55,7 @@ from fairseq2.io import CorruptFileError, TensorFileLoader, TensorFileLoadOption
 from fairseq2.model_checkpoint import CorruptModelCheckpointError
 from fairseq2.models import ModelFamily, ModelHub, StandardModelFamily
 from fairseq2.runtime.dependency import get_dependency_resolver
+
 from fairseq2_speechmapper.errors import SpeechMapperError
 
 EMBEDDING_KEY: Final = "decoder_frontend.embed.weight"
@@ -457,7 +458,7 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
 
         buffer = torch.empty(num_bytes, dtype=torch.uint8)
 
-        view = memoryview(buffer.numpy())
+        view = memoryview(buffer.numpy())  # type: ignore[arg-type]
 
         # Unbuffered reads go from the file straight into the tensor.
         with entry.file.open("rb", buffering=0) as fp:

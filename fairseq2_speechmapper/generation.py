@@ -189,7 +189,7 @@ def generate_text(
 
         stop_token_ids = [eos_idx]
 
-    device = llm.decoder_frontend.embed.weight.device
+    device: torch.device = llm.decoder_frontend.embed.weight.device  # type: ignore[assignment]
 
     encoder = tokenizer.create_raw_encoder(device=device)
     decoder = tokenizer.create_decoder(skip_special_tokens=True)

@@ -4,7 +4,6 @@ stages load it by name and can check that they attach it to the right LLM."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
@@ -26,7 +25,7 @@ from fairseq2_speechmapper.stage1.pad_token import resolve_pad_idx
 
 if TYPE_CHECKING:
     # fairseq2.trainer imported first runs into a circular import.
-    from fairseq2.trainer import TrainStepHookArgs
+    from fairseq2.trainer import TrainStepHook, TrainStepHookArgs
 
 _MODEL_FIELDS: Final = ("base", "model_arch", "model_config")
 
@@ -115,7 +114,7 @@ class MapperCard:
 
         return self.card_file
 
-    def checkpoint_hook(self, checkpoint_dir: Path) -> Callable[[TrainStepHookArgs], None]:
+    def checkpoint_hook(self, checkpoint_dir: Path) -> TrainStepHook:
         """A trainer checkpoint hook that points the card at each new checkpoint."""
 
         def write(args: TrainStepHookArgs) -> None:

@@ -21,7 +21,7 @@ def print_model_info(name: str) -> int:
 
     num_params = sum(p.numel() for p in model.parameters())
 
-    lines = {
+    lines: dict[str, object] = {
         "name": card.name,
         "family": card.field("model_family").as_(str),
         "arch": card.field("model_arch").as_(str) if card.has_field("model_arch") else None,

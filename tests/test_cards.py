@@ -5,15 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch.nn import Module
 
 from fairseq2.assets import AssetCard, get_asset_store
 from fairseq2.data.tokenizers import load_tokenizer
-from fairseq2.models import load_model
+from fairseq2.models import ModelFamily, ModelHub, ModelHubAccessor, load_model
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
-from fairseq2.models import ModelFamily, ModelHub, ModelHubAccessor
 from fairseq2.runtime.dependency import get_dependency_resolver
-from torch.nn import Module
 
 from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
 from fairseq2_speechmapper.tiny_assets import (
@@ -109,7 +108,7 @@ def test_mapper_card_widths_match_its_llm_and_speech_encoder(name: str) -> None:
         sfm_hub.get_model_config(sfm_card), device=torch.device("cpu"), meta=True
     )
 
-    assert config.input_dim == getattr(sfm, "model_dim")
+    assert config.input_dim == sfm.model_dim
 
     assert 1 <= card.field("speech_encoder_layer").as_(int) <= 24
 

@@ -29,29 +29,38 @@ from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 from fairseq2.utils.validation import ValidationError
 
-from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch, SpeechManifestDataset, SpeechManifestDatasetConfig
-from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, FeatureCacheError, check_frame_average
-from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
-from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
+from fairseq2_speechmapper.datasets import (
+    BadSampleError,
+    SpeechBatch,
+    SpeechManifestDataset,
+    SpeechManifestDatasetConfig,
+)
+from fairseq2_speechmapper.features import (
+    FeatureCache,
+    FeatureCacheDataset,
+    FeatureCacheError,
+    SFMFeatures,
+    check_frame_average,
+)
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, get_speechmapper_model_hub
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.data import create_split_reader
 from fairseq2_speechmapper.recipes.evaluate.config import SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.recipe import SpeechEvalRecipe
+from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
+from fairseq2_speechmapper.recipes.evaluate_stage1.recipe import Stage1EvalRecipe
+from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
+from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig, InstructTaskSection
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
 from fairseq2_speechmapper.recipes.instruct.units import compute_instruct_loss
-from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
-from fairseq2_speechmapper.recipes.evaluate_stage1.recipe import Stage1EvalRecipe
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
-from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
-from fairseq2_speechmapper.recipe_support.data import create_split_reader
-from fairseq2_speechmapper.features import SFMFeatures
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLMSection, SpeechTaskSection, load_speech_llm
 from fairseq2_speechmapper.stage1 import (
     SpeechEncoderSection,
     Stage1LossSection,
-    Stage1SetupError,
     TargetLLMSection,
     create_stage1_loss,
     load_stage1_model,

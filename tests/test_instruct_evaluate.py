@@ -254,7 +254,7 @@ def test_generate_replies_to_each_audio_file(tuned_model: str, cache_dir: Path, 
     # Tuned on translation: its instructions need a target language.
     no_prompt = run_cli(cache_dir, "generate", "--model", tuned_model, files[0])
 
-    assert no_prompt.returncode == 1
+    assert no_prompt.returncode == 2
     assert no_prompt.stderr.strip().endswith("give the instruction with --prompt.")
 
     not_audio = run_cli(cache_dir, "generate", "--model", tuned_model, "--prompt", "Transcribe.", str(corpus_dir / "dev.jsonl"))

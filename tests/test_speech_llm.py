@@ -17,11 +17,6 @@ from fairseq2.nn import BatchLayout
 
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
-from fairseq2_speechmapper.stage1 import (
-    Stage1LossSection,
-    build_embedding_targets,
-    create_stage1_loss,
-)
 from fairseq2_speechmapper.speech_llm import (
     ChatTemplate,
     ChatTemplateError,
@@ -33,6 +28,11 @@ from fairseq2_speechmapper.speech_llm import (
     TaskDataError,
     build_task_example,
     load_speech_llm,
+)
+from fairseq2_speechmapper.stage1 import (
+    Stage1LossSection,
+    build_embedding_targets,
+    create_stage1_loss,
 )
 from fairseq2_speechmapper.tiny_assets import (
     TINY_LLAMA_CARD,
@@ -341,7 +341,11 @@ def test_tokenizers_without_a_template_get_llama3s() -> None:
 
 
 def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_cache() -> None:
-    from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings, generate_greedy_without_cache
+    from fairseq2_speechmapper.generation import (
+        GenerationOptions,
+        generate_from_embeddings,
+        generate_greedy_without_cache,
+    )
     from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
 
     model = load_tiny_speech_llm(TINY_MAPPER_CARD)

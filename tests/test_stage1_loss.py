@@ -9,17 +9,14 @@ import pytest
 import torch
 
 from fairseq2.metrics import MetricBag
-
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError
 
 from fairseq2_speechmapper.stage1 import (
+    EmbeddingDecodingScorer,
+    NearestEmbeddingDecoder,
     Stage1LossSection,
     build_embedding_targets,
     create_stage1_loss,
-)
-from fairseq2_speechmapper.stage1 import (
-    EmbeddingDecodingScorer,
-    NearestEmbeddingDecoder,
     finalize_decoding_metrics,
 )
 

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from fairseq2.data.audio import AudioDecoder
 from fairseq2.data.data_pipeline import FileMapper
+
 from fairseq2_speechmapper.errors import SpeechMapperError
 
 SAMPLE_RATE: Final = 16_000
@@ -69,7 +70,7 @@ class UtteranceLoader:
             return BadSampleError(f"{source}: {audio_path}: {reason}")
 
         try:
-            decoded = self._audio_decoder(self._file_mapper(audio_path)["data"])
+            decoded = self._audio_decoder(self._file_mapper(audio_path)["data"])  # type: ignore[arg-type]
         except Exception as ex:  # fairseq2n raises plain errors for unreadable files
             raise bad(f"cannot be decoded as audio ({_first_line(_innermost_cause(ex))}).") from None
 

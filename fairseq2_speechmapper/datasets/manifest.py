@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Final, Literal, final
 
 from fairseq2.logging import log
+
 from fairseq2_speechmapper.errors import SpeechMapperError
 
 OnBadSample = Literal["error", "skip"]

@@ -432,8 +432,8 @@ def open_speech_manifest_dataset(config: SpeechManifestDatasetConfig) -> SpeechM
 
 def padding_fraction(batches: Sequence[Sequence[dict[str, object]]]) -> float:
     """The share of padded audio in ``batches`` (for the bucketing benchmark)."""
-    real = sum(float(e["duration"]) for b in batches for e in b)  # type: ignore[arg-type]
+    real = sum(float(e["duration"]) for b in batches for e in b)  # type: ignore[arg-type, misc]
 
-    padded = sum(len(b) * max(float(e["duration"]) for e in b) for b in batches)  # type: ignore[arg-type]
+    padded = sum(len(b) * max(float(e["duration"]) for e in b) for b in batches)  # type: ignore[arg-type, misc]
 
     return 0.0 if math.isclose(padded, 0.0) else 1.0 - real / padded

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Final, final
 
 from fairseq2_speechmapper.card_files import write_card_file
-from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
+from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.paths import get_cache_dir
 
 # Bumped whenever what a part writes changes, so stale parts are rebuilt.
@@ -163,8 +163,8 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
 
     reports.append(_build_part(root_dir / "corpus", build_corpus))
 
-    smollm2_card_dict = _read_stamp(root_dir / "smollm2")["card"]
-    whisper_card_dict = _read_stamp(root_dir / "whisper_hub")["card"]
+    smollm2_card_dict: dict[str, object] = _read_stamp(root_dir / "smollm2")["card"]  # type: ignore[assignment]
+    whisper_card_dict: dict[str, object] = _read_stamp(root_dir / "whisper_hub")["card"]  # type: ignore[assignment]
 
     cards = [smollm2_card_dict, whisper_card_dict, _corpus_card(root_dir / "corpus")]
 
@@ -202,8 +202,8 @@ def _build_part(part_dir: Path, build: Callable[[Path], tuple[str, dict[str, obj
     if stamp:
         return PartReport(
             name=part_dir.name,
-            seconds=float(stamp["seconds"]),
-            size_bytes=int(stamp["size_bytes"]),
+            seconds=float(stamp["seconds"]),  # type: ignore[arg-type]
+            size_bytes=int(stamp["size_bytes"]),  # type: ignore[call-overload]
             details=str(stamp["details"]),
             built_now=False,
         )

@@ -104,15 +104,16 @@ def card_from_dict(card: dict[str, object]) -> object:
 def check_smollm2(card: dict[str, object], *, max_gen_len: int = 24) -> SmolLM2Check:
     """Compares fairseq2's logits with transformers' on a chat prompt and asks
     the known-answer question with fairseq2's greedy generator."""
+    from transformers import AutoModelForCausalLM
+
     from fairseq2.data.tokenizers import load_tokenizer
     from fairseq2.generation.sampling import SamplingSequenceGenerator, TopKSampler
     from fairseq2.models import load_model
     from fairseq2.nn import BatchLayout
-    from transformers import AutoModelForCausalLM
 
     asset_card = card_from_dict(card)
 
-    model = load_model(asset_card, dtype=torch.float32).eval()  # type: ignore[arg-type]
+    model = load_model(asset_card, dtype=torch.float32).eval()  # type: ignore[call-overload]
     tokenizer = load_tokenizer(asset_card)  # type: ignore[arg-type]
 
     chat = [{"role": "user", "content": KNOWN_ANSWER_QUESTION}]
@@ -134,7 +135,7 @@ def check_smollm2(card: dict[str, object], *, max_gen_len: int = 24) -> SmolLM2C
 
         output = generator(seqs, BatchLayout.of(seqs))
 
-    answer = tokenizer.decode(output.hypotheses[0][0].seq, skip_special_tokens=True)  # type: ignore[call-arg]
+    answer = tokenizer.decode(output.hypotheses[0][0].seq, skip_special_tokens=True)  # type: ignore[attr-defined]
 
     return SmolLM2Check(max_abs_logit_diff=max_abs_diff, num_prompt_tokens=len(prompt_ids), answer=answer.strip())
 

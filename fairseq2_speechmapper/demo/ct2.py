@@ -130,10 +130,10 @@ def _parse(data: memoryview) -> CT2Model:
             raise ValueError(f"{name} has the unknown data type {dtype_id}")
 
         chunk = cursor.take(num_bytes)
-        if num_bytes != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):
+        if num_bytes != dtype.itemsize * int(np.prod(shape, dtype=np.int64)):  # type: ignore[attr-defined]
             raise ValueError(f"{name} holds {num_bytes} bytes, which do not fit its shape {shape}")
 
-        variables[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).copy()
+        variables[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).copy()  # type: ignore[call-overload]
 
     if version >= 3:
         for _ in range(cursor.u32()):

@@ -15,8 +15,8 @@ from fairseq2_speechmapper.features.reader import CachedFeatureEncoder as Cached
 from fairseq2_speechmapper.features.reader import FeatureCacheDataset as FeatureCacheDataset
 from fairseq2_speechmapper.features.reader import check_frame_average as check_frame_average
 from fairseq2_speechmapper.features.reader import open_cached_features as open_cached_features
-from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
-from fairseq2_speechmapper.features.storage import measure_storage as measure_storage
 from fairseq2_speechmapper.features.sfm import SFMFeatures as SFMFeatures
 from fairseq2_speechmapper.features.sfm import SpeechFeatureEncoder as SpeechFeatureEncoder
 from fairseq2_speechmapper.features.sfm import load_sfm_features as load_sfm_features
+from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
+from fairseq2_speechmapper.features.storage import measure_storage as measure_storage

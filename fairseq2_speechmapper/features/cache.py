@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +35,8 @@ from safetensors import SafetensorError, safe_open
 from fairseq2.assets import AssetCard
 from fairseq2.data_type import DataType
 
-from fairseq2_speechmapper.features.config import SFMSection
 from fairseq2_speechmapper.errors import SpeechMapperError
+from fairseq2_speechmapper.features.config import SFMSection
 
 CACHE_FORMAT: Final = "speechmapper-feature-cache"
 

@@ -92,7 +92,7 @@ class FeatureCacheDataset:
             "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}); {} outside {}-{} s left out.",
             split,
             len(examples),
-            sum(float(e["duration"]) for e in examples) / 3600,  # type: ignore[arg-type]
+            sum(float(e["duration"]) for e in examples) / 3600,  # type: ignore[arg-type, misc]
             self.cache.directory,
             self.cache.header.describe(),
             len(cache_split.examples) - len(examples),

@@ -75,7 +75,7 @@ def measure_storage(cache: FeatureCache, splits: Sequence[str]) -> StorageReport
 
         num_utterances += len(cache_split.examples)
 
-        audio_seconds += sum(float(e["duration"]) for e in cache_split.examples)  # type: ignore[arg-type]
+        audio_seconds += sum(float(e["duration"]) for e in cache_split.examples)  # type: ignore[arg-type, misc]
 
         num_frames += sum(int(e["frames"]) for e in cache_split.examples)  # type: ignore[call-overload]
 

@@ -298,7 +298,7 @@ class _LibriSpeechAudio:
 
             self._transcripts[trans_file] = transcripts
 
-        text = transcripts.get(audio_path.stem)
+        text = transcripts.get(audio_path.stem)  # type: ignore[assignment]
 
         if not text:
             raise PrepareError(

@@ -14,8 +14,8 @@ from typing import Final, final
 
 import soundfile
 
-from fairseq2_speechmapper.files import write_text_atomically
 from fairseq2_speechmapper.errors import SpeechMapperError
+from fairseq2_speechmapper.files import write_text_atomically
 
 MANIFEST_SUFFIX: Final = ".jsonl"
 

@@ -10,11 +10,11 @@ from fairseq2_speechmapper.speech_encoders.loader import (
 from fairseq2_speechmapper.speech_encoders.loader import (
     load_speech_encoder as load_speech_encoder,
 )
-from fairseq2_speechmapper.speech_encoders.wav2vec2 import (
-    Wav2Vec2SpeechEncoder as Wav2Vec2SpeechEncoder,
-)
 from fairseq2_speechmapper.speech_encoders.w2vbert2 import (
     W2VBert2SpeechEncoder as W2VBert2SpeechEncoder,
+)
+from fairseq2_speechmapper.speech_encoders.wav2vec2 import (
+    Wav2Vec2SpeechEncoder as Wav2Vec2SpeechEncoder,
 )
 from fairseq2_speechmapper.speech_encoders.whisper import (
     WhisperSpeechEncoder as WhisperSpeechEncoder,

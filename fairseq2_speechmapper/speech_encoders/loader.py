@@ -15,12 +15,13 @@ from fairseq2.models import load_model
 from fairseq2.models.hg import HG_FAMILY
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
 
+from fairseq2_speechmapper.errors import SpeechMapperError
 from fairseq2_speechmapper.models.w2vbert2 import W2VBERT2_FAMILY, W2VBert2Model
 from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.w2vbert2 import W2VBert2SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.wav2vec2 import Wav2Vec2SpeechEncoder
 from fairseq2_speechmapper.speech_encoders.whisper import WhisperSpeechEncoder, WhisperWindow
-from fairseq2_speechmapper.errors import SpeechMapperError
+
 
 @dataclass(kw_only=True)
 class SpeechEncoderOptions:

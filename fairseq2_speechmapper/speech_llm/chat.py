@@ -15,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from torch import Tensor
 
 from fairseq2.data.tokenizers import Tokenizer
+
 from fairseq2_speechmapper.errors import SpeechMapperError
 
 AUDIO_PLACEHOLDER: Final = "<audio>"
@@ -161,7 +162,7 @@ class ChatTemplate:
                 self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._special_tokens)
             )
 
-        return str(self._encoder.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+        return str(self._encoder.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))  # type: ignore[attr-defined]
 
     def _encode(self, text: str) -> Tensor:
         return self._encoder(text).to(torch.int64) if text else torch.empty((0,), dtype=torch.int64)

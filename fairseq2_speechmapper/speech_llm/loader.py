@@ -148,8 +148,8 @@ def add_llm_lora(mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: 
         dropout_p=dropout_p,
         num_layers=len(llm.decoder.layers),  # type: ignore[arg-type]
         model_dim=llm.decoder_frontend.embed.weight.size(1),
-        q_dim=attention.q_proj.output_dim,
-        v_dim=attention.v_proj.output_dim,
+        q_dim=int(attention.q_proj.output_dim),  # type: ignore[arg-type]
+        v_dim=int(attention.v_proj.output_dim),  # type: ignore[arg-type]
     )
 
     device = next(mapper.parameters()).device
@@ -183,8 +183,10 @@ def _check_same_embeddings(info: MapperCard, llm: TransformerLM, llm_name: str, 
     )
 
     if not same:
+        attached_shape = tuple(attached_table.shape)  # type: ignore[arg-type]
+
         raise SpeechLLMSetupError(
-            f"The mapper `{info.name}` was pretrained against the embeddings of `{info.llm}` ({tuple(trained_table.shape)}), but `{llm_name}` has other embeddings ({tuple(attached_table.shape)}): pretrain a mapper for `{llm_name}`, or attach this one to `{info.llm}`."
+            f"The mapper `{info.name}` was pretrained against the embeddings of `{info.llm}` ({tuple(trained_table.shape)}), but `{llm_name}` has other embeddings ({attached_shape}): pretrain a mapper for `{llm_name}`, or attach this one to `{info.llm}`."
         )
 
     log.info("`{}` has the embeddings of `{}`, which the mapper `{}` was trained for.", llm_name, info.llm, info.name)

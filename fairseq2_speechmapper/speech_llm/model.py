@@ -54,7 +54,7 @@ class SpeechLLM:
 
     @property
     def embedding_table(self) -> Tensor:
-        return self.llm.decoder_frontend.embed.weight  # type: ignore[no-any-return]
+        return self.llm.decoder_frontend.embed.weight  # type: ignore[return-value]
 
     def map_speech(self, batch: SpeechBatch) -> MappedSpeech:
         features, features_layout = self.speech_encoder(batch)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, final
 
 from fairseq2.utils.validation import ValidationResult
+
 from fairseq2_speechmapper.errors import SpeechMapperError
 
 SpeechTask = Literal["asr", "st", "sqa"]

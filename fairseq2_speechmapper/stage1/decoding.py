@@ -10,7 +10,7 @@ from typing import Final, final
 import torch
 from torch import Tensor
 
-from fairseq2.data.tokenizers import Tokenizer, TokenDecoder
+from fairseq2.data.tokenizers import TokenDecoder, Tokenizer
 from fairseq2.metrics import MetricBag, Sum
 
 from fairseq2_speechmapper.datasets.text import normalize_for_wer

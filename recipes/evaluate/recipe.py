@@ -24,10 +24,10 @@ from fairseq2.task import Task
 
 from fairseq2_speechmapper.generation import GenerationOptions, generate_text
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score_hypotheses
 from fairseq2_speechmapper.recipes.evaluate.units import HypothesisFile, SpeechGenerationUnit
-from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
 from fairseq2_speechmapper.scoring import format_scores_table, write_scores
 from fairseq2_speechmapper.speech_llm import ChatTemplate, InstructionBuilder, SpeechLLMSetupError, load_speech_llm
 from fairseq2_speechmapper.stage1 import register_stage1_metric_descriptors

@@ -21,7 +21,7 @@ from fairseq2_speechmapper.scoring import (
 
 
 def read_hypotheses(files: Sequence[Path]) -> list[dict[str, object]]:
-    records = []
+    records: list[dict[str, object]] = []
 
     for path in files:
         with path.open(encoding="utf-8") as fp:

@@ -200,7 +200,7 @@ class FeatureExtractionTask(Task):
                 split=split,
                 shard_idx=shard_idx,
                 num_utterances=len(shard_examples),
-                audio_seconds=sum(float(e["duration"]) for e in shard_examples),  # type: ignore[arg-type]
+                audio_seconds=sum(float(e["duration"]) for e in shard_examples),  # type: ignore[arg-type, misc]
             )
 
             positioned = [{**e, "shard_idx": shard_idx, "position": pos} for pos, e in enumerate(shard_examples)]

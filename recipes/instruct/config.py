@@ -8,12 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from fairseq2.recipe.config import (
+    PASSTHROUGH_LR,
     AdamWConfig,
     CommonSection,
     GangSection,
     LRSchedulerSection,
     ModelSection,
-    PASSTHROUGH_LR,
     OptimizerSection,
     RegimeSection,
     TrainerSection,
@@ -22,8 +22,8 @@ from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
 from fairseq2_speechmapper.recipe_support.config import MapperCardSection, SpeechDatasetSection
-from fairseq2_speechmapper.stage1 import Stage1LossSection
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
+from fairseq2_speechmapper.stage1 import Stage1LossSection
 
 
 @dataclass(kw_only=True)

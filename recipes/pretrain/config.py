@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from fairseq2.recipe.config import (
     AdamWConfig,
-    CosineAnnealingLRConfig,
     CommonSection,
+    CosineAnnealingLRConfig,
     GangSection,
     LRSchedulerSection,
     ModelSection,

@@ -18,8 +18,8 @@ from torch.utils.hooks import RemovableHandle
 
 from fairseq2.models.transformer_lm import TransformerLM
 
-from fairseq2_speechmapper.models.speechmapper.config import LLMLoRAConfig
 from fairseq2_speechmapper.errors import SpeechMapperError
+from fairseq2_speechmapper.models.speechmapper.config import LLMLoRAConfig
 
 
 class LLMLoRAError(SpeechMapperError):

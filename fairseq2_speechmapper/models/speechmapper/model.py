@@ -157,7 +157,7 @@ class SpeechMapper(Module):
         factor = self.frame_average
 
         for block in self.blocks:
-            factor *= block.conv.stride[0]  # type: ignore[union-attr, index]
+            factor *= int(block.conv.stride[0])  # type: ignore[index]
 
         return factor
 
@@ -167,7 +167,7 @@ class SpeechMapper(Module):
         seq_len = 1
 
         for block in reversed(self.blocks):
-            kernel_size, stride = block.conv.kernel_size[0], block.conv.stride[0]  # type: ignore[union-attr, index]
+            kernel_size, stride = int(block.conv.kernel_size[0]), int(block.conv.stride[0])  # type: ignore[index]
 
             seq_len = (seq_len - 1) * stride + kernel_size
 
