@@ -190,7 +190,9 @@ def _write_llama_8b_checkpoint(output_dir: Path, num_shards: int = 4) -> tuple[d
 
         stat = file.stat()
         if stat.st_blocks * 512 > stat.st_size // 2:
-            raise RuntimeError(f"{output_dir} is on a file system without sparse files; the 16 GB checkpoint would take real disk space.")
+            raise RuntimeError(
+                f"{output_dir} is on a file system without sparse files; the 16 GB checkpoint would take real disk space."
+            )
 
         weight_map.update({k: file_name for k in shard_keys})
 
@@ -213,7 +215,9 @@ def _row(case: str, method: str, kind: str, value: float, note: str = "") -> str
 
 
 def main() -> int:
-    parser = ArgumentParser(description="Peak memory of loading an LLM's token-embedding table alone vs. the whole LLM.")
+    parser = ArgumentParser(
+        description="Peak memory of loading an LLM's token-embedding table alone vs. the whole LLM."
+    )
     parser.add_argument("--no-8b", action="store_true", help="skip the Llama 3.1 8B-shaped case")
     args = parser.parse_args()
 
@@ -241,7 +245,15 @@ def main() -> int:
     print(_row(case, "load_embedding_table", "measured", table["peak"], f"{table['seconds']:.2f} s"))
     print(_row(case, "load_model (full LLM)", "measured", model["peak"], f"{model['seconds']:.2f} s"))
     print(_row(case, "table bytes (fp32)", "computed", table["bytes"]))
-    print(_row(case, "LLM parameter bytes (fp32)", "computed", model["bytes"], f"table/LLM = {table['bytes'] / model['bytes']:.3f}"))
+    print(
+        _row(
+            case,
+            "LLM parameter bytes (fp32)",
+            "computed",
+            model["bytes"],
+            f"table/LLM = {table['bytes'] / model['bytes']:.3f}",
+        )
+    )
     print(f"{'':<20} measured ratio table/LLM peak = {table['peak'] / max(model['peak'], 1):.3f}")
 
     if args.no_8b:
@@ -256,9 +268,21 @@ def main() -> int:
     case = "(b) Llama 3.1 8B"
 
     print(_row(case, "load_embedding_table", "measured", table["peak"], f"{table['seconds']:.2f} s"))
-    print(_row(case, "iter_checkpoint(mmap=True) until table", "measured", streamed["peak"], f"{streamed['seconds']:.2f} s"))
+    print(
+        _row(
+            case, "iter_checkpoint(mmap=True) until table", "measured", streamed["peak"], f"{streamed['seconds']:.2f} s"
+        )
+    )
     print(_row(case, "table bytes (bf16)", "computed", table["bytes"]))
-    print(_row(case, "full LLM parameter bytes (bf16, meta)", "computed", param_bytes, f"table/LLM = {table['bytes'] / param_bytes:.3f}"))
+    print(
+        _row(
+            case,
+            "full LLM parameter bytes (bf16, meta)",
+            "computed",
+            param_bytes,
+            f"table/LLM = {table['bytes'] / param_bytes:.3f}",
+        )
+    )
     print(f"{'':<20} measured table peak / computed LLM bytes = {table['peak'] / param_bytes:.3f}")
 
     return 0

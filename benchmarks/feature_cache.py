@@ -179,7 +179,13 @@ def write_scaled_llm_table(cards_dir: Path, checkpoint_dir: Path, scale: Scale) 
         if isinstance(card, dict) and card.get("name") == TINY_LLAMA_CARD
     ]
 
-    overrides = {**tiny_card["model_config"], "model_dim": scale.llm_dim, "num_layers": 1, "num_attn_heads": 8, "num_key_value_heads": 8}
+    overrides = {
+        **tiny_card["model_config"],
+        "model_dim": scale.llm_dim,
+        "num_layers": 1,
+        "num_attn_heads": 8,
+        "num_key_value_heads": 8,
+    }
 
     checkpoint = checkpoint_dir / "llama_scaled.pt"
 
@@ -320,7 +326,9 @@ def measure(
         order = ["on the fly", "cached"] if round_nr % 2 == 0 else ["cached", "on the fly"]
 
         for which in order:
-            records = run_recipe(config if which == "on the fly" else cached_config, work_dir / f"{which.replace(' ', '_')}_{round_nr}")
+            records = run_recipe(
+                config if which == "on the fly" else cached_config, work_dir / f"{which.replace(' ', '_')}_{round_nr}"
+            )
 
             torch.set_num_threads(num_threads)
 
@@ -405,7 +413,9 @@ def print_table(rows: list[Comparison], *, seconds: float) -> None:
 
 def main() -> int:
     parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
-    parser.add_argument("--quick", action="store_true", help="widths / 16, 24 utterances, 2 + 3 steps, 1 round (the smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="widths / 16, 24 utterances, 2 + 3 steps, 1 round (the smoke test)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
     parser.add_argument("--steps", type=int, help="timed steps per round (default: 10, --quick 3)")
     parser.add_argument("--rounds", type=int, help="rounds in which the two take turns (default: 2, --quick 1)")
@@ -443,7 +453,9 @@ def main() -> int:
     print_table(rows, seconds=time.perf_counter() - start)
 
     if args.json is not None:
-        args.json.write_text(json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8")
+        args.json.write_text(
+            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
+        )
 
     return 0
 

@@ -93,12 +93,16 @@ def prepare_cards(work_dir: Path, *, use_demo: bool) -> str:
         return SMOLLM2_CARD
 
     if use_demo:
-        print("SmolLM2 not built (`fairseq2 speechmapper make-demo-assets`); using the tiny llama card.", file=sys.stderr)
+        print(
+            "SmolLM2 not built (`fairseq2 speechmapper make-demo-assets`); using the tiny llama card.", file=sys.stderr
+        )
 
     return TINY_LLAMA_CARD
 
 
-def make_prefixes(llm: TransformerLM, card: str, *, batch_size: int, min_len: int, max_len: int, seed: int = 0) -> list[Tensor]:
+def make_prefixes(
+    llm: TransformerLM, card: str, *, batch_size: int, min_len: int, max_len: int, seed: int = 0
+) -> list[Tensor]:
     """Instruction tokens + speech-like vectors + answer-cue tokens, embedded;
     ``min_len``–``max_len`` positions each."""
     import torch
@@ -136,7 +140,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, help="prefixes (default: 8, --quick 4)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per prefix (default: 64, --quick 16)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds in which the sides take turns (default: 1)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1, stable on a loaded 2-core machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="intra-op threads (default: 1, stable on a loaded 2-core machine)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -212,7 +218,9 @@ def main() -> int:
 
     speedup = results[0].tokens_per_second / results[1].tokens_per_second
 
-    print(f"\nKV-cache speed-up: {speedup:.1f}x. Same tokens on both sides: {num_same}/{batch_size} sequences. Load average at the end: {_load_average()}.")
+    print(
+        f"\nKV-cache speed-up: {speedup:.1f}x. Same tokens on both sides: {num_same}/{batch_size} sequences. Load average at the end: {_load_average()}."
+    )
 
     if args.json is not None:
         summary = {

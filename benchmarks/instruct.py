@@ -308,7 +308,10 @@ def load_bare_modules(setup: Setup, initial_mapper: dict[str, Tensor]) -> BareMo
     cpu = torch.device("cpu")
 
     sfm = load_speech_encoder(
-        setup.sfm_card, device=cpu, dtype=torch.float32, options=SpeechEncoderOptions(**setup.sfm_options)  # type: ignore[arg-type]
+        setup.sfm_card,
+        device=cpu,
+        dtype=torch.float32,
+        options=SpeechEncoderOptions(**setup.sfm_options),  # type: ignore[arg-type]
     )
 
     hub = get_speechmapper_model_hub()
@@ -492,7 +495,9 @@ def run_bare_loop(
         loss.backward()
 
         # With no bound (`max_grad_norm: null`) the norm is only measured, as by the trainer.
-        grad_norm = torch.nn.utils.clip_grad_norm_(mapper.parameters(), math.inf if max_grad_norm is None else max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            mapper.parameters(), math.inf if max_grad_norm is None else max_grad_norm
+        )
 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -538,7 +543,9 @@ def measure_steps(
 
     config = make_step_config(setup, num_steps=num_steps, num_threads=num_threads)
 
-    _log(f"  models: {setup.label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps")
+    _log(
+        f"  models: {setup.label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps"
+    )
 
     torch.set_num_threads(num_threads)
 
@@ -612,7 +619,9 @@ def measure_steps(
                 if which == "bare":
                     bare = run_bare_loop(config, modules, initial_mapper, batches)
                 else:
-                    bare = run_bare_loop(config, modules, initial_mapper, iter_batches(open_train_reader(config, modules), num_steps))
+                    bare = run_bare_loop(
+                        config, modules, initial_mapper, iter_batches(open_train_reader(config, modules), num_steps)
+                    )
 
                 step_times, sizes = bare.step_times, bare.batch_sizes
 
@@ -662,10 +671,14 @@ def measure_steps(
 
 def main() -> int:
     parser = ArgumentParser(description="The instruction-tuning recipe against a bare PyTorch loop, in one run.")
-    parser.add_argument("--quick", action="store_true", help="tiny models, 2 rounds of 2 + 8 steps (~15 s; the smoke test)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models, 2 rounds of 2 + 8 steps (~15 s; the smoke test)"
+    )
     parser.add_argument("--warmup", type=int, help="untimed steps (default: 2)")
     parser.add_argument("--steps", type=int, help="timed steps per round (default: 6, --quick 8)")
-    parser.add_argument("--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 2)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 2)"
+    )
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads of all (default: 1, stable on a loaded 2-core machine)"
     )
@@ -691,13 +704,20 @@ def main() -> int:
         _log("[step time] instruct recipe vs bare loop")
 
         rows = measure_steps(
-            assets, work_dir, num_warmup=num_warmup, num_timed=num_timed, num_rounds=num_rounds, num_threads=args.threads
+            assets,
+            work_dir,
+            num_warmup=num_warmup,
+            num_timed=num_timed,
+            num_rounds=num_rounds,
+            num_threads=args.threads,
         )
 
     print_table(rows, seconds=time.perf_counter() - start)
 
     if args.json is not None:
-        args.json.write_text(json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8")
+        args.json.write_text(
+            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
+        )
 
     return 0
 

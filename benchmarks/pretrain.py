@@ -183,9 +183,7 @@ def reader_padding_fraction(durations: Sequence[float], options: SpeechReadOptio
 
     window_size = SpeechReadOptions().sort_window
 
-    examples = [
-        {"duration": d} for d in durations if options.min_duration <= d <= options.max_duration
-    ]
+    examples = [{"duration": d} for d in durations if options.min_duration <= d <= options.max_duration]
 
     fractions = []
 
@@ -347,7 +345,12 @@ def write_tiny_corpus(
 
         soundfile.write(file, rng.normal(0.0, 0.1, int(duration * 16_000)).astype(np.float32), 16_000)
 
-        entry = {"id": f"u{idx:03d}", "audio_filepath": str(file), "duration": duration, "text": sentences[idx % len(sentences)]}
+        entry = {
+            "id": f"u{idx:03d}",
+            "audio_filepath": str(file),
+            "duration": duration,
+            "text": sentences[idx % len(sentences)],
+        }
 
         lines.append(json.dumps(entry) + "\n")
 
@@ -395,9 +398,7 @@ def load_preset_config(preset: str) -> PretrainConfig:
     return config
 
 
-def make_step_config(
-    assets: Assets, work_dir: Path, *, num_steps: int, num_threads: int
-) -> tuple[PretrainConfig, str]:
+def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_threads: int) -> tuple[PretrainConfig, str]:
     """The demo preset (or its tiny stand-in), set up for timing: no
     validation, no periodic checkpoints, metrics every step, no feature cache."""
     config = load_preset_config("demo")
@@ -586,7 +587,12 @@ def _recipe_log_to(file: Path) -> Iterator[None]:
 
 
 def run_extraction(
-    sfm: SFMSection, dataset: SpeechDatasetSection, output_dir: Path, storage: FeatureStorageSection, *, num_threads: int
+    sfm: SFMSection,
+    dataset: SpeechDatasetSection,
+    output_dir: Path,
+    storage: FeatureStorageSection,
+    *,
+    num_threads: int,
 ) -> float:
     """Runs ``extract-features`` in-process on ``dataset``'s training split
     (its duration limits, so the utterances a recipe with ``dataset`` reads);
@@ -657,7 +663,9 @@ def measure_steps(
 
     config, label = make_step_config(assets, work_dir, num_steps=num_steps, num_threads=num_threads)
 
-    _log(f"  models: {label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps")
+    _log(
+        f"  models: {label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps"
+    )
 
     torch.set_num_threads(num_threads)
 
@@ -875,7 +883,9 @@ def _load_average() -> str:
 
 def main() -> int:
     parser = ArgumentParser(description="The pretraining recipe against baselines measured in the same run.")
-    parser.add_argument("--quick", action="store_true", help="tiny models, 8B table computed, no SmolLM2 case (< 1 min)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny models, 8B table computed, no SmolLM2 case (< 1 min)"
+    )
     parser.add_argument(
         "--only", choices=("steps", "memory", "padding"), action="append", help="run only these parts (repeatable)"
     )
@@ -920,7 +930,12 @@ def main() -> int:
             _log("[step time] recipe vs bare loop")
 
             rows += measure_steps(
-                assets, work_dir, num_warmup=num_warmup, num_timed=num_timed, num_rounds=num_rounds, num_threads=args.threads
+                assets,
+                work_dir,
+                num_warmup=num_warmup,
+                num_timed=num_timed,
+                num_rounds=num_rounds,
+                num_threads=args.threads,
             )
 
         if "memory" in parts and assets is not None:

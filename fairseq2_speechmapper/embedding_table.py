@@ -129,7 +129,10 @@ def load_embedding_table(
         raise _error(card, f"its checkpoint {path} cannot be read ({ex})") from ex
 
     if table is None:
-        raise _error(card, f"its checkpoint {path} has no such key after the {family.name} family's key conversion, so the card does not hold an LLM")
+        raise _error(
+            card,
+            f"its checkpoint {path} has no such key after the {family.name} family's key conversion, so the card does not hold an LLM",
+        )
 
     if device is None:
         device = get_current_device()
@@ -148,7 +151,9 @@ def _error(card: AssetCard | str, reason: str) -> EmbeddingTableError:
     # One line, whatever the wrapped exception's message holds.
     reason = " ".join(reason.split())
 
-    return EmbeddingTableError(name, f"The token-embedding table (`{EMBEDDING_KEY}`) of the `{name}` card cannot be loaded: {reason}.")
+    return EmbeddingTableError(
+        name, f"The token-embedding table (`{EMBEDDING_KEY}`) of the `{name}` card cannot be loaded: {reason}."
+    )
 
 
 def _retrieve_card(name: str | AssetCard) -> AssetCard:
@@ -421,7 +426,9 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
             with file.open("rb") as fp:
                 size = int.from_bytes(fp.read(8), "little")
                 if size > self._MAX_HEADER_SIZE:
-                    raise CorruptModelCheckpointError(file, f"{file} is not a Safetensors file (header of {size} bytes).")
+                    raise CorruptModelCheckpointError(
+                        file, f"{file} is not a Safetensors file (header of {size} bytes)."
+                    )
 
                 header = json.loads(fp.read(size))
 
@@ -433,7 +440,9 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
 
                 begin, end = info["data_offsets"]
 
-                entries[key] = _SafetensorsEntry(file, 8 + size, str(info["dtype"]), [int(d) for d in info["shape"]], (int(begin), int(end)))
+                entries[key] = _SafetensorsEntry(
+                    file, 8 + size, str(info["dtype"]), [int(d) for d in info["shape"]], (int(begin), int(end))
+                )
         except (ValueError, TypeError, KeyError, AttributeError) as ex:
             raise CorruptModelCheckpointError(file, f"{file} has no valid Safetensors header ({ex}).") from ex
 
@@ -454,7 +463,10 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
         num_bytes = end - begin
 
         if num_bytes != math.prod(entry.shape) * dtype.itemsize:
-            raise CorruptModelCheckpointError(entry.file, f"{name} in {entry.file} has {num_bytes} bytes of data for a {entry.dtype} tensor of shape {entry.shape}.")
+            raise CorruptModelCheckpointError(
+                entry.file,
+                f"{name} in {entry.file} has {num_bytes} bytes of data for a {entry.dtype} tensor of shape {entry.shape}.",
+            )
 
         buffer = torch.empty(num_bytes, dtype=torch.uint8)
 

@@ -160,9 +160,7 @@ def generate_from_token_ids(
     with torch.inference_mode():
         prefixes = [embed_token_ids(llm, prompt) for prompt in prompts]
 
-    return generate_from_embeddings(
-        llm, prefixes, stop_token_ids=stop_token_ids, options=options, generator=generator
-    )
+    return generate_from_embeddings(llm, prefixes, stop_token_ids=stop_token_ids, options=options, generator=generator)
 
 
 def generate_text(
@@ -453,7 +451,9 @@ def _decode(
 
         example_ids = example_ids[keep]
 
-        if new_order.size(0) != hidden.size(0) or not torch.equal(new_order, torch.arange(hidden.size(0), device=device)):
+        if new_order.size(0) != hidden.size(0) or not torch.equal(
+            new_order, torch.arange(hidden.size(0), device=device)
+        ):
             state_bag.reorder(new_order)
 
         # Feed the next position: the prefix while it lasts, else the chosen token.
@@ -511,7 +511,9 @@ def _choose(
     if options.strategy == "sample":
         tokens = _sample(logits, options, generator).unsqueeze(1)
 
-        chosen = _Candidates(beams=torch.zeros_like(tokens), tokens=tokens, scores=row_scores + lprobs.gather(1, tokens))
+        chosen = _Candidates(
+            beams=torch.zeros_like(tokens), tokens=tokens, scores=row_scores + lprobs.gather(1, tokens)
+        )
 
         return chosen, chosen
 

@@ -72,7 +72,9 @@ class MapperCard:
 
         for name in ("speech_encoder", "llm"):
             if not isinstance(metadata.get(name), str):
-                raise MapperCardError(f"The `{card.name}` card has no `{name}` field; it is not a trained mapper's card.")
+                raise MapperCardError(
+                    f"The `{card.name}` card has no `{name}` field; it is not a trained mapper's card."
+                )
 
         layer = metadata.pop("speech_encoder_layer", None)
         options = metadata.pop("speech_encoder_options", None)

@@ -57,7 +57,9 @@ def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
 
     tokenizer = load_tokenizer(llm_name)
 
-    print(f"ok  loaded {mapper_card_name}: SFM {sfm_name} (layer {sfm_layer}), LLM {llm_name}, tokenizer (vocabulary {tokenizer.vocab_info.size})")
+    print(
+        f"ok  loaded {mapper_card_name}: SFM {sfm_name} (layer {sfm_layer}), LLM {llm_name}, tokenizer (vocabulary {tokenizer.vocab_info.size})"
+    )
 
     sfm_inputs, sfm_inputs_layout = pad_seqs([sfm.prepare_input(w, 16_000) for w in waveforms])
 
@@ -69,7 +71,9 @@ def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
     if speech_layout.seq_lens != expected_lens:
         raise RuntimeError(f"The mapper returned lengths {speech_layout.seq_lens}, not {expected_lens}.")
 
-    print(f"ok  {len(waveforms)} utterances -> SFM features {features_layout.seq_lens} frames x {features.size(-1)} -> mapper {speech_layout.seq_lens} vectors x {speech_embeds.size(-1)}")
+    print(
+        f"ok  {len(waveforms)} utterances -> SFM features {features_layout.seq_lens} frames x {features.size(-1)} -> mapper {speech_layout.seq_lens} vectors x {speech_embeds.size(-1)}"
+    )
 
     prompt = tokenizer.create_encoder(mode="prompt")("Transcribe the audio:")
 
@@ -78,10 +82,7 @@ def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
     prompt_embeds = embed(prompt)
 
     llm_inputs, llm_layout = pad_seqs(
-        [
-            torch.cat([prompt_embeds, speech_embeds[i, :n]])
-            for i, n in enumerate(speech_layout.seq_lens)
-        ]
+        [torch.cat([prompt_embeds, speech_embeds[i, :n]]) for i, n in enumerate(speech_layout.seq_lens)]
     )
 
     logits = llm.final_proj(llm.decoder(llm_inputs, llm_layout))  # type: ignore[operator]

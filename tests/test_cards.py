@@ -82,9 +82,7 @@ def test_card_resolves_to_known_family_arch_and_config(name: str) -> None:
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in _our_model_card_names() if n.startswith("speechmapper_")]
-)
+@pytest.mark.parametrize("name", [n for n in _our_model_card_names() if n.startswith("speechmapper_")])
 def test_mapper_card_widths_match_its_llm_and_speech_encoder(name: str) -> None:
     store = get_asset_store()
 
@@ -104,9 +102,7 @@ def test_mapper_card_widths_match_its_llm_and_speech_encoder(name: str) -> None:
 
     sfm_hub = _model_hub(sfm_card)
 
-    sfm = sfm_hub.create_new_model(
-        sfm_hub.get_model_config(sfm_card), device=torch.device("cpu"), meta=True
-    )
+    sfm = sfm_hub.create_new_model(sfm_hub.get_model_config(sfm_card), device=torch.device("cpu"), meta=True)
 
     assert config.input_dim == sfm.model_dim
 
@@ -152,9 +148,7 @@ def test_tiny_assets_load_through_fairseq2_hubs() -> None:
         ),
     ],
 )
-def test_tiny_tokenizers_carry_their_family_chat_template(
-    llm_name: str, expected_prompt: str, eos_token: str
-) -> None:
+def test_tiny_tokenizers_carry_their_family_chat_template(llm_name: str, expected_prompt: str, eos_token: str) -> None:
     tokenizer = load_tokenizer(llm_name)
 
     encoder = tokenizer.create_encoder(mode="prompt")

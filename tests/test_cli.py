@@ -26,6 +26,7 @@ def run_cli(
 
 SUBCOMMANDS = ["pretrain", "instruct", "evaluate", "generate", "prepare", "extract-features"]
 
+
 @pytest.mark.parametrize("module", [False, True])
 def test_help_lists_groups_and_subcommands(cache_dir: Path, module: bool) -> None:
     top = run_cli("--help", cache_dir=cache_dir, module=module)

@@ -66,7 +66,9 @@ def _encode_chars(text: str) -> Tensor:
     return torch.tensor([ord(c) for c in text])
 
 
-def _read_all(dataset: SpeechManifestDataset, split: str, options: SpeechReadOptions, gangs: Gangs | None = None) -> list[SpeechBatch]:
+def _read_all(
+    dataset: SpeechManifestDataset, split: str, options: SpeechReadOptions, gangs: Gangs | None = None
+) -> list[SpeechBatch]:
     reader = dataset.create_reader(
         split,
         gangs or create_fake_gangs(CPU),
@@ -158,7 +160,9 @@ def test_tsv_without_aligned_transcripts_is_refused(tmp_path: Path) -> None:
         ({"audio_filepath": "empty.wav", "duration": 1.0, "text": "x"}, "empty.wav is empty"),
     ],
 )
-def test_bad_manifest_line_names_file_and_line_or_is_skipped(tmp_path: Path, entry: dict[str, object], reason: str) -> None:
+def test_bad_manifest_line_names_file_and_line_or_is_skipped(
+    tmp_path: Path, entry: dict[str, object], reason: str
+) -> None:
     _write_audio(tmp_path / "a.wav", 1.0)
     (tmp_path / "empty.wav").write_bytes(b"")
 

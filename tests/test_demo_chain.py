@@ -20,22 +20,49 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.mark.slow
 def test_pretrain_instruct_evaluate_demo_chain(demo_assets: DemoAssets, tmp_path: Path) -> None:
-    env = {**os.environ, CACHE_DIR_ENV: str(demo_assets.root_dir.parent), "FAIRSEQ2_NO_PROGRESS": "1", **demo_assets.hf_env}
+    env = {
+        **os.environ,
+        CACHE_DIR_ENV: str(demo_assets.root_dir.parent),
+        "FAIRSEQ2_NO_PROGRESS": "1",
+        **demo_assets.hf_env,
+    }
 
     env.pop("FAIRSEQ2_SPEECHMAPPER_TRACEBACK", None)
 
     def run(*args: str) -> None:
         result = subprocess.run(
-            [str(VENV_BIN / "fairseq2"), "speechmapper", *args, "--no-rich"], capture_output=True, text=True, env=env, timeout=900
+            [str(VENV_BIN / "fairseq2"), "speechmapper", *args, "--no-rich"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=900,
         )
 
         assert result.returncode == 0, result.stderr[-3000:]
 
     pretrain_dir, instruct_dir, eval_dir = tmp_path / "demo", tmp_path / "demo_it", tmp_path / "demo_eval"
 
-    run("pretrain", str(pretrain_dir), "--config", "regime.num_steps=20", "regime.validate_at_start=false", "regime.validate_every_n_steps=20", "regime.checkpoint_every_n_steps=20", "lr_scheduler.config.num_warmup_steps=5")
+    run(
+        "pretrain",
+        str(pretrain_dir),
+        "--config",
+        "regime.num_steps=20",
+        "regime.validate_at_start=false",
+        "regime.validate_every_n_steps=20",
+        "regime.checkpoint_every_n_steps=20",
+        "lr_scheduler.config.num_warmup_steps=5",
+    )
 
-    run("instruct", str(instruct_dir), "--mapper", str(pretrain_dir), "--config", "regime.num_steps=10", "regime.validate_every_n_steps=10", "regime.checkpoint_every_n_steps=10")
+    run(
+        "instruct",
+        str(instruct_dir),
+        "--mapper",
+        str(pretrain_dir),
+        "--config",
+        "regime.num_steps=10",
+        "regime.validate_every_n_steps=10",
+        "regime.checkpoint_every_n_steps=10",
+    )
 
     valid = [json.loads(line) for line in (instruct_dir / "metrics" / "valid.jsonl").read_text().splitlines()]
 

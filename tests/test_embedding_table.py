@@ -206,7 +206,9 @@ def test_card_that_is_not_an_llm_is_one_line_error() -> None:
 
 
 def test_card_without_checkpoint_is_one_line_error() -> None:
-    card = AssetCard("test_gated_llama", {"name": "test_gated_llama", "model_family": "llama", "model_arch": "llama3_2_1b"})
+    card = AssetCard(
+        "test_gated_llama", {"name": "test_gated_llama", "model_family": "llama", "model_arch": "llama3_2_1b"}
+    )
 
     with pytest.raises(EmbeddingTableError) as ex:
         load_embedding_table(card)
@@ -230,7 +232,9 @@ _BIG_CONFIG = dict(
 _SAFETENSORS_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
-def _write_sparse_safetensors(file: Path, shapes: dict[str, tuple[list[int], torch.dtype]], data: dict[str, Tensor]) -> None:
+def _write_sparse_safetensors(
+    file: Path, shapes: dict[str, tuple[list[int], torch.dtype]], data: dict[str, Tensor]
+) -> None:
     """Writes a Safetensors file whose tensors not in ``data`` are a hole of the
     file (zeros, no disk blocks); mapped pages of a hole count in the RSS like
     any other."""

@@ -203,11 +203,18 @@ def fp16_cache(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Fe
     return _extract(tmp_path_factory.mktemp("cache") / "fp16", corpus_dir)
 
 
-def test_extraction_writes_shards_with_an_index_covering_the_manifest(fp16_cache: FeatureCache, corpus_dir: Path) -> None:
+def test_extraction_writes_shards_with_an_index_covering_the_manifest(
+    fp16_cache: FeatureCache, corpus_dir: Path
+) -> None:
     header = fp16_cache.header
 
     assert (header.speech_encoder, header.layer, header.last_layer) == (TINY_SFM_CARD, 2, False)
-    assert (header.dtype, header.speech_encoder_dtype, header.frame_average, header.feature_dim) == ("float16", "float32", 1, 64)
+    assert (header.dtype, header.speech_encoder_dtype, header.frame_average, header.feature_dim) == (
+        "float16",
+        "float32",
+        1,
+        64,
+    )
 
     train = _index(fp16_cache.directory, "train")
 
@@ -268,7 +275,14 @@ def _train_reader(
     )
 
     return create_split_reader(
-        dataset, "train", _dataset_section(corpus_dir), features, tokenizer, create_fake_gangs(CPU), training=True, seed=2
+        dataset,
+        "train",
+        _dataset_section(corpus_dir),
+        features,
+        tokenizer,
+        create_fake_gangs(CPU),
+        training=True,
+        seed=2,
     )
 
 
@@ -371,7 +385,12 @@ def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
 def test_cache_of_another_sfm_layer_or_dtype_is_refused(fp16_cache: FeatureCache, mapper: SpeechMapper) -> None:
     def load(section: SpeechEncoderSection) -> None:
         load_stage1_model(
-            section, TargetLLMSection(name=TINY_LLAMA_CARD), mapper=mapper, unwrapped_mapper=mapper, device=CPU, feature_cache=fp16_cache
+            section,
+            TargetLLMSection(name=TINY_LLAMA_CARD),
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=CPU,
+            feature_cache=fp16_cache,
         )
 
     load(SpeechEncoderSection(name=TINY_SFM_CARD, layer=2))
@@ -397,7 +416,12 @@ def test_pretraining_from_a_cache_of_another_layer_fails_with_one_line(
         "model": {"family": "speechmapper", "arch": "tiny"},
         "speech_encoder": {"name": TINY_SFM_CARD, "layer": 1},
         "llm": {"name": TINY_LLAMA_CARD},
-        "dataset": {"name": None, "feature_cache": str(fp16_cache.directory), "train_split": "train", "valid_split": None},
+        "dataset": {
+            "name": None,
+            "feature_cache": str(fp16_cache.directory),
+            "train_split": "train",
+            "valid_split": None,
+        },
         "regime": {"num_steps": 2},
         "common": {"no_sweep_dir": True, "metric_recorders": {"tensorboard": {"enabled": False}}},
     }
@@ -405,7 +429,15 @@ def test_pretraining_from_a_cache_of_another_layer_fails_with_one_line(
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
 
-    command = [str(VENV_BIN / "fairseq2"), "speechmapper", "pretrain", str(tmp_path / "out"), "--config-file", str(config_file), "--no-rich"]
+    command = [
+        str(VENV_BIN / "fairseq2"),
+        "speechmapper",
+        "pretrain",
+        str(tmp_path / "out"),
+        "--config-file",
+        str(config_file),
+        "--no-rich",
+    ]
 
     result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=300, check=False)
 
@@ -489,7 +521,9 @@ def test_killed_extraction_resumes_without_redoing_finished_shards(
 
 
 @pytest.mark.slow
-def test_two_ranks_write_disjoint_shards_covering_the_manifest_once(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_two_ranks_write_disjoint_shards_covering_the_manifest_once(
+    cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "cache"
 
     command = [
@@ -522,7 +556,9 @@ def test_two_ranks_write_disjoint_shards_covering_the_manifest_once(cache_dir: P
         for rank in (0, 1):
             log = (output_dir / "logs" / f"rank_{rank}.log").read_text(encoding="utf-8")
 
-            logged = {line.split("wrote ")[1].split(" ")[0] for line in log.splitlines() if f"Split `{split}`: wrote" in line}
+            logged = {
+                line.split("wrote ")[1].split(" ")[0] for line in log.splitlines() if f"Split `{split}`: wrote" in line
+            }
 
             assert logged == writers[rank]
 
@@ -563,7 +599,9 @@ def test_bad_audio_stops_extraction_or_is_skipped_and_counted(corpus_dir: Path, 
     (bad_dir / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
     (bad_dir / "dev.jsonl").write_text(json.dumps(entries[0]) + "\n")
 
-    with pytest.raises(BadSampleError, match=f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio"):
+    with pytest.raises(
+        BadSampleError, match=f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio"
+    ):
         _extract(tmp_path / "strict", bad_dir)
 
     config = ExtractFeaturesConfig()
@@ -577,14 +615,19 @@ def test_bad_audio_stops_extraction_or_is_skipped_and_counted(corpus_dir: Path, 
 
     cache_split = FeatureCache.open(tmp_path / "lenient").read_split("train")
 
-    assert [e["source"] for e in cache_split.examples] == [f"{bad_dir / 'train.jsonl'}:1", f"{bad_dir / 'train.jsonl'}:3"]
+    assert [e["source"] for e in cache_split.examples] == [
+        f"{bad_dir / 'train.jsonl'}:1",
+        f"{bad_dir / 'train.jsonl'}:3",
+    ]
 
     with safe_open(str(cache_split.directory / "shard_00000.safetensors"), framework="pt") as shard:
         assert shard.metadata()["num_bad_samples"] == "1"
 
 
 def test_a_missing_cache_and_a_foreign_shard_are_clear_errors(fp16_cache: FeatureCache, tmp_path: Path) -> None:
-    with pytest.raises(FeatureCacheError, match="not a feature cache .*write one with `fairseq2 speechmapper extract-features"):
+    with pytest.raises(
+        FeatureCacheError, match="not a feature cache .*write one with `fairseq2 speechmapper extract-features"
+    ):
         FeatureCache.open(tmp_path / "nothing")
 
     with pytest.raises(FeatureCacheError, match="the cache has no `test` split"):
@@ -663,7 +706,9 @@ def test_cached_and_on_the_fly_instruction_tuning_give_the_same_loss(
 
 
 @pytest.mark.usefixtures("sfm_never_loaded")
-def test_instruct_and_evaluate_read_the_cache_without_the_sfm(cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path) -> None:
+def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
+    cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path
+) -> None:
     dataset = _cache_section(fp16_cache)
 
     config = InstructConfig()
@@ -700,7 +745,10 @@ def test_instruct_and_evaluate_read_the_cache_without_the_sfm(cache_dir: Path, f
 
     run(SpeechEvalRecipe(), eval_config, tmp_path / "cached_eval", no_rich=True)
 
-    hypotheses = [json.loads(line) for line in (tmp_path / "cached_eval" / "hypotheses" / "dev.rank_0.jsonl").read_text().splitlines()]
+    hypotheses = [
+        json.loads(line)
+        for line in (tmp_path / "cached_eval" / "hypotheses" / "dev.rank_0.jsonl").read_text().splitlines()
+    ]
 
     assert sorted(h["references"][0] for h in hypotheses) == sorted(SENTENCES[i] for i in range(NUM_DEV))
 
@@ -738,7 +786,9 @@ def test_stage1_evaluation_refuses_the_cache_in_one_line(fp16_cache: FeatureCach
     config.model.name = TINY_MAPPER_CARD
     config.dataset = _cache_section(fp16_cache)
 
-    with pytest.raises(ValidationError, match=r"`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"):
+    with pytest.raises(
+        ValidationError, match=r"`evaluate --stage1` reads audio manifests, not `dataset.feature_cache`"
+    ):
         run(Stage1EvalRecipe(), config, tmp_path / "eval", no_rich=True)
 
 
@@ -780,4 +830,6 @@ def test_pretraining_from_the_cache_resumes_where_it_stopped(fp16_cache: Feature
     for (step, loss), (_, unbroken_loss) in zip(resumed[3:], unbroken[3:]):
         assert loss == pytest.approx(unbroken_loss, rel=1e-5), f"step {step}"
 
-    assert "Restoring training from the last checkpoint" in (tmp_path / "resumed" / "logs" / "rank_0.log").read_text(encoding="utf-8")
+    assert "Restoring training from the last checkpoint" in (tmp_path / "resumed" / "logs" / "rank_0.log").read_text(
+        encoding="utf-8"
+    )

@@ -74,7 +74,9 @@ def make_prefixes(llm: TransformerLM, lens: Sequence[int] = PREFIX_LENS, seed: i
     return [torch.randn(n, llm.model_dim, generator=generator) for n in lens]
 
 
-def score_by_full_forward(llm: TransformerLM, prefix: Tensor, seq: GeneratedSequence, stop_id: int, len_penalty: float = 1.0) -> float:
+def score_by_full_forward(
+    llm: TransformerLM, prefix: Tensor, seq: GeneratedSequence, stop_id: int, len_penalty: float = 1.0
+) -> float:
     """``seq``'s score recomputed by one forward of prefix + tokens."""
     tokens = seq.token_ids + ([stop_id] if seq.stop_reason == "stop" else [])
 
@@ -134,7 +136,6 @@ def test_kv_cache_greedy_equals_no_cache_reference(name: str) -> None:
                 assert seq.token_ids == full.token_ids[: full.token_ids.index(stop_id)]
 
 
-
 def test_stop_token_ends_where_reference_does() -> None:
     llm = load_chaotic_llm(TINY_LLAMA_CARD)
 
@@ -144,7 +145,9 @@ def test_stop_token_ends_where_reference_does() -> None:
 
     stop_id = pick_stop_token(unstopped)
 
-    actual = generate_from_embeddings(llm, prefixes, stop_token_ids=[stop_id], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS))
+    actual = generate_from_embeddings(
+        llm, prefixes, stop_token_ids=[stop_id], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS)
+    )
 
     reasons = [seq.stop_reason for seq in actual]
 
@@ -174,12 +177,19 @@ def test_beam_size_1_equals_greedy() -> None:
 
     prefixes = make_prefixes(llm)
 
-    stop_id = pick_stop_token(generate_greedy_without_cache(llm, prefixes, stop_token_ids=[], max_new_tokens=MAX_NEW_TOKENS))
+    stop_id = pick_stop_token(
+        generate_greedy_without_cache(llm, prefixes, stop_token_ids=[], max_new_tokens=MAX_NEW_TOKENS)
+    )
 
-    greedy = generate_from_embeddings(llm, prefixes, stop_token_ids=[stop_id], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS))
+    greedy = generate_from_embeddings(
+        llm, prefixes, stop_token_ids=[stop_id], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS)
+    )
 
     beam = generate_from_embeddings(
-        llm, prefixes, stop_token_ids=[stop_id], options=GenerationOptions(strategy="beam", beam_size=1, max_new_tokens=MAX_NEW_TOKENS)
+        llm,
+        prefixes,
+        stop_token_ids=[stop_id],
+        options=GenerationOptions(strategy="beam", beam_size=1, max_new_tokens=MAX_NEW_TOKENS),
     )
 
     assert_same_sequences(beam, greedy)
@@ -191,7 +201,9 @@ def test_beam_search_scores_above_greedy_and_batched_equals_alone(name: str) -> 
 
     prefixes = make_prefixes(llm)
 
-    stop_id = pick_stop_token(generate_greedy_without_cache(llm, prefixes, stop_token_ids=[], max_new_tokens=MAX_NEW_TOKENS))
+    stop_id = pick_stop_token(
+        generate_greedy_without_cache(llm, prefixes, stop_token_ids=[], max_new_tokens=MAX_NEW_TOKENS)
+    )
 
     greedy = generate_greedy_without_cache(llm, prefixes, stop_token_ids=[stop_id], max_new_tokens=MAX_NEW_TOKENS)
 
@@ -216,7 +228,9 @@ def test_beam_search_scores_above_greedy_and_batched_equals_alone(name: str) -> 
     # examples, by 0.015 and 0.005), but does on the whole.
     assert sum(beam_scores) > sum(greedy_scores)
 
-    alone = [generate_from_embeddings(llm, [prefix], stop_token_ids=[stop_id], options=options)[0] for prefix in prefixes]
+    alone = [
+        generate_from_embeddings(llm, [prefix], stop_token_ids=[stop_id], options=options)[0] for prefix in prefixes
+    ]
 
     assert_same_sequences(beam, alone)
 
@@ -289,11 +303,18 @@ def test_sampling_is_reproducible_with_a_seed() -> None:
     # An explicit generator wins over the seed.
     options = GenerationOptions(strategy="sample", max_new_tokens=MAX_NEW_TOKENS, seed=2, top_p=0.9, temperature=1.2)
 
-    with_generator = generate_from_embeddings(llm, prefixes, stop_token_ids=[], options=options, generator=torch.Generator().manual_seed(1))
+    with_generator = generate_from_embeddings(
+        llm, prefixes, stop_token_ids=[], options=options, generator=torch.Generator().manual_seed(1)
+    )
 
     assert [s.token_ids for s in with_generator] == first
 
-    greedy = [s.token_ids for s in generate_from_embeddings(llm, prefixes, stop_token_ids=[], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS))]
+    greedy = [
+        s.token_ids
+        for s in generate_from_embeddings(
+            llm, prefixes, stop_token_ids=[], options=GenerationOptions(max_new_tokens=MAX_NEW_TOKENS)
+        )
+    ]
 
     assert sample(seed=3, top_k=1, temperature=2.0) == greedy
     assert sample(seed=3, top_p=1e-6) == greedy
@@ -349,7 +370,9 @@ def test_clear_errors() -> None:
         generate_from_embeddings(llm, [prefix[:0]], stop_token_ids=[], options=options)
 
     with pytest.raises(ValueError, match="max_seq_len"):
-        generate_from_embeddings(llm, [prefix], stop_token_ids=[], options=GenerationOptions(max_new_tokens=llm.max_seq_len))
+        generate_from_embeddings(
+            llm, [prefix], stop_token_ids=[], options=GenerationOptions(max_new_tokens=llm.max_seq_len)
+        )
 
     with pytest.raises(ValueError, match="dtype"):
         generate_from_embeddings(llm, [prefix.double()], stop_token_ids=[], options=options)
@@ -358,6 +381,8 @@ def test_clear_errors() -> None:
         generate_from_embeddings(llm, [prefix], stop_token_ids=[10_000], options=options)
 
     with pytest.raises(ValueError, match="top_p"):
-        generate_from_embeddings(llm, [prefix], stop_token_ids=[], options=GenerationOptions(strategy="sample", top_p=0.0))
+        generate_from_embeddings(
+            llm, [prefix], stop_token_ids=[], options=GenerationOptions(strategy="sample", top_p=0.0)
+        )
 
     assert generate_from_embeddings(llm, [], stop_token_ids=[], options=options) == []

@@ -91,7 +91,9 @@ def dataset_config(corpus_dir: Path) -> dict[str, object]:
     }
 
 
-def write_instruct_config(path: Path, corpus_dir: Path, *, num_steps: int, task: str = "asr", sigma: float = 0.0) -> Path:
+def write_instruct_config(
+    path: Path, corpus_dir: Path, *, num_steps: int, task: str = "asr", sigma: float = 0.0
+) -> Path:
     config = {
         "model": {"name": TINY_MAPPER_CARD},
         "task": {"task": task},
@@ -115,7 +117,9 @@ def write_instruct_config(path: Path, corpus_dir: Path, *, num_steps: int, task:
     return path
 
 
-def write_eval_config(path: Path, corpus_dir: Path, model: str, *, task: str, scoring: dict[str, object] | None = None) -> Path:
+def write_eval_config(
+    path: Path, corpus_dir: Path, model: str, *, task: str, scoring: dict[str, object] | None = None
+) -> Path:
     config = {
         "model": {"name": model},
         "task": {"task": task},
@@ -142,11 +146,25 @@ def tuned_model(cache_dir: Path, corpus_dir: Path, tmp_path_factory: pytest.Temp
 
     output_dir = tmp_path / "tiny_it"
 
-    first = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(write_instruct_config(tmp_path / "a.yaml", corpus_dir, num_steps=4, task="st", sigma=0.5)))
+    first = run_cli(
+        cache_dir,
+        "instruct",
+        str(output_dir),
+        "--no-rich",
+        "--config-file",
+        str(write_instruct_config(tmp_path / "a.yaml", corpus_dir, num_steps=4, task="st", sigma=0.5)),
+    )
 
     assert first.returncode == 0, first.stderr[-3000:]
 
-    resumed = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(write_instruct_config(tmp_path / "b.yaml", corpus_dir, num_steps=8, task="st", sigma=0.5)))
+    resumed = run_cli(
+        cache_dir,
+        "instruct",
+        str(output_dir),
+        "--no-rich",
+        "--config-file",
+        str(write_instruct_config(tmp_path / "b.yaml", corpus_dir, num_steps=8, task="st", sigma=0.5)),
+    )
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Restoring training from the last checkpoint" in resumed.stderr + resumed.stdout
@@ -160,16 +178,30 @@ def tuned_model(cache_dir: Path, corpus_dir: Path, tmp_path_factory: pytest.Temp
     card = yaml.safe_load((cache_dir / "cards" / "speechmapper_tiny_it.yaml").read_text())
 
     assert card["checkpoint"] == str(output_dir / "checkpoints" / "step_8" / "model")
-    assert (card["stage"], card["task"], card["llm"], card["base"]) == ("instruct", "st", TINY_LLAMA_CARD, TINY_MAPPER_CARD)
+    assert (card["stage"], card["task"], card["llm"], card["base"]) == (
+        "instruct",
+        "st",
+        TINY_LLAMA_CARD,
+        TINY_MAPPER_CARD,
+    )
     assert card["instruction"] == "Translate the audio into {language}."
 
     return "speechmapper_tiny_it"
 
 
-def test_instruct_trains_resumes_and_its_loss_falls(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_instruct_trains_resumes_and_its_loss_falls(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "asr_it"
 
-    result = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(write_instruct_config(tmp_path / "c.yaml", corpus_dir, num_steps=8)))
+    result = run_cli(
+        cache_dir,
+        "instruct",
+        str(output_dir),
+        "--no-rich",
+        "--config-file",
+        str(write_instruct_config(tmp_path / "c.yaml", corpus_dir, num_steps=8)),
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -180,14 +212,18 @@ def test_instruct_trains_resumes_and_its_loss_falls(tuned_model: str, cache_dir:
     assert valid[-1]["NLL Loss"] < valid[0]["NLL Loss"]
 
 
-def test_evaluate_asr_writes_hypotheses_and_wer(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_asr_writes_hypotheses_and_wer(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="asr")
 
     result = run_cli(cache_dir, "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(config))
 
     assert result.returncode == 0, result.stderr[-3000:]
 
-    hypotheses = [json.loads(line) for line in (tmp_path / "eval" / "hypotheses" / "dev.rank_0.jsonl").read_text().splitlines()]
+    hypotheses = [
+        json.loads(line) for line in (tmp_path / "eval" / "hypotheses" / "dev.rank_0.jsonl").read_text().splitlines()
+    ]
 
     assert sorted(h["id"] for h in hypotheses) == [f"dev_{i}" for i in range(4)]
     assert all(h["instruction"] == "Transcribe the audio." and h["references"] == [h["transcript"]] for h in hypotheses)
@@ -200,10 +236,14 @@ def test_evaluate_asr_writes_hypotheses_and_wer(tuned_model: str, cache_dir: Pat
     assert "| WER |" in result.stderr + result.stdout
 
 
-def test_evaluate_st_scores_bleu_chrf_comet_and_adherence(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_st_scores_bleu_chrf_comet_and_adherence(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     comet_checkpoint = write_tiny_comet_checkpoint(tmp_path / "comet")
 
-    config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="st", scoring={"comet_model": str(comet_checkpoint)})
+    config = write_eval_config(
+        tmp_path / "e.yaml", corpus_dir, tuned_model, task="st", scoring={"comet_model": str(comet_checkpoint)}
+    )
 
     result = run_cli(cache_dir, "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(config))
 
@@ -216,8 +256,12 @@ def test_evaluate_st_scores_bleu_chrf_comet_and_adherence(tuned_model: str, cach
     assert "tok:13a" in report["info"]["bleu_signature"]
 
 
-def test_evaluate_sqa_scores_exact_match_f1_and_judge(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
-    config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="sqa", scoring={"judge_llm": TINY_QWEN_CARD})
+def test_evaluate_sqa_scores_exact_match_f1_and_judge(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = write_eval_config(
+        tmp_path / "e.yaml", corpus_dir, tuned_model, task="sqa", scoring={"judge_llm": TINY_QWEN_CARD}
+    )
 
     result = run_cli(cache_dir, "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(config))
 
@@ -229,8 +273,12 @@ def test_evaluate_sqa_scores_exact_match_f1_and_judge(tuned_model: str, cache_di
     assert report["info"]["num_questions"] == 4
 
 
-def test_evaluate_without_the_comet_model_is_one_line(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
-    config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="st", scoring={"comet_model": str(tmp_path / "no_comet")})
+def test_evaluate_without_the_comet_model_is_one_line(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = write_eval_config(
+        tmp_path / "e.yaml", corpus_dir, tuned_model, task="st", scoring={"comet_model": str(tmp_path / "no_comet")}
+    )
 
     result = run_cli(cache_dir, "evaluate", str(tmp_path / "eval"), "--no-rich", "--config-file", str(config))
 
@@ -242,7 +290,18 @@ def test_evaluate_without_the_comet_model_is_one_line(tuned_model: str, cache_di
 def test_generate_replies_to_each_audio_file(tuned_model: str, cache_dir: Path, corpus_dir: Path) -> None:
     files = [str(corpus_dir / "dev_0.wav"), str(corpus_dir / "dev_1.wav")]
 
-    result = run_cli(cache_dir, "generate", "--model", tuned_model, *files, "--prompt", "Transcribe the audio.", "--max-new-tokens", "5", "--jsonl")
+    result = run_cli(
+        cache_dir,
+        "generate",
+        "--model",
+        tuned_model,
+        *files,
+        "--prompt",
+        "Transcribe the audio.",
+        "--max-new-tokens",
+        "5",
+        "--jsonl",
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -257,7 +316,9 @@ def test_generate_replies_to_each_audio_file(tuned_model: str, cache_dir: Path, 
     assert no_prompt.returncode == 2
     assert no_prompt.stderr.strip().endswith("give the instruction with --prompt.")
 
-    not_audio = run_cli(cache_dir, "generate", "--model", tuned_model, "--prompt", "Transcribe.", str(corpus_dir / "dev.jsonl"))
+    not_audio = run_cli(
+        cache_dir, "generate", "--model", tuned_model, "--prompt", "Transcribe.", str(corpus_dir / "dev.jsonl")
+    )
 
     assert not_audio.returncode == 2
     assert not_audio.stderr.strip().endswith("Format not recognised.).")
@@ -266,7 +327,16 @@ def test_generate_replies_to_each_audio_file(tuned_model: str, cache_dir: Path, 
 def test_mapper_attached_to_another_llm_is_one_line(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
     config = write_instruct_config(tmp_path / "c.yaml", corpus_dir, num_steps=2)
 
-    result = run_cli(cache_dir, "instruct", str(tmp_path / "wrong"), "--no-rich", "--config-file", str(config), "--config", f"speech_llm.llm={TINY_QWEN_CARD}")
+    result = run_cli(
+        cache_dir,
+        "instruct",
+        str(tmp_path / "wrong"),
+        "--no-rich",
+        "--config-file",
+        str(config),
+        "--config",
+        f"speech_llm.llm={TINY_QWEN_CARD}",
+    )
 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -275,12 +345,30 @@ def test_mapper_attached_to_another_llm_is_one_line(cache_dir: Path, corpus_dir:
 
 # (command, preset) -> settings of the paper (or the demo) the preset must hold.
 PRESET_SETTINGS = {
-    ("instruct", "paper_asr"): {("task", "task"): "asr", ("loss", "sigma"): 0.0, ("regime", "num_steps"): 1000, ("optimizer", "config", "lr"): 1e-4, ("lr_scheduler", "name"): "passthrough"},
-    ("instruct", "paper_asr_mse"): {("loss", "sigma"): 0.9, ("dataset", "max_batch_size"): 12, ("trainer", "grad_accumulation", "num_batches"): 8},
+    ("instruct", "paper_asr"): {
+        ("task", "task"): "asr",
+        ("loss", "sigma"): 0.0,
+        ("regime", "num_steps"): 1000,
+        ("optimizer", "config", "lr"): 1e-4,
+        ("lr_scheduler", "name"): "passthrough",
+    },
+    ("instruct", "paper_asr_mse"): {
+        ("loss", "sigma"): 0.9,
+        ("dataset", "max_batch_size"): 12,
+        ("trainer", "grad_accumulation", "num_batches"): 8,
+    },
     ("instruct", "paper_st"): {("task", "task"): "st", ("dataset", "name"): "europarl_st_en_de"},
-    ("instruct", "paper_sqa"): {("task", "task"): "sqa", ("task", "asr_mix_prob"): 0.5, ("dataset", "name"): "spoken_squad_manifest"},
+    ("instruct", "paper_sqa"): {
+        ("task", "task"): "sqa",
+        ("task", "asr_mix_prob"): 0.5,
+        ("dataset", "name"): "spoken_squad_manifest",
+    },
     ("instruct", "demo"): {("model", "name"): "speechmapper_demo", ("speech_llm", "llm"): None},
-    ("evaluate", "paper_st"): {("generation", "strategy"): "greedy", ("generation", "max_new_tokens"): 150, ("scoring", "comet_model"): "Unbabel/wmt22-comet-da"},
+    ("evaluate", "paper_st"): {
+        ("generation", "strategy"): "greedy",
+        ("generation", "max_new_tokens"): 150,
+        ("scoring", "comet_model"): "Unbabel/wmt22-comet-da",
+    },
     ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct"},
     ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "dev"},
 }
@@ -302,19 +390,41 @@ def test_presets_hold_their_settings(cache_dir: Path, command: str, preset: str)
         assert value == expected, path
 
 
-def test_instruct_with_lora_saves_adapters_that_evaluate_attaches(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_instruct_with_lora_saves_adapters_that_evaluate_attaches(
+    cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     output_dir = tmp_path / "lora_it"
 
     config = write_instruct_config(tmp_path / "c.yaml", corpus_dir, num_steps=4)
 
-    result = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(config), "--config", "lora.enabled=true", "lora.rank=4")
+    result = run_cli(
+        cache_dir,
+        "instruct",
+        str(output_dir),
+        "--no-rich",
+        "--config-file",
+        str(config),
+        "--config",
+        "lora.enabled=true",
+        "lora.rank=4",
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
 
     # Resumed: the adapters are added again before the checkpoint is restored.
     config = write_instruct_config(tmp_path / "d.yaml", corpus_dir, num_steps=8)
 
-    resumed = run_cli(cache_dir, "instruct", str(output_dir), "--no-rich", "--config-file", str(config), "--config", "lora.enabled=true", "lora.rank=4")
+    resumed = run_cli(
+        cache_dir,
+        "instruct",
+        str(output_dir),
+        "--no-rich",
+        "--config-file",
+        str(config),
+        "--config",
+        "lora.enabled=true",
+        "lora.rank=4",
+    )
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [line["Step"] for line in metric_lines(output_dir, "train")] == [2, 4, 6, 8]
@@ -335,7 +445,9 @@ def test_instruct_with_lora_saves_adapters_that_evaluate_attaches(cache_dir: Pat
     assert "LoRA adapters (rank 4) are attached" in evaluated.stderr + evaluated.stdout
 
 
-def test_evaluate_on_two_ranks_scores_every_utterance_once(tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_evaluate_on_two_ranks_scores_every_utterance_once(
+    tuned_model: str, cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     config = write_eval_config(tmp_path / "e.yaml", corpus_dir, tuned_model, task="asr")
 
     env = {**os.environ, "FAIRSEQ2_SPEECHMAPPER_CACHE_DIR": str(cache_dir), "FAIRSEQ2_NO_PROGRESS": "1"}
@@ -350,7 +462,10 @@ def test_evaluate_on_two_ranks_scores_every_utterance_once(tuned_model: str, cac
     assert result.returncode == 0, result.stderr[-3000:]
 
     ids_of_rank = [
-        [json.loads(line)["id"] for line in (tmp_path / "eval" / "hypotheses" / f"dev.rank_{rank}.jsonl").read_text().splitlines()]
+        [
+            json.loads(line)["id"]
+            for line in (tmp_path / "eval" / "hypotheses" / f"dev.rank_{rank}.jsonl").read_text().splitlines()
+        ]
         for rank in (0, 1)
     ]
 

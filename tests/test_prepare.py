@@ -154,9 +154,7 @@ def test_malformed_transcript_line_names_the_file_and_line(tmp_path: Path) -> No
         run_prepare(PROG, ["librispeech", str(tmp_path), str(tmp_path / "out")])
 
 
-def test_missing_audio_fails_naming_the_file_unless_skipped(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_audio_fails_naming_the_file_unless_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _make_librispeech(tmp_path, subsets=("dev-clean",))
 
     missing_file = tmp_path / "LibriSpeech" / "dev-clean" / "84" / "121123" / "84-121123-0001.flac"
@@ -251,7 +249,9 @@ def _make_common_voice(root: Path) -> dict[str, float]:
     }
 
     for split, clips in split_clips.items():
-        (lang_dir / f"{split}.tsv").write_text("\n".join([_CV_HEADER, *(rows[c] for c in clips)]) + "\n", encoding="utf-8")
+        (lang_dir / f"{split}.tsv").write_text(
+            "\n".join([_CV_HEADER, *(rows[c] for c in clips)]) + "\n", encoding="utf-8"
+        )
 
     return durations
 
@@ -301,7 +301,11 @@ def test_covost2_from_split_tsvs(tmp_path: Path) -> None:
 
     header = "path\tsentence\ttranslation\tclient_id"
 
-    for split, (nr, translation) in {"train": (1, 'Er sagte zweimal "hallo".'), "dev": (2, "Es ist gut."), "test": (3, "Ein dritter.")}.items():
+    for split, (nr, translation) in {
+        "train": (1, 'Er sagte zweimal "hallo".'),
+        "dev": (2, "Es ist gut."),
+        "test": (3, "Ein dritter."),
+    }.items():
         clip = f"common_voice_en_{nr}.mp3"
 
         (covost_dir / f"covost_v2.en_de.{split}.tsv").write_text(
@@ -369,7 +373,19 @@ def test_covost2_without_tsv_names_the_expected_file(tmp_path: Path) -> None:
     (tmp_path / "covost").mkdir()
 
     with pytest.raises(CommandError, match=f"^{tmp_path / 'covost' / 'covost_v2.en_de.tsv'}: CoVoST 2's TSV"):
-        run_prepare(PROG, ["covost2", str(tmp_path / "en"), str(tmp_path / "covost"), str(tmp_path / "out"), "--src", "en", "--tgt", "de"])
+        run_prepare(
+            PROG,
+            [
+                "covost2",
+                str(tmp_path / "en"),
+                str(tmp_path / "covost"),
+                str(tmp_path / "out"),
+                "--src",
+                "en",
+                "--tgt",
+                "de",
+            ],
+        )
 
 
 # EuroParl-ST ------------------------------------------------------------------
@@ -382,7 +398,10 @@ def _make_europarl_st(root: Path, audio_ext: str) -> dict[str, float]:
 
     durations = {}
 
-    for talk, num_frames in (("en.20080925.22.3-198", 3 * SAMPLE_RATE), ("en.20081008.13.3-070", 2 * SAMPLE_RATE + 100)):
+    for talk, num_frames in (
+        ("en.20080925.22.3-198", 3 * SAMPLE_RATE),
+        ("en.20081008.13.3-070", 2 * SAMPLE_RATE + 100),
+    ):
         talk_file = en_dir / "audios" / f"{talk}.{audio_ext}"
 
         if audio_ext == "m4a":
@@ -413,7 +432,19 @@ def test_europarl_st_writes_segments_of_the_talks(tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
 
     # ROOT is the parent of v1.1/.
-    args = ["europarl-st", str(tmp_path), str(out_dir), "--src", "en", "--tgt", "fr", "--splits", "dev", "--audio-ext", "flac"]
+    args = [
+        "europarl-st",
+        str(tmp_path),
+        str(out_dir),
+        "--src",
+        "en",
+        "--tgt",
+        "fr",
+        "--splits",
+        "dev",
+        "--audio-ext",
+        "flac",
+    ]
 
     assert run_prepare(PROG, args) == 0
 
@@ -460,7 +491,9 @@ def test_europarl_st_m4a_recordings_are_listed_with_a_note_to_convert_them(
 
     out_dir = tmp_path / "out"
 
-    run_prepare(PROG, ["europarl-st", str(tmp_path / "v1.1"), str(out_dir), "--src", "en", "--tgt", "fr", "--splits", "dev"])
+    run_prepare(
+        PROG, ["europarl-st", str(tmp_path / "v1.1"), str(out_dir), "--src", "en", "--tgt", "fr", "--splits", "dev"]
+    )
 
     # Durations from segments.lst, unchecked against the undecodable recordings.
     assert [(e["offset"], e["duration"]) for e in _read_manifest(out_dir / "dev.jsonl")] == [
@@ -479,7 +512,19 @@ def test_europarl_st_malformed_or_unaligned_files_are_named(tmp_path: Path) -> N
 
     split_dir = tmp_path / "v1.1" / "en" / "fr" / "dev"
 
-    args = ["europarl-st", str(tmp_path), str(tmp_path / "out"), "--src", "en", "--tgt", "fr", "--splits", "dev", "--audio-ext", "flac"]
+    args = [
+        "europarl-st",
+        str(tmp_path),
+        str(tmp_path / "out"),
+        "--src",
+        "en",
+        "--tgt",
+        "fr",
+        "--splits",
+        "dev",
+        "--audio-ext",
+        "flac",
+    ]
 
     segments_file = split_dir / "segments.lst"
 
@@ -514,11 +559,18 @@ def _make_spoken_squad(root: Path) -> dict[str, list[Path]]:
                 {
                     "context": "super bowl fifty was an american football game",
                     "qas": [
-                        {"id": "q1", "question": "Which game?", "answers": [{"answer_start": 0, "text": "super bowl fifty"}]},
+                        {
+                            "id": "q1",
+                            "question": "Which game?",
+                            "answers": [{"answer_start": 0, "text": "super bowl fifty"}],
+                        },
                         {
                             "id": "q2",
                             "question": "What sport?",
-                            "answers": [{"answer_start": 32, "text": "american football"}, {"answer_start": 41, "text": "football"}],
+                            "answers": [
+                                {"answer_start": 32, "text": "american football"},
+                                {"answer_start": 41, "text": "football"},
+                            ],
                         },
                     ],
                 }
@@ -529,7 +581,13 @@ def _make_spoken_squad(root: Path) -> dict[str, list[Path]]:
             "paragraphs": [
                 {
                     "context": "warsaw is the capital of poland",
-                    "qas": [{"id": "q3", "question": "Capital of what?", "answers": [{"answer_start": 25, "text": "poland"}]}],
+                    "qas": [
+                        {
+                            "id": "q3",
+                            "question": "Capital of what?",
+                            "answers": [{"answer_start": 25, "text": "poland"}],
+                        }
+                    ],
                 }
             ],
         },
@@ -643,7 +701,10 @@ def test_spoken_squad_bad_input_is_named(tmp_path: Path) -> None:
 
     json_file.write_text(json.dumps(document))
 
-    with pytest.raises(CommandError, match=r"spoken_test-v1\.1\.json: data\[1\]\.paragraphs\[0\]\.qas\[0\]: the `question` field must be a string\.$"):
+    with pytest.raises(
+        CommandError,
+        match=r"spoken_test-v1\.1\.json: data\[1\]\.paragraphs\[0\]\.qas\[0\]: the `question` field must be a string\.$",
+    ):
         run_prepare(PROG, args)
 
     json_file.write_text('{"data": [\n  {"paragraphs": [}\n]}')
@@ -656,7 +717,10 @@ def test_spoken_squad_bad_input_is_named(tmp_path: Path) -> None:
     # Sentences of one paragraph at different sample rates cannot be joined.
     _write_audio(sentences["0_0"][1], num_frames=800, sample_rate=8000)
 
-    with pytest.raises(CommandError, match=r"0_0_1\.wav: 8000 Hz with 1 channel\(s\), but the paragraph's first sentence 0_0_0\.wav has 16000 Hz"):
+    with pytest.raises(
+        CommandError,
+        match=r"0_0_1\.wav: 8000 Hz with 1 channel\(s\), but the paragraph's first sentence 0_0_0\.wav has 16000 Hz",
+    ):
         run_prepare(PROG, args)
 
 
@@ -670,7 +734,12 @@ def _make_librisqa(root: Path) -> None:
 
     part1 = [
         # As the release names the audio: relative to LibriSpeech/, `.wav`.
-        {"speech_path": "dev-clean/84/121123/84-121123-0000.wav", "text": "Chapter zero, utterance zero.", "question": "Which utterance?", "answer": "The first one."},
+        {
+            "speech_path": "dev-clean/84/121123/84-121123-0000.wav",
+            "text": "Chapter zero, utterance zero.",
+            "question": "Which utterance?",
+            "answer": "The first one.",
+        },
         # By LibriSpeech id, without `text`: the LibriSpeech transcript.
         {"id": "84-121123-0001", "question": "And this one?", "answer": "The second one."},
     ]
@@ -685,13 +754,22 @@ def _make_librisqa(root: Path) -> None:
             "question": "What is said? (A) chapter zero (B) chapter three (C) nothing (D) a song",
             "answer": "(A) chapter zero",
         },
-        {"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "question": "Which one?", "choices": ["first", "second"], "answer": "A"},
+        {
+            "speech_path": "dev-clean/84/121123/84-121123-0000.flac",
+            "question": "Which one?",
+            "choices": ["first", "second"],
+            "answer": "A",
+        },
     ]
 
-    (root / "librisqa" / "LibriSQA-PartII-test.jsonl").write_text("\n".join(json.dumps(r) for r in part2) + "\n", encoding="utf-8")
+    (root / "librisqa" / "LibriSQA-PartII-test.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in part2) + "\n", encoding="utf-8"
+    )
 
 
-def test_librisqa_writes_both_parts_with_questions_answers_and_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_librisqa_writes_both_parts_with_questions_answers_and_choices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _make_librisqa(tmp_path)
 
     out_dir = tmp_path / "out"
@@ -733,7 +811,13 @@ def test_librisqa_writes_both_parts_with_questions_answers_and_choices(tmp_path:
     part2 = _read_manifest(out_dir / "part2" / "test.jsonl")
 
     assert [(e["id"], e["text"], e["answers"], e["part"], e["choices"]) for e in part2] == [
-        ("84-121123-0001_0", "CHAPTER 0 UTTERANCE 1", ["(A) chapter zero"], "II", ["chapter zero", "chapter three", "nothing", "a song"]),
+        (
+            "84-121123-0001_0",
+            "CHAPTER 0 UTTERANCE 1",
+            ["(A) chapter zero"],
+            "II",
+            ["chapter zero", "chapter three", "nothing", "a song"],
+        ),
         ("84-121123-0000_1", "CHAPTER 0 UTTERANCE 0", ["A"], "II", ["first", "second"]),
     ]
 
@@ -749,10 +833,19 @@ def test_librisqa_bad_records_are_named_by_file_and_line(tmp_path: Path) -> None
 
     part2_file = tmp_path / "librisqa" / "LibriSQA-PartII-test.jsonl"
 
-    args = ["librisqa", str(tmp_path / "librisqa"), str(tmp_path / "librispeech"), str(tmp_path / "out"), "--splits", "test"]
+    args = [
+        "librisqa",
+        str(tmp_path / "librisqa"),
+        str(tmp_path / "librispeech"),
+        str(tmp_path / "out"),
+        "--splits",
+        "test",
+    ]
 
     part2_file.write_text(
-        part2_file.read_text() + json.dumps({"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "question": "Which?", "answer": "B"}) + "\n"
+        part2_file.read_text()
+        + json.dumps({"speech_path": "dev-clean/84/121123/84-121123-0000.flac", "question": "Which?", "answer": "B"})
+        + "\n"
     )
 
     with pytest.raises(CommandError) as error:
@@ -767,9 +860,13 @@ def test_librisqa_bad_records_are_named_by_file_and_line(tmp_path: Path) -> None
     with pytest.raises(CommandError, match=r"PartII-test\.jsonl:1: the `question` field is missing"):
         run_prepare(PROG, args)
 
-    part2_file.write_text('{"speech_path": "dev-clean/84/121123/84-121123-9999.flac", "question": "Q?", "answer": "A", "choices": ["a", "b"]}\n')
+    part2_file.write_text(
+        '{"speech_path": "dev-clean/84/121123/84-121123-9999.flac", "question": "Q?", "answer": "A", "choices": ["a", "b"]}\n'
+    )
 
-    with pytest.raises(CommandError, match=r"84-121123-9999\.flac: the audio file is missing \(listed in .*PartII-test\.jsonl:1\)"):
+    with pytest.raises(
+        CommandError, match=r"84-121123-9999\.flac: the audio file is missing \(listed in .*PartII-test\.jsonl:1\)"
+    ):
         run_prepare(PROG, args)
 
     with pytest.raises(CommandError) as error:

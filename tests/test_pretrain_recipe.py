@@ -87,7 +87,16 @@ def _env(cache_dir: Path) -> dict[str, str]:
 
 
 def _pretrain_command(output_dir: Path, config_file: Path, *extra: str) -> list[str]:
-    return [str(VENV_BIN / "fairseq2"), "speechmapper", "pretrain", str(output_dir), "--config-file", str(config_file), "--no-rich", *extra]
+    return [
+        str(VENV_BIN / "fairseq2"),
+        "speechmapper",
+        "pretrain",
+        str(output_dir),
+        "--config-file",
+        str(config_file),
+        "--no-rich",
+        *extra,
+    ]
 
 
 def _train_steps(output_dir: Path) -> list[int]:
@@ -113,7 +122,9 @@ def test_pretrain_trains_validates_checkpoints_and_writes_a_loadable_card(
 
     config_file = _write_config(tmp_path / "config.yaml", corpus_dir, num_steps=4)
 
-    result = subprocess.run(_pretrain_command(output_dir, config_file), capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+    result = subprocess.run(
+        _pretrain_command(output_dir, config_file), capture_output=True, text=True, env=_env(cache_dir), timeout=600
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -173,7 +184,9 @@ def test_pretrain_trains_validates_checkpoints_and_writes_a_loadable_card(
     assert scores["Number of Examples"] == 4
     assert 0.0 <= scores["Word Token Accuracy"] <= 100.0
 
-    hypotheses = [json.loads(line) for line in (eval_dir / "hypotheses" / "stage1.rank_0.jsonl").read_text().splitlines()]
+    hypotheses = [
+        json.loads(line) for line in (eval_dir / "hypotheses" / "stage1.rank_0.jsonl").read_text().splitlines()
+    ]
 
     assert sorted(h["reference"] for h in hypotheses) == sorted(SENTENCES[i % len(SENTENCES)] for i in range(4))
 
@@ -294,7 +307,9 @@ def test_bad_manifest_line_fails_with_one_line_error(cache_dir: Path, corpus_dir
     assert "Traceback" not in result.stderr
 
 
-def test_undecodable_audio_stops_training_with_one_line_error(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+def test_undecodable_audio_stops_training_with_one_line_error(
+    cache_dir: Path, corpus_dir: Path, tmp_path: Path
+) -> None:
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
 
@@ -317,7 +332,9 @@ def test_undecodable_audio_stops_training_with_one_line_error(cache_dir: Path, c
 
     assert result.returncode == 2
 
-    message = f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio (Format not recognised.)."
+    message = (
+        f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded as audio (Format not recognised.)."
+    )
 
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -335,12 +352,24 @@ def test_validating_at_start_without_a_validation_split_is_a_config_error(
     result = subprocess.run(command, capture_output=True, text=True, env=_env(cache_dir), timeout=300)
 
     assert result.returncode == 2
-    assert "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`." in result.stderr
+    assert (
+        "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
+        in result.stderr
+    )
 
 
 def test_preset_and_config_file_are_exclusive(cache_dir: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(VENV_BIN / "fairseq2"), "speechmapper", "pretrain", str(tmp_path), "--preset", "paper", "--config-file", "x.yaml"],
+        [
+            str(VENV_BIN / "fairseq2"),
+            "speechmapper",
+            "pretrain",
+            str(tmp_path),
+            "--preset",
+            "paper",
+            "--config-file",
+            "x.yaml",
+        ],
         capture_output=True,
         text=True,
         env=_env(cache_dir),

@@ -178,9 +178,13 @@ def test_padded_batch_gives_each_example_its_unpadded_logits(speech_llm: SpeechL
 
     lens = [3, 11, 6]
 
-    speech = MappedSpeech(outputs=torch.randn(3, max(lens), speech_llm.embedding_table.size(1), generator=generator), lens=lens)
+    speech = MappedSpeech(
+        outputs=torch.randn(3, max(lens), speech_llm.embedding_table.size(1), generator=generator), lens=lens
+    )
 
-    prompts = [template.speech_prompt(w) for w in ("Transcribe the audio.", "Convert this speech into text.", "Repeat it.")]
+    prompts = [
+        template.speech_prompt(w) for w in ("Transcribe the audio.", "Convert this speech into text.", "Repeat it.")
+    ]
 
     prefixes = speech_llm.build_prefixes(speech, prompts)
 
@@ -250,9 +254,7 @@ def test_mapper_is_refused_by_embeddings_not_names() -> None:
         load_tiny_speech_llm(TINY_MAPPER_QWEN_CARD, llm=TINY_LLAMA_CARD)
 
 
-@pytest.mark.parametrize(
-    ("llm", "end_of_turn"), [(TINY_LLAMA_CARD, "<|eot_id|>"), (TINY_QWEN_CARD, "<|im_end|>")]
-)
+@pytest.mark.parametrize(("llm", "end_of_turn"), [(TINY_LLAMA_CARD, "<|eot_id|>"), (TINY_QWEN_CARD, "<|im_end|>")])
 def test_chat_template_ends_responses_with_the_end_of_turn_token(llm: str, end_of_turn: str) -> None:
     tokenizer = load_tokenizer(llm)
 
@@ -390,8 +392,12 @@ def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_ca
 
         detached = [p.detach() for p in prefixes]
 
-        cached = generate_from_embeddings(model.llm, detached, stop_token_ids=template.stop_token_ids, options=GenerationOptions(max_new_tokens=12))
+        cached = generate_from_embeddings(
+            model.llm, detached, stop_token_ids=template.stop_token_ids, options=GenerationOptions(max_new_tokens=12)
+        )
 
-        reference = generate_greedy_without_cache(model.llm, detached, stop_token_ids=template.stop_token_ids, max_new_tokens=12)
+        reference = generate_greedy_without_cache(
+            model.llm, detached, stop_token_ids=template.stop_token_ids, max_new_tokens=12
+        )
 
     assert [c.token_ids for c in cached] == [r.token_ids for r in reference]

@@ -70,9 +70,7 @@ def create_mapper(arch: str, *, meta: bool = False) -> SpeechMapper:
         ("tiny", 64, 0.427),
     ],
 )
-def test_arch_builds_with_expected_parameter_count(
-    arch: str, llm_dim: int, expected_millions: float
-) -> None:
+def test_arch_builds_with_expected_parameter_count(arch: str, llm_dim: int, expected_millions: float) -> None:
     hub = get_speechmapper_model_hub()
 
     config = hub.get_arch_config(arch)

@@ -85,9 +85,7 @@ def hf_model() -> Wav2Vec2BertModel:
 def model(hf_model: Wav2Vec2BertModel) -> W2VBert2Model:
     config = tiny_w2vbert2_config()
 
-    model = get_w2vbert2_model_hub().create_new_model(
-        config, device=torch.device("cpu")
-    )
+    model = get_w2vbert2_model_hub().create_new_model(config, device=torch.device("cpu"))
 
     state_dict = convert_w2vbert2_state_dict(dict(hf_model.state_dict()), config)
 
@@ -96,9 +94,7 @@ def model(hf_model: Wav2Vec2BertModel) -> W2VBert2Model:
     return model.eval()
 
 
-def stack_like_transformers(
-    fbank: Tensor, seq_lens: list[int]
-) -> tuple[Tensor, Tensor]:
+def stack_like_transformers(fbank: Tensor, seq_lens: list[int]) -> tuple[Tensor, Tensor]:
     """Stacks fbank frames in pairs and builds the attention mask as
     ``SeamlessM4TFeatureExtractor`` does (a pair holding padding is padding)."""
     batch_size, num_frames, num_channels = fbank.shape
@@ -114,29 +110,20 @@ def stack_like_transformers(
     return feats, frame_mask[:, 1::2]
 
 
-def hf_hidden_states(
-    hf_model: Wav2Vec2BertModel, feats: Tensor, attention_mask: Tensor
-) -> tuple[Tensor, ...]:
+def hf_hidden_states(hf_model: Wav2Vec2BertModel, feats: Tensor, attention_mask: Tensor) -> tuple[Tensor, ...]:
     with torch.no_grad():
-        output = hf_model(
-            feats, attention_mask=attention_mask, output_hidden_states=True
-        )
+        output = hf_model(feats, attention_mask=attention_mask, output_hidden_states=True)
 
     hidden_states: tuple[Tensor, ...] = output.hidden_states
 
     return hidden_states
 
 
-def layer_diffs(
-    expected: tuple[Tensor, ...] | list[Tensor], actual: list[Tensor], mask: Tensor
-) -> list[float]:
+def layer_diffs(expected: tuple[Tensor, ...] | list[Tensor], actual: list[Tensor], mask: Tensor) -> list[float]:
     """Max abs difference per layer over the real (unpadded) positions."""
     assert len(expected) == len(actual)
 
-    return [
-        float((e[mask] - a[mask]).abs().max())
-        for e, a in zip(expected, actual, strict=True)
-    ]
+    return [float((e[mask] - a[mask]).abs().max()) for e, a in zip(expected, actual, strict=True)]
 
 
 def noisy_waveform(num_samples: int, seed: int) -> Tensor:
@@ -152,9 +139,7 @@ def noisy_waveform(num_samples: int, seed: int) -> Tensor:
 
 
 # (a)
-def test_every_layer_matches_transformers_on_a_padded_batch(
-    hf_model: Wav2Vec2BertModel, model: W2VBert2Model
-) -> None:
+def test_every_layer_matches_transformers_on_a_padded_batch(hf_model: Wav2Vec2BertModel, model: W2VBert2Model) -> None:
     torch.manual_seed(1)
 
     seq_lens = [LONG_LEN, SHORT_LEN]
@@ -194,9 +179,7 @@ def test_every_layer_matches_transformers_on_a_padded_batch(
     assert layer_diffs(expected, broken_actual, mask)[1] > 100 * LAYER_ATOL
 
 
-def test_unpadded_batch_matches_transformers(
-    hf_model: Wav2Vec2BertModel, model: W2VBert2Model
-) -> None:
+def test_unpadded_batch_matches_transformers(hf_model: Wav2Vec2BertModel, model: W2VBert2Model) -> None:
     torch.manual_seed(2)
 
     fbank = torch.randn(2, LONG_LEN, 80)
@@ -220,9 +203,7 @@ def test_frontend_matches_seamless_feature_extractor() -> None:
 
     hf_extractor = SeamlessM4TFeatureExtractor()
 
-    hf_output = hf_extractor(
-        [w.numpy() for w in waveforms], sampling_rate=16_000, return_tensors="pt"
-    )
+    hf_output = hf_extractor([w.numpy() for w in waveforms], sampling_rate=16_000, return_tensors="pt")
 
     # (N, S/2, 160) -> (N, S, 80)
     hf_fbank = hf_output["input_features"].reshape(len(waveforms), -1, 80)
@@ -243,9 +224,7 @@ def test_frontend_matches_seamless_feature_extractor() -> None:
 
         assert num_frames == fbank.size(0) - fbank.size(0) % 2
 
-        diffs.append(
-            float((hf_fbank[idx, :num_frames] - fbank[:num_frames]).abs().max())
-        )
+        diffs.append(float((hf_fbank[idx, :num_frames] - fbank[:num_frames]).abs().max()))
 
     print(f"max abs fbank diff per utterance: {diffs}")
 
@@ -274,13 +253,9 @@ def test_waveform_to_layer_outputs_matches_transformers_pipeline(
     # The whole path a recipe runs: waveforms -> fbank -> padded batch -> layers.
     waveforms = [noisy_waveform(19_040, seed=2), noisy_waveform(12_000, seed=3)]
 
-    hf_output = SeamlessM4TFeatureExtractor()(
-        [w.numpy() for w in waveforms], sampling_rate=16_000, return_tensors="pt"
-    )
+    hf_output = SeamlessM4TFeatureExtractor()([w.numpy() for w in waveforms], sampling_rate=16_000, return_tensors="pt")
 
-    expected = hf_hidden_states(
-        hf_model, hf_output["input_features"], hf_output["attention_mask"]
-    )
+    expected = hf_hidden_states(hf_model, hf_output["input_features"], hf_output["attention_mask"])
 
     fbanks = [compute_w2vbert2_fbank(w) for w in waveforms]
 
@@ -325,9 +300,7 @@ def test_padding_never_changes_real_positions(model: W2VBert2Model) -> None:
     with torch.no_grad():
         alone, alone_layout = model.layer_outputs(short, BatchLayout.of(short))
 
-        padded, padded_layout = model.layer_outputs(
-            batch, BatchLayout.of(batch, [SHORT_LEN, LONG_LEN])
-        )
+        padded, padded_layout = model.layer_outputs(batch, BatchLayout.of(batch, [SHORT_LEN, LONG_LEN]))
 
         long_alone, _ = model.layer_outputs(long, BatchLayout.of(long))
 
@@ -336,9 +309,7 @@ def test_padding_never_changes_real_positions(model: W2VBert2Model) -> None:
     assert padded_layout.seq_lens == [num_frames, LONG_LEN // 2]
 
     for idx, (a, p, la) in enumerate(zip(alone, padded, long_alone, strict=True)):
-        torch.testing.assert_close(
-            p[0, :num_frames], a[0], atol=1e-5, rtol=0, msg=f"layer {idx}"
-        )
+        torch.testing.assert_close(p[0, :num_frames], a[0], atol=1e-5, rtol=0, msg=f"layer {idx}")
         torch.testing.assert_close(p[1], la[0], atol=1e-5, rtol=0, msg=f"layer {idx}")
 
         assert p[0, num_frames:].eq(0.0).all()
@@ -415,9 +386,7 @@ def test_card_resolves_to_the_600m_architecture() -> None:
     assert config.num_encoder_attn_heads == hf_config.num_attention_heads == 16
     assert config.ffn_inner_dim == hf_config.intermediate_size == 4096
     assert config.feature_dim == hf_config.feature_projection_input_dim == 160
-    assert (
-        config.depthwise_conv_kernel_size == hf_config.conv_depthwise_kernel_size == 31
-    )
+    assert config.depthwise_conv_kernel_size == hf_config.conv_depthwise_kernel_size == 31
     assert config.max_left_rel_pos == hf_config.left_max_position_embeddings == 64
     assert config.max_right_rel_pos == hf_config.right_max_position_embeddings == 8
     assert hf_config.position_embeddings_type == "relative_key"
@@ -426,9 +395,7 @@ def test_card_resolves_to_the_600m_architecture() -> None:
 def test_600m_model_has_the_released_parameter_count() -> None:
     hub = get_w2vbert2_model_hub()
 
-    model = hub.create_new_model(
-        hub.get_arch_config("600m"), device=torch.device("cpu"), meta=True
-    )
+    model = hub.create_new_model(hub.get_arch_config("600m"), device=torch.device("cpu"), meta=True)
 
     num_params = sum(p.numel() for p in model.parameters())
 
@@ -438,9 +405,7 @@ def test_600m_model_has_the_released_parameter_count() -> None:
         hf_model = Wav2Vec2BertModel(Wav2Vec2BertConfig())
 
     # All of transformers' model but the SpecAugment vector `masked_spec_embed`.
-    hf_num_params = sum(
-        p.numel() for n, p in hf_model.named_parameters() if n != "masked_spec_embed"
-    )
+    hf_num_params = sum(p.numel() for n, p in hf_model.named_parameters() if n != "masked_spec_embed")
 
     assert num_params == hf_num_params
     assert 580_000_000 <= num_params <= 600_000_000
@@ -495,9 +460,7 @@ def test_hub_loads_a_transformers_safetensors_checkpoint(
 
     hub = get_w2vbert2_model_hub()
 
-    loaded = hub.load_custom_model(
-        path, tiny_w2vbert2_config(), device=torch.device("cpu")
-    ).eval()
+    loaded = hub.load_custom_model(path, tiny_w2vbert2_config(), device=torch.device("cpu")).eval()
 
     assert isinstance(loaded, W2VBert2Model)
 
@@ -531,9 +494,7 @@ def test_hub_loads_a_native_checkpoint(tmp_path: Path, model: W2VBert2Model) -> 
 
     torch.save({"model": model.state_dict()}, path)
 
-    loaded = get_w2vbert2_model_hub().load_custom_model(
-        path, tiny_w2vbert2_config(), device=torch.device("cpu")
-    )
+    loaded = get_w2vbert2_model_hub().load_custom_model(path, tiny_w2vbert2_config(), device=torch.device("cpu"))
 
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key

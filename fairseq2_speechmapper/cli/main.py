@@ -93,9 +93,7 @@ def _run_speechmapper(prog: str, args: list[str]) -> int:
     return command.run(f"{prog} {command.name}", args[1:])
 
 
-def _parse_choice(
-    parser: ArgumentParser, metavar: str, choices: list[str], args: list[str]
-) -> str | int:
+def _parse_choice(parser: ArgumentParser, metavar: str, choices: list[str], args: list[str]) -> str | int:
     """Parses the first of ``args`` as one of ``choices``; returns the exit
     code instead when there is nothing to run (help, or no argument)."""
     parser.usage = f"{parser.prog} [-h] {metavar} ..."
@@ -177,4 +175,3 @@ def _exit_code(ex: SystemExit) -> int:
 
 def fail(message: str, exit_code: int = USER_ERROR_EXIT_CODE) -> NoReturn:
     raise CommandError(message, exit_code)
-

@@ -39,9 +39,7 @@ class UtteranceLoader:
     one-line reason) when the utterance is bad and ``raise_errors`` is off.
     """
 
-    def __init__(
-        self, prepare_input: InputPreparer, *, convert_audio: bool, raise_errors: bool
-    ) -> None:
+    def __init__(self, prepare_input: InputPreparer, *, convert_audio: bool, raise_errors: bool) -> None:
         """
         :param convert_audio: Resample to 16 kHz and downmix to mono; if
             ``False``, audio in another format is a bad sample.
@@ -82,7 +80,9 @@ class UtteranceLoader:
 
         if not self._convert_audio:
             if sample_rate != SAMPLE_RATE:
-                raise bad(f"is sampled at {sample_rate} Hz, but 16 kHz is expected (or set `dataset.convert_audio=true`).")
+                raise bad(
+                    f"is sampled at {sample_rate} Hz, but 16 kHz is expected (or set `dataset.convert_audio=true`)."
+                )
 
             if num_channels != 1:
                 raise bad(f"has {num_channels} channels, but mono is expected (or set `dataset.convert_audio=true`).")

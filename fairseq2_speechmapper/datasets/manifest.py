@@ -81,9 +81,7 @@ class Manifest:
     """The number of lines skipped as bad (only with ``on_bad_sample="skip"``)."""
 
 
-def read_manifest(
-    path: Path, *, on_bad_sample: OnBadSample = "error", check_audio_files: bool = True
-) -> Manifest:
+def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_audio_files: bool = True) -> Manifest:
     """Reads a JSONL or TSV manifest.
 
     A bad line (missing field, negative duration, missing or empty audio file)
@@ -300,7 +298,9 @@ def find_split_manifests(manifest_dir: Path) -> dict[str, Path]:
             continue
 
         if path.stem in manifests:
-            raise ManifestError(f"{manifest_dir}: split `{path.stem}` has two manifests, {manifests[path.stem].name} and {path.name}.")
+            raise ManifestError(
+                f"{manifest_dir}: split `{path.stem}` has two manifests, {manifests[path.stem].name} and {path.name}."
+            )
 
         manifests[path.stem] = path
 

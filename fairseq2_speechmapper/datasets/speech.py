@@ -97,7 +97,9 @@ class SpeechReadOptions:
         result = ValidationResult()
 
         if not 0.0 <= self.min_duration <= self.max_duration:
-            result.add_error(f"`min_duration` ({self.min_duration} s) must be between 0 and `max_duration` ({self.max_duration} s).")
+            result.add_error(
+                f"`min_duration` ({self.min_duration} s) must be between 0 and `max_duration` ({self.max_duration} s)."
+            )
 
         if self.max_duration > self.max_batch_seconds:
             result.add_error(
@@ -280,16 +282,12 @@ def create_speech_reader(
     # Validation reads every rank's shard to its end.
     sync_mode = SyncMode.UNTIL_FIRST if training else SyncMode.UNTIL_LAST
 
-    reader = DataPipelineReader[SpeechBatch](
-        pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
-    )
+    reader = DataPipelineReader[SpeechBatch](pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode)
 
     return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
 
 
-def make_length_batches(
-    examples: list[dict[str, object]], options: SpeechReadOptions
-) -> list[list[dict[str, object]]]:
+def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOptions) -> list[list[dict[str, object]]]:
     """Splits ``examples`` into batches of similar duration whose padded size
     (batch size × longest duration) stays within the budget."""
     if options.sort_window > 1:
@@ -392,7 +390,13 @@ class SpeechDataReader(DataReader[SpeechBatch]):
         if self._log_shard:
             ids = [i for batch in batches for i in batch.ids]
 
-            log.info("Split `{}`: rank {} of {} reads shard {}", self._split, self._gangs.dp.rank, self._gangs.dp.size, json.dumps(ids))
+            log.info(
+                "Split `{}`: rank {} of {} reads shard {}",
+                self._split,
+                self._gangs.dp.rank,
+                self._gangs.dp.size,
+                json.dumps(ids),
+            )
 
         return batches
 

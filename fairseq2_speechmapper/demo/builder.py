@@ -91,7 +91,9 @@ def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
 
     while not (card_file.exists() and all(_read_stamp(root_dir / part) for part in _PARTS)):
         if time.monotonic() > deadline:
-            raise DemoAssetError(f"The demo assets in {root_dir} were not built within {timeout_seconds:.0f} s; run `fairseq2 speechmapper make-demo-assets` first.")
+            raise DemoAssetError(
+                f"The demo assets in {root_dir} were not built within {timeout_seconds:.0f} s; run `fairseq2 speechmapper make-demo-assets` first."
+            )
 
         time.sleep(2.0)
 

@@ -130,7 +130,10 @@ def check_smollm2(card: dict[str, object], *, max_gen_len: int = 24) -> SmolLM2C
         max_abs_diff = (fs2_logits - hf_logits).abs().max().item()
 
         generator = SamplingSequenceGenerator(
-            model, tokenizer.vocab_info, TopKSampler(k=1), max_gen_len=max_gen_len  # type: ignore[arg-type]
+            model,
+            tokenizer.vocab_info,
+            TopKSampler(k=1),
+            max_gen_len=max_gen_len,  # type: ignore[arg-type]
         )
 
         output = generator(seqs, BatchLayout.of(seqs))
@@ -189,7 +192,9 @@ def check_whisper(snapshot_dir: Path, ct2_file: Path, wav_file: Path) -> Whisper
     else:
         ct2_whisper = ctranslate2.models.Whisper(str(ct2_file.parent), device="cpu", compute_type="float32")
 
-        ct2_features = np.asarray(ct2_whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True))
+        ct2_features = np.asarray(
+            ct2_whisper.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)), to_cpu=True)
+        )
 
         ct2_diff = float(np.abs(ct2_features - features).max())
 

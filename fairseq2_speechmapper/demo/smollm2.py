@@ -214,7 +214,9 @@ def _convert_model(metadata: GGUFLlamaMetadata, model_dir: Path) -> int:
 
     for key, value in expected.items():
         if getattr(hf_config, key) != value:
-            raise DemoAssetError(f"transformers read {key}={getattr(hf_config, key)} from {path}, but its metadata says {value}.")
+            raise DemoAssetError(
+                f"transformers read {key}={getattr(hf_config, key)} from {path}, but its metadata says {value}."
+            )
 
     model.save_pretrained(model_dir, safe_serialization=True)
 
@@ -302,7 +304,9 @@ def check_smollm2_tokenizer(tokenizer_dir: Path, metadata: GGUFLlamaMetadata) ->
         if tokenizer.encode(text) != gguf_ids:
             raise fail(f"encodes {text!r} differently from transformers' GGUF tokenizer")
 
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
     if not (isinstance(chat, str) and chat.endswith("<|im_start|>assistant\n")):
         raise fail("has no working chat template")
 

@@ -148,10 +148,14 @@ class FeatureCacheHeader:
 
         for key, value in sorted(self.speech_encoder_options.items()):
             if options.get(key) != value:
-                problems.append(f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` ({setting(key)})")
+                problems.append(
+                    f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` ({setting(key)})"
+                )
 
         if dtype_name(sfm.dtype) != self.speech_encoder_dtype:
-            problems.append(f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} ({setting('dtype')})")
+            problems.append(
+                f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} ({setting('dtype')})"
+            )
 
         return problems
 
@@ -339,7 +343,9 @@ class FeatureCache:
             )
 
         if num_frames != sum(int(e["frames"]) for e in entries):
-            raise FeatureCacheError(f"{features_file}: holds {num_frames} frames, but its index lists {sum(int(e['frames']) for e in entries)}.")
+            raise FeatureCacheError(
+                f"{features_file}: holds {num_frames} frames, but its index lists {sum(int(e['frames']) for e in entries)}."
+            )
 
         return [
             {

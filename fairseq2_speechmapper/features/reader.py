@@ -184,7 +184,11 @@ def open_cached_features(
 
     check_frame_average(cache, mapper_frame_average=mapper_frame_average)
 
-    log.info("Reading the SFM features from the cache {} ({}); the SFM is not loaded.", cache.directory, cache.header.describe())
+    log.info(
+        "Reading the SFM features from the cache {} ({}); the SFM is not loaded.",
+        cache.directory,
+        cache.header.describe(),
+    )
 
     header = cache.header
 

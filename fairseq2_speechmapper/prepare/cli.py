@@ -61,15 +61,24 @@ def _create_parser(prog: str) -> ArgumentParser:
 
     common = ArgumentParser(add_help=False)
     common.add_argument(
-        "--skip-missing", action="store_true", help="skip and count utterances whose audio file is missing, instead of failing"
+        "--skip-missing",
+        action="store_true",
+        help="skip and count utterances whose audio file is missing, instead of failing",
     )
     common.add_argument(
-        "--num-threads", type=int, default=DEFAULT_NUM_THREADS, help="threads reading audio headers (default: %(default)s)"
+        "--num-threads",
+        type=int,
+        default=DEFAULT_NUM_THREADS,
+        help="threads reading audio headers (default: %(default)s)",
     )
 
     splits = ArgumentParser(add_help=False)
     splits.add_argument(
-        "--splits", nargs="+", default=["train", "dev", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)"
+        "--splits",
+        nargs="+",
+        default=["train", "dev", "test"],
+        metavar="SPLIT",
+        help="the splits to write (default: %(default)s)",
     )
 
     translation = ArgumentParser(add_help=False, parents=[splits])
@@ -107,7 +116,9 @@ def _create_parser(prog: str) -> ArgumentParser:
         help="CoVoST 2 speech translation: Common Voice clips with CoVoST 2's translations",
         description="Reads COVOST_TSV_DIR/covost_v2.<src>_<tgt>.<split>.tsv (path, sentence, translation, client_id; written by CoVoST's get_covost_splits.py) or else the official COVOST_TSV_DIR/covost_v2.<src>_<tgt>.tsv (path, translation, split) joined with CV_ROOT/validated.tsv; the clips are in CV_ROOT/clips/. Writes OUT/<split>.jsonl with translation, lang and tgt_lang.",
     )
-    covost2.add_argument("cv_root", type=Path, metavar="CV_ROOT", help="Common Voice's directory of the source language")
+    covost2.add_argument(
+        "cv_root", type=Path, metavar="CV_ROOT", help="Common Voice's directory of the source language"
+    )
     covost2.add_argument("covost_dir", type=Path, metavar="COVOST_TSV_DIR")
     covost2.add_argument("out", type=Path, metavar="OUT")
     covost2.set_defaults(prepare=_prepare_covost2)
@@ -134,7 +145,12 @@ def _create_parser(prog: str) -> ArgumentParser:
     spoken_squad.add_argument("root", type=Path, metavar="ROOT")
     spoken_squad.add_argument("out", type=Path, metavar="OUT")
     spoken_squad.add_argument(
-        "--splits", nargs="+", default=["train", "test"], choices=["train", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)"
+        "--splits",
+        nargs="+",
+        default=["train", "test"],
+        choices=["train", "test"],
+        metavar="SPLIT",
+        help="the splits to write (default: %(default)s)",
     )
     spoken_squad.set_defaults(prepare=_prepare_spoken_squad)
 
@@ -147,8 +163,21 @@ def _create_parser(prog: str) -> ArgumentParser:
     librisqa.add_argument("librisqa_dir", type=Path, metavar="LIBRISQA_DIR")
     librisqa.add_argument("librispeech_root", type=Path, metavar="LIBRISPEECH_ROOT")
     librisqa.add_argument("out", type=Path, metavar="OUT")
-    librisqa.add_argument("--parts", nargs="+", default=["1", "2"], choices=["1", "2"], metavar="PART", help="the parts to write (default: %(default)s)")
-    librisqa.add_argument("--splits", nargs="+", default=["train", "test"], metavar="SPLIT", help="the splits to write (default: %(default)s)")
+    librisqa.add_argument(
+        "--parts",
+        nargs="+",
+        default=["1", "2"],
+        choices=["1", "2"],
+        metavar="PART",
+        help="the parts to write (default: %(default)s)",
+    )
+    librisqa.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "test"],
+        metavar="SPLIT",
+        help="the splits to write (default: %(default)s)",
+    )
     librisqa.set_defaults(prepare=_prepare_librisqa)
 
     return parser
@@ -174,7 +203,13 @@ def _prepare_covost2(namespace: Namespace, out_dir: Path, options: PrepareOption
     from fairseq2_speechmapper.prepare.covost2 import prepare_covost2
 
     return prepare_covost2(
-        namespace.cv_root, namespace.covost_dir, out_dir, options, src=namespace.src, tgt=namespace.tgt, splits=namespace.splits
+        namespace.cv_root,
+        namespace.covost_dir,
+        out_dir,
+        options,
+        src=namespace.src,
+        tgt=namespace.tgt,
+        splits=namespace.splits,
     )
 
 
@@ -202,5 +237,10 @@ def _prepare_librisqa(namespace: Namespace, out_dir: Path, options: PrepareOptio
     from fairseq2_speechmapper.prepare.librisqa import prepare_librisqa
 
     return prepare_librisqa(
-        namespace.librisqa_dir, namespace.librispeech_root, out_dir, options, parts=namespace.parts, splits=namespace.splits
+        namespace.librisqa_dir,
+        namespace.librispeech_root,
+        out_dir,
+        options,
+        parts=namespace.parts,
+        splits=namespace.splits,
     )

@@ -25,7 +25,12 @@ COMMON_VOICE_CLIPS_DIR: Final = "clips"
 
 
 def prepare_common_voice(
-    root: Path, out_dir: Path, options: PrepareOptions, *, splits: Sequence[str] = COMMON_VOICE_SPLITS, lang: str | None = None
+    root: Path,
+    out_dir: Path,
+    options: PrepareOptions,
+    *,
+    splits: Sequence[str] = COMMON_VOICE_SPLITS,
+    lang: str | None = None,
 ) -> PrepareResult:
     """Writes ``out_dir/<split>.jsonl`` for each of ``splits`` (any
     ``root/<split>.tsv``: ``train``, ``dev``, ``test``, ``validated``, ...).

@@ -103,7 +103,9 @@ class _CoVoST2Reader:
 
             hint = f" Extract {archive.name} first." if archive.is_file() else ""
 
-            raise PrepareError(f"{combined_file}: CoVoST 2's TSV of {self._src}-{self._tgt} does not exist, nor does {split_file.name}.{hint}")
+            raise PrepareError(
+                f"{combined_file}: CoVoST 2's TSV of {self._src}-{self._tgt} does not exist, nor does {split_file.name}.{hint}"
+            )
 
         if self._combined_rows is None:
             self._combined_rows = [

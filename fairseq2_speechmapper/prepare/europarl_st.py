@@ -115,7 +115,9 @@ def read_europarl_st_split(split_dir: Path, audio_dir: Path, *, src: str, tgt: s
 
     utterances = []
 
-    for line_nr, (segment_line, transcript, translation) in enumerate(zip(segment_lines, transcripts, translations), start=1):
+    for line_nr, (segment_line, transcript, translation) in enumerate(
+        zip(segment_lines, transcripts, translations), start=1
+    ):
         source = f"{segments_file}:{line_nr}"
 
         talk, start, end = _parse_segment(segment_line, source)

@@ -65,7 +65,9 @@ def find_librispeech_dir(root: Path) -> Path:
         if any((corpus_dir / subset).is_dir() for subset in LIBRISPEECH_SUBSETS):
             return corpus_dir
 
-    raise PrepareError(f"{root}: no LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)}) in it or in its LibriSpeech/.")
+    raise PrepareError(
+        f"{root}: no LibriSpeech subset ({', '.join(LIBRISPEECH_SUBSETS)}) in it or in its LibriSpeech/."
+    )
 
 
 def read_librispeech_subset(subset_dir: Path) -> list[Utterance]:

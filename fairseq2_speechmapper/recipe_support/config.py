@@ -41,7 +41,9 @@ class SpeechDatasetSection(DatasetSection, SpeechReadOptions):
         result = SpeechReadOptions.validate(self)
 
         if self.name is None and self.manifest_dir is None and not self.manifests and self.feature_cache is None:
-            result.add_error("`name` (a dataset card), `manifest_dir`, `manifests` or `feature_cache` must be specified.")
+            result.add_error(
+                "`name` (a dataset card), `manifest_dir`, `manifests` or `feature_cache` must be specified."
+            )
 
         return result
 

@@ -19,9 +19,7 @@ from fairseq2_speechmapper.features import (
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 
 
-def open_dataset(
-    context: RecipeContext, section: SpeechDatasetSection
-) -> SpeechManifestDataset | FeatureCacheDataset:
+def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset | FeatureCacheDataset:
     """The feature cache if the section names one, else the manifests."""
     if section.feature_cache is not None:
         return FeatureCacheDataset.open(section.feature_cache)

@@ -29,9 +29,7 @@ class SpeechEncoder(Module, ABC):
         encoder's input (e.g. a raw waveform or fbank frames ``(F, C)``)."""
 
     @abstractmethod
-    def forward(
-        self, inputs: Tensor, inputs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, inputs: Tensor, inputs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         """Encodes a right-padded batch of prepared inputs.
 
         :returns: The features of :attr:`layer`, *Shape:* :math:`(N,S,M)`, and
@@ -39,9 +37,7 @@ class SpeechEncoder(Module, ABC):
         """
 
 
-def run_encoder_layers(
-    encoder: TransformerEncoder, seqs: Tensor, seqs_layout: BatchLayout, num_layers: int
-) -> Tensor:
+def run_encoder_layers(encoder: TransformerEncoder, seqs: Tensor, seqs_layout: BatchLayout, num_layers: int) -> Tensor:
     """Runs the first ``num_layers`` layers of ``encoder`` only: fairseq2 0.8.1's
     layer hooks cannot stop the stack early, and later layers are wasted work."""
     layers = encoder.layers  # type: ignore[attr-defined]
@@ -57,7 +53,6 @@ def run_encoder_layers(
         seqs = layer(seqs, seqs_layout, attn_bias_cache)
 
     return seqs
-
 
 
 def check_waveform(waveform: Tensor, sample_rate: int) -> None:

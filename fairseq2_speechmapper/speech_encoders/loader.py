@@ -37,9 +37,7 @@ SpeechEncoderWrapper = Callable[[Module, AssetCard, int | None, SpeechEncoderOpt
 feature layer or ``None`` for the last, options)."""
 
 
-def _wrap_wav2vec2(
-    model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions
-) -> SpeechEncoder:
+def _wrap_wav2vec2(model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions) -> SpeechEncoder:
     if not isinstance(model, Wav2Vec2Model):
         raise TypeError(f"The `{card.name}` card does not hold a wav2vec2 model.")
 
@@ -51,18 +49,14 @@ def _wrap_wav2vec2(
     return Wav2Vec2SpeechEncoder(model, layer, normalize_waveform=normalize_waveform)
 
 
-def _wrap_w2vbert2(
-    model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions
-) -> SpeechEncoder:
+def _wrap_w2vbert2(model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions) -> SpeechEncoder:
     if not isinstance(model, W2VBert2Model):
         raise TypeError(f"The `{card.name}` card does not hold a w2v-BERT 2.0 model.")
 
     return W2VBert2SpeechEncoder(model, model.num_layers if layer is None else layer)
 
 
-def _wrap_hg(
-    model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions
-) -> SpeechEncoder:
+def _wrap_hg(model: Module, card: AssetCard, layer: int | None, options: SpeechEncoderOptions) -> SpeechEncoder:
     from transformers import WhisperForConditionalGeneration, WhisperModel
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -75,9 +69,7 @@ def _wrap_hg(
             f"The `{card.name}` card holds a transformers {type(model).__name__}, but the only `hg` speech encoder supported is Whisper."
         )
 
-    return WhisperSpeechEncoder(
-        encoder, len(encoder.layers) if layer is None else layer, window=options.whisper_window
-    )
+    return WhisperSpeechEncoder(encoder, len(encoder.layers) if layer is None else layer, window=options.whisper_window)
 
 
 _WRAPPERS: Final[dict[str, SpeechEncoderWrapper]] = {

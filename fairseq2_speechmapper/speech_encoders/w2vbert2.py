@@ -30,11 +30,7 @@ class W2VBert2SpeechEncoder(SpeechEncoder):
     def prepare_input(self, waveform: Tensor, sample_rate: int) -> Tensor:
         # Standardised per utterance, so before padding; the frontend checks
         # the sample rate and channels.
-        return compute_w2vbert2_fbank(
-            waveform.float(), sample_rate, converter=self._fbank_converter
-        )
+        return compute_w2vbert2_fbank(waveform.float(), sample_rate, converter=self._fbank_converter)
 
-    def forward(
-        self, inputs: Tensor, inputs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, inputs: Tensor, inputs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         return self.model(inputs, inputs_layout, layer=self.layer)

@@ -21,9 +21,7 @@ from fairseq2_speechmapper.speech_encoders.base import (
 class Wav2Vec2SpeechEncoder(SpeechEncoder):
     """fairseq2's ``wav2vec2`` family: raw 16 kHz waveform in, 50 Hz features."""
 
-    def __init__(
-        self, model: Wav2Vec2Model, layer: int, *, normalize_waveform: bool = False
-    ) -> None:
+    def __init__(self, model: Wav2Vec2Model, layer: int, *, normalize_waveform: bool = False) -> None:
         super().__init__()
 
         self.model = model
@@ -43,9 +41,7 @@ class Wav2Vec2SpeechEncoder(SpeechEncoder):
 
         return waveform
 
-    def forward(
-        self, inputs: Tensor, inputs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, inputs: Tensor, inputs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         frontend = self.model.encoder_frontend
 
         if inputs_layout.padded:
@@ -57,9 +53,7 @@ class Wav2Vec2SpeechEncoder(SpeechEncoder):
             for inputs_row, seq_len in zip(inputs, inputs_layout.seq_lens):
                 utterance = inputs_row[:seq_len].unsqueeze(0)
 
-                utterance_features, _, _ = frontend.extract_features(
-                    utterance, BatchLayout.of(utterance)
-                )
+                utterance_features, _, _ = frontend.extract_features(utterance, BatchLayout.of(utterance))
 
                 features.append(utterance_features.squeeze(0))
 

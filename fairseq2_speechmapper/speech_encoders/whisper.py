@@ -154,9 +154,7 @@ class WhisperSpeechEncoder(SpeechEncoder):
 
         return log_mel
 
-    def forward(
-        self, inputs: Tensor, inputs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, inputs: Tensor, inputs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         """Encodes a right-padded batch of :meth:`prepare_input` outputs, each
         in its own window (see ``window``), whatever the batch padding."""
         num_mel_bins = self.encoder.config.num_mel_bins
@@ -266,7 +264,9 @@ class WhisperSpeechEncoder(SpeechEncoder):
         # (N, M, S) -> (N, S, M)
         seqs = seqs.transpose(1, 2) + encoder.embed_positions.weight[:num_features]
 
-        key_mask = torch.arange(num_features, device=inputs.device) < torch.tensor(feature_lens, device=inputs.device).unsqueeze(1)
+        key_mask = torch.arange(num_features, device=inputs.device) < torch.tensor(
+            feature_lens, device=inputs.device
+        ).unsqueeze(1)
 
         # Additive (N, 1, S, S) mask: no query attends to another utterance's padding.
         attn_mask = torch.zeros((seqs.size(0), 1, num_features, num_features), dtype=seqs.dtype, device=seqs.device)

@@ -93,7 +93,10 @@ class ChatTemplate:
                 return "" if idx is None else decoder(torch.tensor([idx]))
 
             self._template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
-            self._special_tokens = {"bos_token": token_text(vocab_info.bos_idx), "eos_token": token_text(vocab_info.eos_idx)}
+            self._special_tokens = {
+                "bos_token": token_text(vocab_info.bos_idx),
+                "eos_token": token_text(vocab_info.eos_idx),
+            }
 
         self.end_of_turn_ids = self._find_end_of_turn()
 
@@ -159,10 +162,14 @@ class ChatTemplate:
 
         if self._template is not None:
             return str(
-                self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._special_tokens)
+                self._template.render(
+                    messages=messages, add_generation_prompt=add_generation_prompt, **self._special_tokens
+                )
             )
 
-        return str(self._encoder.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))  # type: ignore[attr-defined]
+        return str(
+            self._encoder.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        )  # type: ignore[attr-defined]
 
     def _encode(self, text: str) -> Tensor:
         return self._encoder(text).to(torch.int64) if text else torch.empty((0,), dtype=torch.int64)

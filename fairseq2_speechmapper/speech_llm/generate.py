@@ -56,7 +56,9 @@ def generate_replies(
 
     mapper.eval()
 
-    model, tokenizer, info = load_speech_llm(mapper_card, section, mapper=mapper, unwrapped_mapper=mapper, device=device)
+    model, tokenizer, info = load_speech_llm(
+        mapper_card, section, mapper=mapper, unwrapped_mapper=mapper, device=device
+    )
 
     if instruction is None:
         card_instruction = info.extra_fields.get("instruction")
@@ -121,4 +123,3 @@ def _load_batch(loader: UtteranceLoader, paths: Sequence[Path]) -> SpeechBatch:
         sources=[str(p) for p in paths],
         fields=[{} for _ in paths],
     )
-

@@ -92,7 +92,9 @@ def load_speech_llm(
 
     llm = load_model(llm_name, device=device, dtype=section.llm_dtype)
     if not isinstance(llm, TransformerLM):
-        raise SpeechLLMSetupError(f"The `{llm_name}` card does not hold a decoder-only LLM (a fairseq2 `TransformerLM`).")
+        raise SpeechLLMSetupError(
+            f"The `{llm_name}` card does not hold a decoder-only LLM (a fairseq2 `TransformerLM`)."
+        )
 
     llm.requires_grad_(False)
 
@@ -114,7 +116,11 @@ def load_speech_llm(
         except LLMLoRAError as ex:
             raise SpeechLLMSetupError(f"`{info.name}`: {ex}") from None
 
-        log.info("The mapper's LoRA adapters (rank {}) are attached to `{}`.", unwrapped_mapper.llm_lora.config.rank, llm_name)
+        log.info(
+            "The mapper's LoRA adapters (rank {}) are attached to `{}`.",
+            unwrapped_mapper.llm_lora.config.rank,
+            llm_name,
+        )
 
     tokenizer = load_tokenizer(llm_name)
 
@@ -138,7 +144,9 @@ def load_speech_llm(
     return SpeechLLM(features, mapper, llm, chat_template), tokenizer, info
 
 
-def add_llm_lora(mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: float, dropout_p: float) -> LLMLoRAConfig:
+def add_llm_lora(
+    mapper: SpeechMapper, llm: TransformerLM, *, rank: int, alpha: float, dropout_p: float
+) -> LLMLoRAConfig:
     """Gives ``mapper`` new LoRA adapters for ``llm`` and attaches them."""
     attention = llm.decoder.layers[0].self_attn  # type: ignore[index]
 
@@ -170,7 +178,9 @@ def _check_same_embeddings(info: MapperCard, llm: TransformerLM, llm_name: str, 
         trained_table = load_embedding_table(info.llm, device=torch.device("cpu"), dtype=torch.float32)
     except EmbeddingTableError as ex:
         if allow_other_llm:
-            log.warning("Attaching the mapper `{}` (trained for `{}`) to `{}` unchecked: {}", info.name, info.llm, llm_name, ex)
+            log.warning(
+                "Attaching the mapper `{}` (trained for `{}`) to `{}` unchecked: {}", info.name, info.llm, llm_name, ex
+            )
 
             return
 

@@ -78,7 +78,9 @@ class SpeechLLM:
             speech_embeddings = speech.outputs[i, : speech.lens[i]].to(llm_dtype)
 
             prefixes.append(
-                torch.cat([self.embed_tokens(prompt.before_ids), speech_embeddings, self.embed_tokens(prompt.after_ids)])
+                torch.cat(
+                    [self.embed_tokens(prompt.before_ids), speech_embeddings, self.embed_tokens(prompt.after_ids)]
+                )
             )
 
         return prefixes

@@ -34,10 +34,7 @@ class NearestEmbeddingDecoder:
         """*Shape:* :math:`(*,M)` → :math:`(*)`."""
         flat_vectors = torch.nn.functional.normalize(vectors.float().reshape(-1, vectors.size(-1)), dim=-1)
 
-        ids = [
-            (chunk @ self._normalized_table.T).argmax(dim=-1)
-            for chunk in flat_vectors.split(_NEAREST_CHUNK_SIZE)
-        ]
+        ids = [(chunk @ self._normalized_table.T).argmax(dim=-1) for chunk in flat_vectors.split(_NEAREST_CHUNK_SIZE)]
 
         if not ids:
             return torch.empty(vectors.shape[:-1], dtype=torch.int64, device=vectors.device)

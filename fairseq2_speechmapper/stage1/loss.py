@@ -109,9 +109,7 @@ class EmbeddingRegressionLoss:
 
         loss = self._alpha * word_distance + (10.0 - self._alpha) * pad_distance - self._gamma * mean_cosine
 
-        return Stage1LossOutput(
-            loss=loss, word_distance=word_distance, pad_distance=pad_distance, cosine=mean_cosine
-        )
+        return Stage1LossOutput(loss=loss, word_distance=word_distance, pad_distance=pad_distance, cosine=mean_cosine)
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -91,5 +91,3 @@ def build_embedding_targets(
         pad_mask=pad_mask.to(device),
         keep=keep.to(device),
     )
-
-

@@ -71,7 +71,14 @@ class SpeechEvalRecipe(Recipe):
         split = str(config.dataset.valid_split)
 
         reader = create_split_reader(
-            dataset, split, config.dataset, model.speech_encoder, tokenizer, gangs, training=False, seed=config.common.seed
+            dataset,
+            split,
+            config.dataset,
+            model.speech_encoder,
+            tokenizer,
+            gangs,
+            training=False,
+            seed=config.common.seed,
         )
 
         hypothesis_dir = context.output_dir / "hypotheses"
@@ -186,4 +193,3 @@ def _load_judge(section: ScoringSection, device: torch.device) -> Callable[[list
     log.info("Spoken-QA answers are judged by `{}`.", name)
 
     return complete
-

@@ -97,6 +97,9 @@ class HypothesisWriter:
 
     def __call__(self, batch: SpeechBatch, hypotheses: list[str]) -> None:
         for utterance_id, reference, hypothesis in zip(batch.ids, batch.texts, hypotheses):
-            self._fp.write(json.dumps({"id": utterance_id, "reference": reference, "hypothesis": hypothesis}, ensure_ascii=False) + "\n")
+            self._fp.write(
+                json.dumps({"id": utterance_id, "reference": reference, "hypothesis": hypothesis}, ensure_ascii=False)
+                + "\n"
+            )
 
         self._fp.flush()

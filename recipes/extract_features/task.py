@@ -346,7 +346,9 @@ class FeatureExtractionTask(Task):
             save_file({FEATURES_KEY: stacked.contiguous()}, str(tmp_file), metadata=metadata)
 
         def write_index(tmp_file: Path) -> None:
-            tmp_file.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in index_lines), encoding="utf-8")
+            tmp_file.write_text(
+                "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in index_lines), encoding="utf-8"
+            )
 
         # The index goes last: it marks the shard as finished.
         write_file_atomically(split_dir / f"{name}.safetensors", write_features)

@@ -146,6 +146,8 @@ class InstructConfig:
             result.add_error("`model.name` must name the pretrained mapper's card.")
 
         if self.dataset.valid_split is None and self.regime.validate_at_start:
-            result.add_error("`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`.")
+            result.add_error(
+                "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
+            )
 
         return result

@@ -69,7 +69,9 @@ class InstructRecipe(Recipe):
             log.info(
                 "LoRA adapters of rank {} on the LLM's query and value projections: {} parameters, trained with the mapper.",
                 lora_config.rank,
-                lora_config.num_layers * lora_config.rank * (2 * lora_config.model_dim + lora_config.q_dim + lora_config.v_dim),
+                lora_config.num_layers
+                * lora_config.rank
+                * (2 * lora_config.model_dim + lora_config.q_dim + lora_config.v_dim),
             )
 
         # Wrapped for data parallelism only now, with the adapters in it.

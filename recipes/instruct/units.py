@@ -37,9 +37,7 @@ def add_instruct_metrics(bag: MetricBag, *, with_stage1: bool) -> None:
 
 
 @torch.no_grad()
-def update_instruct_metrics(
-    bag: MetricBag, output: InstructLossOutput, batch: SpeechBatch, *, asr_batch: bool
-) -> None:
+def update_instruct_metrics(bag: MetricBag, output: InstructLossOutput, batch: SpeechBatch, *, asr_batch: bool) -> None:
     num_tokens = output.num_response_tokens
 
     bag.get("loss", Mean).update(output.loss.detach() / num_tokens, weight=num_tokens)

@@ -77,6 +77,8 @@ class PretrainConfig:
         # fairseq2 0.8.1's trainer fails with an internal error on
         # `validate_at_start` when there is nothing to validate on.
         if self.dataset.valid_split is None and self.regime.validate_at_start:
-            result.add_error("`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`.")
+            result.add_error(
+                "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
+            )
 
         return result

@@ -69,9 +69,7 @@ class SpeechMapperFactory:
             llm_lora=None if config.llm_lora is None else LLMLoRA(config.llm_lora),
         )
 
-    def create_block(
-        self, block_config: SpeechMapperBlockConfig, input_dim: int
-    ) -> SpeechMapperBlock:
+    def create_block(self, block_config: SpeechMapperBlockConfig, input_dim: int) -> SpeechMapperBlock:
         conv = Conv1d(
             input_dim,
             block_config.model_dim,
@@ -87,9 +85,7 @@ class SpeechMapperFactory:
 
         return SpeechMapperBlock(conv, GELU(), pos_encoder, encoder, up_proj)
 
-    def create_position_encoder(
-        self, block_config: SpeechMapperBlockConfig
-    ) -> PositionEncoder | None:
+    def create_position_encoder(self, block_config: SpeechMapperBlockConfig) -> PositionEncoder | None:
         config = self._config
 
         if config.pos_encoder_type == "none":
@@ -103,19 +99,14 @@ class SpeechMapperFactory:
         )
 
     def create_encoder(self, block_config: SpeechMapperBlockConfig) -> TransformerEncoder:
-        layers = [
-            self.create_encoder_layer(block_config)
-            for _ in range(block_config.num_layers)
-        ]
+        layers = [self.create_encoder_layer(block_config) for _ in range(block_config.num_layers)]
 
         # Pre-norm layers leave their output unnormalised; close the stack.
         layer_norm = self.create_layer_norm(block_config.model_dim)
 
         return StandardTransformerEncoder(layers, layer_norm)
 
-    def create_encoder_layer(
-        self, block_config: SpeechMapperBlockConfig
-    ) -> TransformerEncoderLayer:
+    def create_encoder_layer(self, block_config: SpeechMapperBlockConfig) -> TransformerEncoderLayer:
         config = self._config
 
         self_attn = self.create_self_attention(block_config)
@@ -131,14 +122,10 @@ class SpeechMapperFactory:
             dropout_p=config.dropout_p,
         )
 
-    def create_self_attention(
-        self, block_config: SpeechMapperBlockConfig
-    ) -> MultiheadAttention:
+    def create_self_attention(self, block_config: SpeechMapperBlockConfig) -> MultiheadAttention:
         sdpa = create_default_sdpa(IdentityBias(), dropout_p=self._config.dropout_p)
 
-        return StandardMultiheadAttention(
-            block_config.model_dim, block_config.num_attn_heads, sdpa, bias=True
-        )
+        return StandardMultiheadAttention(block_config.model_dim, block_config.num_attn_heads, sdpa, bias=True)
 
     def create_ffn(self, block_config: SpeechMapperBlockConfig) -> FeedForwardNetwork:
         return StandardFeedForwardNetwork(
@@ -153,9 +140,7 @@ class SpeechMapperFactory:
         config = self._config
 
         if config.final_proj_hidden_dim is None:
-            return SpeechMapperFinalProjection(
-                Linear(input_dim, config.llm_dim, bias=True)
-            )
+            return SpeechMapperFinalProjection(Linear(input_dim, config.llm_dim, bias=True))
 
         activation: Module = GELU()
 

@@ -8,6 +8,4 @@ from fairseq2_speechmapper.models.speechmapper.config import (
 )
 from fairseq2_speechmapper.models.speechmapper.model import SpeechMapper
 
-get_speechmapper_model_hub = ModelHubAccessor(
-    SPEECHMAPPER_FAMILY, kls=SpeechMapper, config_kls=SpeechMapperConfig
-)
+get_speechmapper_model_hub = ModelHubAccessor(SPEECHMAPPER_FAMILY, kls=SpeechMapper, config_kls=SpeechMapperConfig)

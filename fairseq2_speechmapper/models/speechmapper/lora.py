@@ -35,14 +35,18 @@ class LLMLoRA(Module):
         super().__init__()
 
         if config.rank < 1 or min(config.num_layers, config.model_dim, config.q_dim, config.v_dim) < 1:
-            raise ValueError(f"The LoRA configuration must have a positive rank and the LLM's dimensions, but is {config}.")
+            raise ValueError(
+                f"The LoRA configuration must have a positive rank and the LLM's dimensions, but is {config}."
+            )
 
         self.config = config
 
         self.scale = config.alpha / config.rank
 
         def down() -> ParameterList:
-            return ParameterList(Parameter(torch.empty(config.rank, config.model_dim)) for _ in range(config.num_layers))
+            return ParameterList(
+                Parameter(torch.empty(config.rank, config.model_dim)) for _ in range(config.num_layers)
+            )
 
         def up(output_dim: int) -> ParameterList:
             return ParameterList(Parameter(torch.zeros(output_dim, config.rank)) for _ in range(config.num_layers))
@@ -60,14 +64,19 @@ class LLMLoRA(Module):
         layers = list(llm.decoder.layers)  # type: ignore[arg-type]
 
         if len(layers) != self.config.num_layers:
-            raise LLMLoRAError(f"The mapper's LoRA adapters are for {self.config.num_layers} LLM layers, but the LLM has {len(layers)}.")
+            raise LLMLoRAError(
+                f"The mapper's LoRA adapters are for {self.config.num_layers} LLM layers, but the LLM has {len(layers)}."
+            )
 
         handles = []
 
         for layer_idx, layer in enumerate(layers):
             attention = layer.self_attn
 
-            for projection, down, up in ((attention.q_proj, self.q_down, self.q_up), (attention.v_proj, self.v_down, self.v_up)):
+            for projection, down, up in (
+                (attention.q_proj, self.q_down, self.q_up),
+                (attention.v_proj, self.v_down, self.v_up),
+            ):
                 if (projection.input_dim, projection.output_dim) != (down[layer_idx].size(1), up[layer_idx].size(0)):
                     raise LLMLoRAError(
                         f"The mapper's LoRA adapters map {down[layer_idx].size(1)} -> {up[layer_idx].size(0)}, but layer {layer_idx} of the LLM projects {projection.input_dim} -> {projection.output_dim}."

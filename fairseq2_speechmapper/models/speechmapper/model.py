@@ -44,9 +44,7 @@ class SpeechMapperBlock(Module):
 
         return torch.div(seq_lens - kernel_size, stride, rounding_mode="floor") + 1
 
-    def forward(
-        self, seqs: Tensor, seqs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, seqs: Tensor, seqs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         # (N, S, M) -> (N, M, S) -> (N, M', S') -> (N, S', M')
         seqs = self.conv(seqs.transpose(1, 2)).transpose(1, 2)
 
@@ -125,9 +123,7 @@ class SpeechMapper(Module):
         super().__init__()
 
         if frame_average < 1:
-            raise ValueError(
-                f"`frame_average` must be greater than or equal to 1, but is {frame_average} instead."
-            )
+            raise ValueError(f"`frame_average` must be greater than or equal to 1, but is {frame_average} instead.")
 
         self.frame_average = frame_average
         self.blocks = ModuleList(blocks)
@@ -173,9 +169,7 @@ class SpeechMapper(Module):
 
         return seq_len * self.frame_average
 
-    def forward(
-        self, seqs: Tensor, seqs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def forward(self, seqs: Tensor, seqs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         """
         :param seqs: The speech features. *Shape:* :math:`(N,S,M_{in})`.
         :param seqs_layout: The layout of ``seqs`` (right padding only).
@@ -208,9 +202,7 @@ class SpeechMapper(Module):
 
         return zero_padding(seqs, seqs_layout), seqs_layout
 
-    def _average_frames(
-        self, seqs: Tensor, seqs_layout: BatchLayout
-    ) -> tuple[Tensor, BatchLayout]:
+    def _average_frames(self, seqs: Tensor, seqs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         if self.frame_average == 1:
             return seqs, seqs_layout
 
@@ -219,18 +211,13 @@ class SpeechMapper(Module):
         # A trailing partial group is dropped, as in the length computation.
         num_frames -= num_frames % self.frame_average
 
-        seqs = seqs[:, :num_frames].reshape(
-            batch_size, num_frames // self.frame_average, self.frame_average, model_dim
-        )
+        seqs = seqs[:, :num_frames].reshape(batch_size, num_frames // self.frame_average, self.frame_average, model_dim)
 
         seqs = seqs.mean(dim=2)
 
-        seq_lens = torch.div(
-            seqs_layout.seq_lens_pt, self.frame_average, rounding_mode="floor"
-        )
+        seq_lens = torch.div(seqs_layout.seq_lens_pt, self.frame_average, rounding_mode="floor")
 
         return seqs, BatchLayout.of(seqs, seq_lens.tolist())
 
     def extra_repr(self) -> str:
         return f"frame_average={self.frame_average}, input_dim={self.input_dim}, llm_dim={self.llm_dim}"
-

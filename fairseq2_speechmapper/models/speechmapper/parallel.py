@@ -12,9 +12,7 @@ from fairseq2.nn.fsdp import FSDPWrapper
 from fairseq2_speechmapper.models.speechmapper.model import SpeechMapper
 
 
-def apply_fsdp_to_speechmapper(
-    model: SpeechMapper, granularity: str, wrapper: FSDPWrapper
-) -> Module:
+def apply_fsdp_to_speechmapper(model: SpeechMapper, granularity: str, wrapper: FSDPWrapper) -> Module:
     if granularity == "layer":
         for block in model.blocks:
             apply_layerwise_fsdp(block.encoder.layers, wrapper)  # type: ignore[union-attr, arg-type]
@@ -27,9 +25,7 @@ def apply_fsdp_to_speechmapper(
 
         return model
 
-    raise NotSupportedError(
-        f"`granularity` must be 'layer' or 'stack', but is '{granularity}' instead."
-    )
+    raise NotSupportedError(f"`granularity` must be 'layer' or 'stack', but is '{granularity}' instead.")
 
 
 def apply_ac_to_speechmapper(model: SpeechMapper, every_nth_layer: int) -> Module:

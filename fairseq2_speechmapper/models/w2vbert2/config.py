@@ -74,9 +74,7 @@ class W2VBert2Config:
                 result.add_error(f"`{name}` must be at least 1.")
 
         if self.max_left_rel_pos < 0 or self.max_right_rel_pos < 0:
-            result.add_error(
-                "`max_left_rel_pos` and `max_right_rel_pos` must be non-negative."
-            )
+            result.add_error("`max_left_rel_pos` and `max_right_rel_pos` must be non-negative.")
 
         return result
 

@@ -33,9 +33,7 @@ class W2VBert2Factory:
     def create_model(self) -> W2VBert2Model:
         config = self._config
 
-        encoder_factory = W2VBert2EncoderFactory(
-            to_wav2vec2_encoder_config(config), config
-        )
+        encoder_factory = W2VBert2EncoderFactory(to_wav2vec2_encoder_config(config), config)
 
         encoder_frontend = encoder_factory.create_encoder_frontend()
 
@@ -91,17 +89,13 @@ class W2VBert2EncoderFactory(Wav2Vec2EncoderFactory):
     relative position keys in attention and a causal depthwise convolution
     followed by a layer norm (not a batch norm)."""
 
-    def __init__(
-        self, encoder_config: Wav2Vec2EncoderConfig, config: W2VBert2Config
-    ) -> None:
+    def __init__(self, encoder_config: Wav2Vec2EncoderConfig, config: W2VBert2Config) -> None:
         super().__init__(encoder_config)
 
         self._w2vbert2_config = config
 
     @override
-    def create_self_attention(
-        self, lazy_rel_pos_encoding: Lazy[RelativePositionalEncoding]
-    ) -> MultiheadAttention:
+    def create_self_attention(self, lazy_rel_pos_encoding: Lazy[RelativePositionalEncoding]) -> MultiheadAttention:
         config = self._w2vbert2_config
 
         sdpa = ShawRelativePositionSDPA(

@@ -36,9 +36,7 @@ _HF_DROPPED_KEYS: Final = frozenset({"masked_spec_embed"})
 _WRAPPER_PREFIXES: Final = ("module.", "wav2vec2_bert.")
 
 
-def convert_w2vbert2_state_dict(
-    state_dict: dict[str, object], config: W2VBert2Config
-) -> dict[str, object]:
+def convert_w2vbert2_state_dict(state_dict: dict[str, object], config: W2VBert2Config) -> dict[str, object]:
     """Converts a w2v-BERT 2.0 state dict with transformers'
     ``Wav2Vec2BertModel`` key names to :class:`W2VBert2Model` key names.
 

@@ -64,9 +64,7 @@ class W2VBert2Model(Module):
         """
         layer = self._check_layer(layer)
 
-        for layer_nr, (layer_seqs, layer_seqs_layout) in enumerate(
-            self._iter_outputs(seqs, seqs_layout)
-        ):
+        for layer_nr, (layer_seqs, layer_seqs_layout) in enumerate(self._iter_outputs(seqs, seqs_layout)):
             if layer_nr == layer:
                 return layer_seqs, layer_seqs_layout
 
@@ -101,9 +99,7 @@ class W2VBert2Model(Module):
 
         return layer
 
-    def _iter_outputs(
-        self, seqs: Tensor, seqs_layout: BatchLayout
-    ) -> Iterator[tuple[Tensor, BatchLayout]]:
+    def _iter_outputs(self, seqs: Tensor, seqs_layout: BatchLayout) -> Iterator[tuple[Tensor, BatchLayout]]:
         if seqs_layout.packed:
             raise ValueError("`seqs` must not be a packed batch.")
 
@@ -140,7 +136,4 @@ class W2VBert2Model(Module):
             yield seqs, seqs_layout
 
     def extra_repr(self) -> str:
-        return (
-            f"num_fbank_channels={self.num_fbank_channels}, model_dim={self.model_dim}"
-        )
-
+        return f"num_fbank_channels={self.num_fbank_channels}, model_dim={self.model_dim}"
