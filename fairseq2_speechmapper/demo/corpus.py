@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ class Utterance:
     pitch: int | None
     """espeak-ng pitch (0-99); ``None`` for flite."""
 
+    pitch_shift_cents: int = 0
+    """A pitch shift applied to the engine's output (sox ``pitch``), for
+    varying the pitch of voices without a pitch control (flite)."""
+
 
 @final
 @dataclass(kw_only=True)
@@ -119,13 +124,22 @@ def check_tts_tools() -> None:
 
 
 def write_corpus(corpus_dir: Path, *, num_workers: int = 2) -> CorpusSummary:
-    """Synthesises all utterances into ``corpus_dir/audio/SPLIT/ID.wav`` and
+    """Synthesises the demo corpus into ``corpus_dir/audio/SPLIT/ID.wav`` and
     writes ``corpus_dir/{train,dev}.jsonl``."""
+    return synthesize_corpus(corpus_dir, plan_utterances(), voices=VOICES, num_workers=num_workers)
+
+
+def synthesize_corpus(
+    corpus_dir: Path, utterances: Sequence[Utterance], *, voices: Sequence[Voice], num_workers: int = 2
+) -> CorpusSummary:
+    """Synthesises ``utterances`` into ``corpus_dir/audio/SPLIT/ID.wav`` and
+    writes one ``corpus_dir/SPLIT.jsonl`` per split, in the utterances' order;
+    ``num_workers`` engine processes run at a time."""
     check_tts_tools()
 
-    utterances = plan_utterances()
+    splits = list(dict.fromkeys(u.split for u in utterances))
 
-    for split in ("train", "dev"):
+    for split in splits:
         (corpus_dir / "audio" / split).mkdir(parents=True, exist_ok=True)
 
     with ThreadPoolExecutor(max_workers=num_workers) as executor:
@@ -134,7 +148,7 @@ def write_corpus(corpus_dir: Path, *, num_workers: int = 2) -> CorpusSummary:
     num_utterances: dict[str, int] = {}
     minutes: dict[str, float] = {}
 
-    for split in ("train", "dev"):
+    for split in splits:
         with (corpus_dir / f"{split}.jsonl").open("w", encoding="utf-8") as fp:
             for utterance, duration in zip(utterances, durations):
                 if utterance.split != split:
@@ -154,15 +168,20 @@ def write_corpus(corpus_dir: Path, *, num_workers: int = 2) -> CorpusSummary:
                 num_utterances[split] = num_utterances.get(split, 0) + 1
                 minutes[split] = minutes.get(split, 0.0) + duration / 60
 
-    return CorpusSummary(num_utterances=num_utterances, minutes=minutes, voices=[v.name for v in VOICES])
+    return CorpusSummary(num_utterances=num_utterances, minutes=minutes, voices=[v.name for v in voices])
 
 
 def _describe_voice(utterance: Utterance) -> str:
     voice = utterance.voice
     if voice.engine == "espeak-ng":
-        return f"espeak-ng {voice.voice} rate {utterance.rate:.2f} pitch {utterance.pitch}"
+        description = f"espeak-ng {voice.voice} rate {utterance.rate:.2f} pitch {utterance.pitch}"
+    else:
+        description = f"flite {voice.voice} rate {utterance.rate:.2f}"
 
-    return f"flite {voice.voice} rate {utterance.rate:.2f}"
+    if utterance.pitch_shift_cents:
+        description += f" shift {utterance.pitch_shift_cents:+d} cents"
+
+    return description
 
 
 def _synthesize(utterance: Utterance, corpus_dir: Path) -> float:
@@ -181,8 +200,11 @@ def _synthesize(utterance: Utterance, corpus_dir: Path) -> float:
 
         _run(command)
 
-        # Resample to 16 kHz mono 16-bit and trim leading/trailing silence.
-        _run(["sox", str(raw_file), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(output_file), "silence", "1", "0.02", "0.1%", "reverse", "silence", "1", "0.02", "0.1%", "reverse", "pad", "0.1", "0.1"])  # fmt: skip
+        shift = ["pitch", str(utterance.pitch_shift_cents)] if utterance.pitch_shift_cents else []
+
+        # Resample to 16 kHz mono 16-bit and trim leading/trailing silence;
+        # repeatably (-R), as sox otherwise seeds its dither from the clock.
+        _run(["sox", "-R", str(raw_file), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(output_file), *shift, "silence", "1", "0.02", "0.1%", "reverse", "silence", "1", "0.02", "0.1%", "reverse", "pad", "0.1", "0.1"])  # fmt: skip
 
     return wav_duration(output_file)
 
