@@ -167,9 +167,9 @@ class ChatTemplate:
                 )
             )
 
-        return str(
-            self._encoder.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        )  # type: ignore[attr-defined]
+        apply_chat_template = self._encoder.apply_chat_template  # type: ignore[attr-defined]
+
+        return str(apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
 
     def _encode(self, text: str) -> Tensor:
         return self._encoder(text).to(torch.int64) if text else torch.empty((0,), dtype=torch.int64)
