@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-_MiB = 2**20
+from common import MiB, require_linux
 
 # Runs one operation in a fresh interpreter and prints its peak RSS growth.
 _CHILD = textwrap.dedent(
@@ -211,7 +211,7 @@ def _write_llama_8b_checkpoint(output_dir: Path, num_shards: int = 4) -> tuple[d
 
 
 def _row(case: str, method: str, kind: str, value: float, note: str = "") -> str:
-    return f"{case:<20} {method:<42} {kind:<9} {value / _MiB:>10.1f} MiB  {note}"
+    return f"{case:<20} {method:<42} {kind:<9} {value / MiB:>10.1f} MiB  {note}"
 
 
 def main() -> int:
@@ -221,9 +221,7 @@ def main() -> int:
     parser.add_argument("--no-8b", action="store_true", help="skip the Llama 3.1 8B-shaped case")
     args = parser.parse_args()
 
-    if not sys.platform.startswith("linux"):
-        print("This benchmark reads the peak RSS from /proc (Linux only).", file=sys.stderr)
-
+    if not require_linux():
         return 1
 
     from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir

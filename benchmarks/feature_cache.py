@@ -49,7 +49,6 @@ figure.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -62,10 +61,8 @@ from typing import TYPE_CHECKING, Final
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
+from common import Comparison, add_timing_options, log, report, set_up_for_timing, timing_options
 from pretrain import (
-    Comparison,
-    _load_average,
-    _log,
     best_of_rounds,
     prepare_assets,
     recipe_step_times,
@@ -205,8 +202,6 @@ def make_config(
     corpus_dir: Path, scale: Scale, *, durations: tuple[float, float], num_steps: int, num_threads: int
 ) -> PretrainConfig:
     """The pretrain recipe on the scaled models, set up for timing."""
-    from fairseq2.recipe.config import RegimeSection
-
     from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
     from fairseq2_speechmapper.stage1 import TargetLLMSection
@@ -235,11 +230,9 @@ def make_config(
     config.trainer.mixed_precision.mode = "off"
     config.trainer.max_grad_norm = 1.0
 
-    config.regime = RegimeSection(num_steps=num_steps, publish_metrics_every_n_steps=1)
-
     config.common.no_sweep_dir = True
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.common.torch.num_threads = num_threads
+
+    set_up_for_timing(config, num_steps=num_steps, num_threads=num_threads)
 
     return config
 
@@ -287,7 +280,7 @@ def measure(
 
     num_mapper_params = count_params(scale.mapper_config())
 
-    _log(
+    log(
         f"  SFM: w2v-BERT 2.0 widths / {scale.divisor}, 24 layers, {sfm_params / 1e6:.2f}M params; "
         f"mapper: paper arch widths / {scale.divisor}, {num_mapper_params / 1e6:.2f}M params; "
         f"ratio {sfm_params / num_mapper_params:.2f} (paper {_PAPER_SFM_PARAMS / _PAPER_MAPPER_PARAMS:.2f})"
@@ -308,7 +301,7 @@ def measure(
 
     storage = measure_storage(FeatureCache.open(cache_dir), ["train"])
 
-    _log(f"  extraction: {storage.audio_seconds:.1f} s of audio in {extraction_seconds:.1f} s")
+    log(f"  extraction: {storage.audio_seconds:.1f} s of audio in {extraction_seconds:.1f} s")
 
     cached_config = make_config(corpus_dir, scale, durations=durations, num_steps=num_steps, num_threads=num_threads)
 
@@ -339,7 +332,7 @@ def measure(
 
             times[which].append(step_times[timed])
 
-            _log(f"  round {round_nr + 1} {which:<10} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
+            log(f"  round {round_nr + 1} {which:<10} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
 
     if sizes["on the fly"] != sizes["cached"]:
         raise RuntimeError(f"The two sides trained on other batches: sizes {sizes['on the fly']} != {sizes['cached']}.")
@@ -388,38 +381,11 @@ def measure(
     ]
 
 
-def _format_value(value: float, unit: str) -> str:
-    if unit == "s/step":
-        return f"{value:.3f} s"
-
-    return f"{value:,.1f} {unit}"
-
-
-def print_table(rows: list[Comparison], *, seconds: float) -> None:
-    header = f"{'measurement':<11} {'case':<40} {'value':>26} {'baseline':>24} {'ratio':>7}  note"
-
-    print()
-    print(header)
-    print("-" * len(header))
-
-    for row in rows:
-        value = f"{row.value_name} {_format_value(row.value, row.unit)}"
-        baseline = f"{row.baseline_name} {_format_value(row.baseline, row.unit)}"
-
-        print(f"{row.section:<11} {row.case:<40} {value:>26} {baseline:>24} {row.ratio:>7.2f}  {row.note}")
-
-    print(f"\nratio = value / baseline. Total {seconds:.0f} s. Load average at the end: {_load_average()}.")
-
-
 def main() -> int:
     parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
     parser.add_argument(
         "--quick", action="store_true", help="widths / 16, 24 utterances, 2 + 3 steps, 1 round (the smoke test)"
     )
-    parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
-    parser.add_argument("--steps", type=int, help="timed steps per round (default: 10, --quick 3)")
-    parser.add_argument("--rounds", type=int, help="rounds in which the two take turns (default: 2, --quick 1)")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default: 1)")
     parser.add_argument(
         "--durations",
         type=float,
@@ -428,12 +394,8 @@ def main() -> int:
         metavar=("MIN", "MAX"),
         help="utterance durations in seconds, uniform (default: 1 4; LibriSpeech's average is ~12 s, see the module doc)",
     )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_timing_options(parser, warmup=(3, 2), steps=(10, 3), rounds=(2, 1), sides="the two")
     args = parser.parse_args()
-
-    num_warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
-    num_timed = args.steps if args.steps is not None else (3 if args.quick else 10)
-    num_rounds = args.rounds if args.rounds is not None else (1 if args.quick else 2)
 
     os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 
@@ -444,20 +406,10 @@ def main() -> int:
             Path(tmp),
             quick=args.quick,
             durations=tuple(args.durations),
-            num_warmup=num_warmup,
-            num_timed=num_timed,
-            num_rounds=num_rounds,
-            num_threads=args.threads,
+            **timing_options(args),
         )
 
-    print_table(rows, seconds=time.perf_counter() - start)
-
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
-        )
-
-    return 0
+    return report(rows, args, start=start)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ frozen LLM (fp32, eval mode):
 - **KV cache**: :func:`fairseq2_speechmapper.generation.generate_from_embeddings`
   (prefill of the common prefix length in one call, then one position per
   step against fairseq2's incremental state);
-- **no cache**: :func:`~fairseq2_speechmapper.generation.generate_greedy_without_cache`,
+- **no cache**: ``generate_greedy_without_cache`` (``tests/helpers/generation.py``),
   a full forward of the right-padded batch at every step.
 
 Each prefix is a speech-LLM prompt: the embedded tokens of a short text
@@ -36,7 +36,6 @@ cards go to a temporary cache directory.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -46,6 +45,8 @@ from argparse import ArgumentParser
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
+
+from common import add_run_options, load_average, write_json
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -140,10 +141,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, help="prefixes (default: 8, --quick 4)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per prefix (default: 64, --quick 16)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds in which the sides take turns (default: 1)")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads (default: 1, stable on a loaded 2-core machine)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_run_options(parser, threads_help="intra-op threads (default: 1, stable on a loaded 2-core machine)")
     args = parser.parse_args()
 
     batch_size = args.batch_size or (4 if args.quick else 8)
@@ -161,8 +159,9 @@ def main() -> int:
             GeneratedSequence,
             GenerationOptions,
             generate_from_embeddings,
-            generate_greedy_without_cache,
         )
+
+        from helpers.generation import generate_greedy_without_cache
 
         torch.set_num_threads(args.threads)
 
@@ -219,11 +218,12 @@ def main() -> int:
     speedup = results[0].tokens_per_second / results[1].tokens_per_second
 
     print(
-        f"\nKV-cache speed-up: {speedup:.1f}x. Same tokens on both sides: {num_same}/{batch_size} sequences. Load average at the end: {_load_average()}."
+        f"\nKV-cache speed-up: {speedup:.1f}x. Same tokens on both sides: {num_same}/{batch_size} sequences. Load average at the end: {load_average()}."
     )
 
-    if args.json is not None:
-        summary = {
+    write_json(
+        args.json,
+        {
             "card": card,
             "batch_size": batch_size,
             "max_new_tokens": max_new_tokens,
@@ -232,18 +232,10 @@ def main() -> int:
             "results": [asdict(r) for r in results],
             "speedup": speedup,
             "num_same_sequences": num_same,
-        }
-
-        args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        },
+    )
 
     return 0
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":

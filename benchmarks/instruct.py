@@ -69,7 +69,6 @@ cards and the benchmark's mapper card go to a temporary cache directory.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -80,22 +79,29 @@ import time
 from argparse import ArgumentParser
 from collections.abc import Iterable
 from copy import deepcopy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # One set of conventions with `pretrain.py`: its assets, recipe log, rows and table.
+from common import (
+    Comparison,
+    add_timing_options,
+    bare_adamw,
+    load_preset,
+    log,
+    report,
+    set_up_for_timing,
+    timing_options,
+)
 from pretrain import (
     Assets,
-    Comparison,
-    _log,
     best_of_rounds,
     find_demo_corpus,
     iter_batches,
     prepare_assets,
-    print_table,
     recipe_step_times,
     run_extraction,
     run_recipe,
@@ -144,9 +150,7 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
     """Writes the card of the benchmark's mapper (its checkpoint comes later,
     see :func:`write_initial_mapper`). Must run before fairseq2 builds its
     asset store, which reads the cards directory once."""
-    from fairseq2_speechmapper.card_files import write_card_file
-    from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
+    from fairseq2_speechmapper.mapper_card import MapperCard
 
     if assets.demo_corpus_dir is not None:
         setup = Setup(
@@ -173,20 +177,17 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
             mapper_checkpoint=work_dir / "mapper" / "model.pt",
         )
 
-    card = {
-        "name": _MAPPER_CARD,
-        "model_family": SPEECHMAPPER_FAMILY,
-        "model_arch": setup.mapper_arch,
+    card = MapperCard(
+        name=_MAPPER_CARD,
+        speech_encoder=setup.sfm_card,
+        speech_encoder_layer=None,
+        speech_encoder_options=setup.sfm_options,
+        llm=setup.llm_card,
         # No dropout: the first-batch losses of the two sides must agree.
-        "model_config": {"dropout_p": 0.0},
-        "checkpoint": str(setup.mapper_checkpoint),
-        "speech_encoder": setup.sfm_card,
-        "speech_encoder_layer": None,
-        "speech_encoder_options": setup.sfm_options,
-        "llm": setup.llm_card,
-    }
+        model_fields={"model_arch": setup.mapper_arch, "model_config": {"dropout_p": 0.0}},
+    )
 
-    write_card_file(get_cache_cards_dir() / f"{_MAPPER_CARD}.yaml", [card])
+    card.write(setup.mapper_checkpoint, trained_steps=0)
 
     return setup
 
@@ -221,35 +222,12 @@ def write_initial_mapper(setup: Setup, *, seed: int) -> dict[str, Tensor]:
 
 
 def load_instruct_preset(preset: str) -> InstructConfig:
-    """Loads an instruct preset exactly as the recipe CLI does (as
-    ``pretrain.load_preset_config`` does for stage 1; fairseq2 0.8.1 has no
-    public API for this, hence its internal config loader)."""
-    from fairseq2.composition import _register_library
-    from fairseq2.recipe.cli import _RecipeConfigLoader, _swap_default_resolver
-    from fairseq2.recipe.composition import _register_train_recipe
-    from fairseq2.recipe.internal.config import _RecipeConfigStructurer, _StandardRecipeConfigStructurer
-    from fairseq2.runtime.dependency import DependencyContainer
-
+    """Loads an instruct preset exactly as the recipe CLI does."""
     from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
     from fairseq2_speechmapper.recipes.instruct.presets import INSTRUCT_PRESETS
     from fairseq2_speechmapper.recipes.instruct.recipe import InstructRecipe
 
-    container = DependencyContainer()
-
-    with _swap_default_resolver(container):
-        _register_library(container, no_progress=True)
-
-        _register_train_recipe(container, InstructRecipe())
-
-        container.register_type(_RecipeConfigLoader)
-        container.register_type(_RecipeConfigStructurer, _StandardRecipeConfigStructurer)
-
-        config = container.resolve(_RecipeConfigLoader).load(InstructConfig, INSTRUCT_PRESETS.file(preset), [])
-
-    if not isinstance(config, InstructConfig):
-        raise TypeError(f"The `{preset}` preset did not load as an `InstructConfig`.")
-
-    return config
+    return load_preset(InstructRecipe(), InstructConfig, INSTRUCT_PRESETS, preset)
 
 
 def make_step_config(setup: Setup, *, num_steps: int, num_threads: int) -> InstructConfig:
@@ -260,21 +238,11 @@ def make_step_config(setup: Setup, *, num_steps: int, num_threads: int) -> Instr
 
     config.model.name = _MAPPER_CARD
 
-    # The manifest given directly; no dataset card needed.
-    config.dataset.name = None
     config.dataset.manifest_dir = setup.corpus_dir
-    config.dataset.valid_split = None
 
     config.speech_llm.cache_features_in_memory = False
 
-    config.regime.num_steps = num_steps
-    config.regime.validate_at_start = False
-    config.regime.validate_every_n_steps = None
-    config.regime.checkpoint_every_n_steps = None
-    config.regime.publish_metrics_every_n_steps = 1
-
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.common.torch.num_threads = num_threads
+    set_up_for_timing(config, num_steps=num_steps, num_threads=num_threads)
 
     if config.task.task != "asr" or config.loss.sigma != 0.0 or config.trainer.grad_accumulation.num_batches != 1:
         raise ValueError("The bare loop mirrors ASR instructions, cross-entropy only, no gradient accumulation.")
@@ -415,20 +383,13 @@ def run_bare_loop(
     import torch.nn.functional as F
 
     from fairseq2.nn import BatchLayout
-    from fairseq2.recipe.config import AdamWConfig
 
     sfm, mapper, llm = modules.sfm, modules.mapper, modules.llm
 
     mapper.load_state_dict(initial_mapper)
     mapper.train()
 
-    adamw = config.optimizer.config
-    if not isinstance(adamw, AdamWConfig):
-        raise TypeError("The bare loop mirrors AdamW only.")
-
-    optimizer = torch.optim.AdamW(
-        mapper.parameters(), lr=adamw.lr, betas=adamw.betas, eps=adamw.eps, weight_decay=adamw.weight_decay
-    )
+    optimizer = bare_adamw(config, mapper)
 
     max_grad_norm = config.trainer.max_grad_norm
 
@@ -543,7 +504,7 @@ def measure_steps(
 
     config = make_step_config(setup, num_steps=num_steps, num_threads=num_threads)
 
-    _log(
+    log(
         f"  models: {setup.label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps"
     )
 
@@ -632,7 +593,7 @@ def measure_steps(
 
             times[which].append(step_times[timed])
 
-            _log(f"  round {round_nr + 1} {which:<11} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
+            log(f"  round {round_nr + 1} {which:<11} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
 
     if recipe_first is None or cached_first is None:
         raise RuntimeError("The recipe did not run.")
@@ -642,12 +603,12 @@ def measure_steps(
 
     check_first_batch("recipe+cache", float(cached_first["Loss"]), float(cached_first["Gradient Norm"]), recipe_first)
 
-    _log(
+    log(
         f"  first batch: loss recipe {float(recipe_first['Loss']):.6f}, bare {first_checks[0][1].first_loss:.6f}; "
         f"gradient norm recipe {float(recipe_first['Gradient Norm']):.6f}, bare {first_checks[0][1].first_grad_norm:.6f}"
     )
 
-    _log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
+    log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
 
     case = f"{setup.label.split(':')[0]} ({num_rounds}x{num_timed} steps)"
 
@@ -674,20 +635,8 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="tiny models, 2 rounds of 2 + 8 steps (~15 s; the smoke test)"
     )
-    parser.add_argument("--warmup", type=int, help="untimed steps (default: 2)")
-    parser.add_argument("--steps", type=int, help="timed steps per round (default: 6, --quick 8)")
-    parser.add_argument(
-        "--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 2)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads of all (default: 1, stable on a loaded 2-core machine)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_timing_options(parser, warmup=(2, 2), steps=(6, 8), rounds=(2, 2))
     args = parser.parse_args()
-
-    num_warmup = args.warmup if args.warmup is not None else 2
-    num_timed = args.steps if args.steps is not None else (8 if args.quick else 6)
-    num_rounds = args.rounds if args.rounds is not None else 2
 
     os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 
@@ -701,25 +650,11 @@ def main() -> int:
 
         assets = prepare_assets(work_dir, demo_corpus_dir=demo_corpus_dir)
 
-        _log("[step time] instruct recipe vs bare loop")
+        log("[step time] instruct recipe vs bare loop")
 
-        rows = measure_steps(
-            assets,
-            work_dir,
-            num_warmup=num_warmup,
-            num_timed=num_timed,
-            num_rounds=num_rounds,
-            num_threads=args.threads,
-        )
+        rows = measure_steps(assets, work_dir, **timing_options(args))
 
-    print_table(rows, seconds=time.perf_counter() - start)
-
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
-        )
-
-    return 0
+    return report(rows, args, start=start)
 
 
 if __name__ == "__main__":

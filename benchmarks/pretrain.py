@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import shutil
@@ -80,9 +79,22 @@ import tempfile
 import time
 from argparse import ArgumentParser
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from common import (
+    Comparison,
+    MiB,
+    add_timing_options,
+    bare_adamw,
+    load_preset,
+    log,
+    report,
+    require_linux,
+    set_up_for_timing,
+    timing_options,
+)
 
 if TYPE_CHECKING:
     from torch.nn import Module
@@ -97,35 +109,7 @@ if TYPE_CHECKING:
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
     from fairseq2_speechmapper.stage1 import Stage1Model, TargetEmbeddings
 
-_MiB: Final = 2**20
-
 _PAPER_PRESET: Final = Path(__file__).resolve().parents[1] / "recipes" / "pretrain" / "presets" / "paper.yaml"
-
-
-@dataclass
-class Comparison:
-    """One row of the final table: ``value / baseline = ratio``."""
-
-    section: str
-    case: str
-    value_name: str
-    value: float
-    baseline_name: str
-    baseline: float
-    unit: str
-    note: str = ""
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline else math.nan
-
-
-def _log(message: str) -> None:
-    """Progress goes to stderr; results to stdout."""
-    print(message, file=sys.stderr, flush=True)
-
-
-# ---- 3. padding ------------------------------------------------------------------------
 
 
 def _paper_read_options(*, sort_window: int | None = None) -> SpeechReadOptions:
@@ -179,7 +163,9 @@ def reader_padding_fraction(durations: Sequence[float], options: SpeechReadOptio
     itself would then cut windows of one utterance, i.e. batches of one
     (no padding, no batching at all), which is not the baseline of interest.
     """
-    from fairseq2_speechmapper.datasets import SpeechReadOptions, make_length_batches, padding_fraction
+    from fairseq2_speechmapper.datasets import SpeechReadOptions, make_length_batches
+
+    from helpers.padding import padding_fraction
 
     window_size = SpeechReadOptions().sort_window
 
@@ -226,7 +212,7 @@ def measure_padding(demo_manifest: Path | None) -> list[Comparison]:
     for case, durations in cases:
         values = sorted(durations)
 
-        _log(
+        log(
             f"  {case}: mean {statistics.fmean(values):.2f} s, median {statistics.median(values):.2f} s, "
             f"min {values[0]:.2f} s, max {values[-1]:.2f} s, "
             f"{sum(d > bucketed.max_duration for d in values)} over {bucketed.max_duration:g} s left out"
@@ -365,37 +351,12 @@ def write_tiny_corpus(
 
 
 def load_preset_config(preset: str) -> PretrainConfig:
-    """Loads a preset exactly as the recipe CLI does (defaults ← YAML →
-    structured sections, e.g. the AdamW config). fairseq2 0.8.1 has no public
-    API for this, hence its internal config loader."""
-    from fairseq2.composition import _register_library
-    from fairseq2.recipe.cli import _RecipeConfigLoader, _swap_default_resolver
-    from fairseq2.recipe.composition import _register_train_recipe
-    from fairseq2.recipe.internal.config import _RecipeConfigStructurer, _StandardRecipeConfigStructurer
-    from fairseq2.runtime.dependency import DependencyContainer
-
+    """Loads a pretraining preset exactly as the recipe CLI does."""
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
     from fairseq2_speechmapper.recipes.pretrain.presets import PRETRAIN_PRESETS
     from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
 
-    recipe = PretrainRecipe()
-
-    container = DependencyContainer()
-
-    with _swap_default_resolver(container):
-        _register_library(container, no_progress=True)
-
-        _register_train_recipe(container, recipe)
-
-        container.register_type(_RecipeConfigLoader)
-        container.register_type(_RecipeConfigStructurer, _StandardRecipeConfigStructurer)
-
-        config = container.resolve(_RecipeConfigLoader).load(PretrainConfig, PRETRAIN_PRESETS.file(preset), [])
-
-    if not isinstance(config, PretrainConfig):
-        raise TypeError(f"The `{preset}` preset did not load as a `PretrainConfig`.")
-
-    return config
+    return load_preset(PretrainRecipe(), PretrainConfig, PRETRAIN_PRESETS, preset)
 
 
 def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_threads: int) -> tuple[PretrainConfig, str]:
@@ -423,20 +384,9 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         label = "tiny: wav2vec2 + tiny mapper + tiny llama table"
 
-    # Manifests given directly; no dataset card needed.
-    config.dataset.name = None
-    config.dataset.valid_split = None
-
     config.speech_encoder.cache_features_in_memory = False
 
-    config.regime.num_steps = num_steps
-    config.regime.validate_at_start = False
-    config.regime.validate_every_n_steps = None
-    config.regime.checkpoint_every_n_steps = None
-    config.regime.publish_metrics_every_n_steps = 1
-
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.common.torch.num_threads = num_threads
+    set_up_for_timing(config, num_steps=num_steps, num_threads=num_threads)
 
     return config, label
 
@@ -519,19 +469,11 @@ def run_bare_loop(
     (fetching the batch included) and number of examples."""
     import torch
 
-    from fairseq2.recipe.config import AdamWConfig
-
     from fairseq2_speechmapper.stage1 import create_stage1_loss, sum_kept_loss
 
     loss_fn = create_stage1_loss(config.loss)
 
-    adamw = config.optimizer.config
-    if not isinstance(adamw, AdamWConfig):
-        raise TypeError("The bare loop mirrors AdamW only.")
-
-    optimizer = torch.optim.AdamW(
-        mapper.parameters(), lr=adamw.lr, betas=adamw.betas, eps=adamw.eps, weight_decay=adamw.weight_decay
-    )
+    optimizer = bare_adamw(config, mapper)
 
     max_grad_norm = config.trainer.max_grad_norm
 
@@ -631,7 +573,7 @@ def run_recipe(config: object, output_dir: Path, recipe: Recipe | None = None) -
         with _recipe_log_to(log_file):
             run(recipe or PretrainRecipe(), config, output_dir, no_rich=True)
     except BaseException:
-        _log(log_file.read_text(encoding="utf-8")[-4000:])
+        log(log_file.read_text(encoding="utf-8")[-4000:])
 
         raise
 
@@ -663,7 +605,7 @@ def measure_steps(
 
     config, label = make_step_config(assets, work_dir, num_steps=num_steps, num_threads=num_threads)
 
-    _log(
+    log(
         f"  models: {label}; {num_threads} intra-op thread(s); {num_rounds} round(s) of {num_warmup} + {num_timed} steps"
     )
 
@@ -712,9 +654,9 @@ def measure_steps(
 
             times[which].append(step_times[timed])
 
-            _log(f"  round {round_nr + 1} {which:<11} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
+            log(f"  round {round_nr + 1} {which:<11} s/step: {' '.join(f'{t:.2f}' for t in step_times)}")
 
-    _log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
+    log(f"  {statistics.fmean(expected_sizes[timed]):.1f} utterances per timed batch")
 
     return step_time_rows(
         times,
@@ -745,27 +687,31 @@ def step_time_rows(
     timed step times."""
     recipe = best_of_rounds(times["recipe"])
 
+    baselines = (
+        (
+            "bare",
+            "bare loop",
+            f"median over batches of the best of {num_rounds} rounds; {num_threads} thread(s); bare: batches in memory",
+        ),
+        (
+            "bare+reader",
+            "bare+reader",
+            f"bare+reader: the same reader read live; recipe compute part (median) {statistics.median(compute_times):.3f} s",
+        ),
+    )
+
     return [
         Comparison(
             section="step time",
             case=case,
             value_name="recipe",
             value=recipe,
-            baseline_name="bare loop",
-            baseline=best_of_rounds(times["bare"]),
+            baseline_name=name,
+            baseline=best_of_rounds(times[side]),
             unit="s/step",
-            note=f"median over batches of the best of {num_rounds} rounds; {num_threads} thread(s); bare: batches in memory",
-        ),
-        Comparison(
-            section="step time",
-            case=case,
-            value_name="recipe",
-            value=recipe,
-            baseline_name="bare+reader",
-            baseline=best_of_rounds(times["bare+reader"]),
-            unit="s/step",
-            note=f"bare+reader: the same reader read live; recipe compute part (median) {statistics.median(compute_times):.3f} s",
-        ),
+            note=note,
+        )
+        for side, name, note in baselines
     ]
 
 
@@ -790,7 +736,7 @@ def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Compa
         cards.append(("(demo) SmolLM2-135M", "smollm2_135m_instruct"))
 
     for case, card in cards:
-        _log(f"  {case}: load_embedding_table vs load_model ...")
+        log(f"  {case}: load_embedding_table vs load_model ...")
 
         table = _measure("table", card, torch.float32)
         model = _measure("model", card, torch.float32)
@@ -800,15 +746,15 @@ def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Compa
                 section="peak memory",
                 case=case,
                 value_name="table",
-                value=table["peak"] / _MiB,
+                value=table["peak"] / MiB,
                 baseline_name="full LLM",
-                baseline=model["peak"] / _MiB,
+                baseline=model["peak"] / MiB,
                 unit="MiB",
                 note=f"both measured (peak RSS growth); state-dict bytes ratio {table['bytes'] / model['bytes']:.3f}",
             )
         )
 
-    _log("  (b) Llama 3.1 8B shape ...")
+    log("  (b) Llama 3.1 8B shape ...")
 
     checkpoint_dir = work_dir / "llama3_1_8b_shape"
 
@@ -834,51 +780,15 @@ def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Compa
             section="peak memory",
             case="(b) Llama 3.1 8B",
             value_name="table",
-            value=table_bytes / _MiB,
+            value=table_bytes / MiB,
             baseline_name="full LLM",
-            baseline=llm_bytes / _MiB,
+            baseline=llm_bytes / MiB,
             unit="MiB",
             note=note,
         )
     )
 
     return rows
-
-
-# ---- report ----------------------------------------------------------------------------
-
-
-def _format_value(value: float, unit: str) -> str:
-    if unit == "fraction":
-        return f"{value:.1%}"
-
-    if unit == "s/step":
-        return f"{value:.3f} s"
-
-    return f"{value:,.1f} MiB" if value >= 10 else f"{value:.2f} MiB"
-
-
-def print_table(rows: Sequence[Comparison], *, seconds: float) -> None:
-    header = f"{'measurement':<12} {'case':<30} {'value':>24} {'baseline':>28} {'ratio':>7}  note"
-
-    print()
-    print(header)
-    print("-" * len(header))
-
-    for row in rows:
-        value = f"{row.value_name} {_format_value(row.value, row.unit)}"
-        baseline = f"{row.baseline_name} {_format_value(row.baseline, row.unit)}"
-
-        print(f"{row.section:<12} {row.case:<30} {value:>24} {baseline:>28} {row.ratio:>7.3f}  {row.note}")
-
-    print(f"\nratio = value / baseline. Total {seconds:.0f} s. Load average at the end: {_load_average()}.")
-
-
-def _load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + f" ({os.cpu_count()} CPUs)"
-    except OSError:
-        return "unknown"
 
 
 def main() -> int:
@@ -889,27 +799,13 @@ def main() -> int:
     parser.add_argument(
         "--only", choices=("steps", "memory", "padding"), action="append", help="run only these parts (repeatable)"
     )
-    parser.add_argument("--warmup", type=int, help="untimed steps (default: 3, --quick 2)")
-    parser.add_argument("--steps", type=int, help="timed steps per round (default: 10)")
-    parser.add_argument(
-        "--rounds", type=int, help="rounds in which the recipe and the bare loops take turns (default: 3, --quick 2)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=1, help="intra-op threads of all (default: 1, stable on a loaded 2-core machine)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    add_timing_options(parser, warmup=(3, 2), steps=(10, 10), rounds=(3, 2))
     args = parser.parse_args()
 
-    if not sys.platform.startswith("linux"):
-        print("This benchmark reads the peak RSS from /proc (Linux only).", file=sys.stderr)
-
+    if not require_linux():
         return 1
 
     parts = set(args.only or ("steps", "memory", "padding"))
-
-    num_warmup = args.warmup if args.warmup is not None else (2 if args.quick else 3)
-    num_timed = args.steps if args.steps is not None else 10
-    num_rounds = args.rounds if args.rounds is not None else (2 if args.quick else 3)
 
     start = time.perf_counter()
 
@@ -927,35 +823,21 @@ def main() -> int:
             assets = prepare_assets(work_dir, demo_corpus_dir=None if args.quick else demo_corpus_dir)
 
         if "steps" in parts and assets is not None:
-            _log("[step time] recipe vs bare loop")
+            log("[step time] recipe vs bare loop")
 
-            rows += measure_steps(
-                assets,
-                work_dir,
-                num_warmup=num_warmup,
-                num_timed=num_timed,
-                num_rounds=num_rounds,
-                num_threads=args.threads,
-            )
+            rows += measure_steps(assets, work_dir, **timing_options(args))
 
         if "memory" in parts and assets is not None:
-            _log("[peak memory] embedding table vs full LLM")
+            log("[peak memory] embedding table vs full LLM")
 
             rows += measure_memory(assets, work_dir, quick=args.quick)
 
         if "padding" in parts:
-            _log("[padding] bucketed vs unbucketed batches, paper budget")
+            log("[padding] bucketed vs unbucketed batches, paper budget")
 
             rows += measure_padding(demo_corpus_dir / "train.jsonl" if demo_corpus_dir is not None else None)
 
-    print_table(rows, seconds=time.perf_counter() - start)
-
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps([{**asdict(row), "ratio": row.ratio} for row in rows], indent=2), encoding="utf-8"
-        )
-
-    return 0
+    return report(rows, args, start=start)
 
 
 if __name__ == "__main__":

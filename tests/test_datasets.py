@@ -24,9 +24,10 @@ from fairseq2_speechmapper.datasets import (
     TextNormalizationConfig,
     TextNormalizer,
     make_length_batches,
-    padding_fraction,
     read_manifest,
 )
+
+from helpers.padding import padding_fraction
 
 CPU = torch.device("cpu")
 

@@ -21,10 +21,11 @@ from fairseq2_speechmapper.generation import (
     embed_token_ids,
     generate_from_embeddings,
     generate_from_token_ids,
-    generate_greedy_without_cache,
     generate_text,
 )
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD
+
+from helpers.generation import generate_greedy_without_cache
 
 # Different lengths, so that rows are forced for a while after the prefill.
 PREFIX_LENS = (7, 12, 3, 9, 15)

@@ -17,8 +17,9 @@ import pytest
 import soundfile
 import yaml
 
-from fairseq2_speechmapper.scoring import write_tiny_comet_checkpoint
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD
+
+from helpers.tiny_comet import write_tiny_comet_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -17,16 +17,17 @@ from fairseq2_speechmapper.scoring import (
     identify_languages,
     load_comet,
     parse_verdict,
-    read_scores,
     score_language_adherence,
     score_squad,
     score_translation,
     score_wer,
     write_scores,
-    write_tiny_comet_checkpoint,
 )
 from fairseq2_speechmapper.scoring.comet_metric import import_comet
 from fairseq2_speechmapper.scoring.qa import squad_exact_match, squad_f1
+
+from helpers.scores import read_scores
+from helpers.tiny_comet import write_tiny_comet_checkpoint
 
 # ASR -------------------------------------------------------------------------
 

@@ -346,9 +346,10 @@ def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_ca
     from fairseq2_speechmapper.generation import (
         GenerationOptions,
         generate_from_embeddings,
-        generate_greedy_without_cache,
     )
     from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
+
+    from helpers.generation import generate_greedy_without_cache
 
     model = load_tiny_speech_llm(TINY_MAPPER_CARD)
 

@@ -17,7 +17,6 @@ from fairseq2_speechmapper.datasets.speech import SpeechReadOptions as SpeechRea
 from fairseq2_speechmapper.datasets.speech import create_speech_reader as create_speech_reader
 from fairseq2_speechmapper.datasets.speech import make_length_batches as make_length_batches
 from fairseq2_speechmapper.datasets.speech import open_speech_manifest_dataset as open_speech_manifest_dataset
-from fairseq2_speechmapper.datasets.speech import padding_fraction as padding_fraction
 from fairseq2_speechmapper.datasets.text import TextNormalizationConfig as TextNormalizationConfig
 from fairseq2_speechmapper.datasets.text import TextNormalizer as TextNormalizer
 from fairseq2_speechmapper.datasets.text import normalize_for_wer as normalize_for_wer

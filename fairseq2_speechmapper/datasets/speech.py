@@ -4,7 +4,6 @@ with fairseq2's data pipeline into length-bucketed speech batches."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,12 +431,3 @@ def find_bad_sample_error(ex: BaseException) -> BadSampleError | None:
 
 def open_speech_manifest_dataset(config: SpeechManifestDatasetConfig) -> SpeechManifestDataset:
     return SpeechManifestDataset.from_config(config)
-
-
-def padding_fraction(batches: Sequence[Sequence[dict[str, object]]]) -> float:
-    """The share of padded audio in ``batches`` (for the bucketing benchmark)."""
-    real = sum(float(e["duration"]) for b in batches for e in b)  # type: ignore[arg-type, misc]
-
-    padded = sum(len(b) * max(float(e["duration"]) for e in b) for b in batches)  # type: ignore[arg-type, misc]
-
-    return 0.0 if math.isclose(padded, 0.0) else 1.0 - real / padded

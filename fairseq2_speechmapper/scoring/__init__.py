@@ -37,9 +37,7 @@ from fairseq2_speechmapper.scoring.qa import parse_verdict as parse_verdict
 from fairseq2_speechmapper.scoring.qa import score_squad as score_squad
 from fairseq2_speechmapper.scoring.report import ScoreReport as ScoreReport
 from fairseq2_speechmapper.scoring.report import format_scores_table as format_scores_table
-from fairseq2_speechmapper.scoring.report import read_scores as read_scores
 from fairseq2_speechmapper.scoring.report import write_scores as write_scores
-from fairseq2_speechmapper.scoring.tiny_comet import write_tiny_comet_checkpoint as write_tiny_comet_checkpoint
 from fairseq2_speechmapper.scoring.translation import TranslationScore as TranslationScore
 from fairseq2_speechmapper.scoring.translation import bleu_tokenizer_for as bleu_tokenizer_for
 from fairseq2_speechmapper.scoring.translation import score_translation as score_translation

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Final, Protocol, final
 
 from fairseq2_speechmapper.files import write_text_atomically
-from fairseq2_speechmapper.scoring.errors import ScoringError
 
 SCORES_FORMAT_VERSION: Final = 1
 
@@ -71,40 +70,6 @@ def write_scores(path: Path, reports: Sequence[ScoreReport]) -> None:
     document = {"version": SCORES_FORMAT_VERSION, "scores": [asdict(report) for report in reports]}
 
     write_text_atomically(path, [json.dumps(document, indent=2, ensure_ascii=False), "\n"])
-
-
-def read_scores(path: Path) -> list[ScoreReport]:
-    """Reads a file :func:`write_scores` wrote.
-
-    :raises ScoringError: if the file is missing or not such a file.
-    """
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as ex:
-        raise ScoringError(f"{path}: the scores file cannot be read ({ex.strerror}).") from None
-    except json.JSONDecodeError as ex:
-        raise ScoringError(f"{path}:{ex.lineno}: the scores file is not valid JSON ({ex.msg}).") from None
-
-    if (
-        not isinstance(document, dict)
-        or document.get("version") != SCORES_FORMAT_VERSION
-        or not isinstance(document.get("scores"), list)
-    ):
-        raise ScoringError(
-            f"{path}: not a scores file of version {SCORES_FORMAT_VERSION} (`version` and a `scores` list)."
-        )
-
-    reports = []
-
-    for index, entry in enumerate(document["scores"]):
-        try:
-            reports.append(ScoreReport(**entry))
-        except TypeError:
-            raise ScoringError(
-                f"{path}: `scores[{index}]` must have `system`, `task`, `test_set`, `metrics` and `info`."
-            ) from None
-
-    return reports
 
 
 def format_scores_table(
