@@ -11,12 +11,13 @@ download manager and its model configuration through the family's
 - **lazy path** (a single ``.pt``/``.pth``/``.bin`` file, or a ``.safetensors``
   file or directory: the formats of fairseq2's basic and Safetensors checkpoint
   loaders): the checkpoint's keys, shapes and dtypes are read without their
-  data (Safetensors headers; ``torch.load(mmap=True)``), the family's
+  data (``safetensors.safe_open``; ``torch.load(mmap=True)``), the family's
   state-dict converter runs on meta-device placeholders of them, and only the
   source tensor that the converter renames to ``decoder_frontend.embed.weight``
-  is read: for Safetensors straight from the one shard that holds it into the
-  returned tensor (so the peak is one table), for PyTorch files by copying it
-  out of the memory-mapped file (the table's file pages plus its copy);
+  is read: for Safetensors from the one shard that holds it into the returned
+  tensor, a block of rows at a time (so the peak is one table and a block),
+  for PyTorch files by copying it out of the memory-mapped file (the table's
+  file pages plus its copy);
 - **streaming path** (other formats, e.g. fairseq2 training checkpoints or
   LLaMA reference shards, and converters that compute the table instead of
   renaming it): the hub's ``iter_checkpoint(path, config, mmap=True)``, stopped
@@ -33,13 +34,12 @@ checkpoint, 1.3 GB in bf16 for Llama 3.1 8B, more than its 1.05 GB table.
 
 from __future__ import annotations
 
-import json
-import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Final, NamedTuple, TypeAlias, final
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 from torch.nn import Module
 
@@ -380,20 +380,21 @@ class _TorchCheckpointSource(_CheckpointSource):
 
 class _SafetensorsEntry(NamedTuple):
     file: Path
-    data_start: int
     dtype: str
     shape: list[int]
-    offsets: tuple[int, int]
 
 
 @final
 class _SafetensorsCheckpointSource(_CheckpointSource):
     """A Safetensors file or a directory of shards: the placeholders come from
-    the headers, and the requested tensor is read from its shard straight into
-    its own memory, so neither the other tensors nor file pages are touched."""
+    the headers (``safe_open``), and the requested tensor is copied from its
+    shard into its own memory a few rows at a time (``get_slice``), the shard
+    opened anew for each block of rows so that no more than one block of the
+    file's pages is mapped at a time; the other tensors are never touched."""
 
-    # The bound of the Safetensors format on the header size.
-    _MAX_HEADER_SIZE: Final = 100_000_000
+    # The rows copied per opening of the shard; its mapped pages stay resident
+    # until it is closed.
+    _BLOCK_BYTES: Final = 2 * 2**20
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -406,7 +407,18 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
         state_dict: dict[str, object] = {}
 
         for file in self._files:
-            for key, entry in self._read_header(file).items():
+            try:
+                with safe_open(file, framework="pt") as fp:
+                    entries = {}
+
+                    for key in fp.keys():
+                        tensor_slice = fp.get_slice(key)
+
+                        entries[key] = _SafetensorsEntry(file, tensor_slice.get_dtype(), tensor_slice.get_shape())
+            except (SafetensorError, OSError) as ex:
+                raise CorruptModelCheckpointError(file, f"{file} has no valid Safetensors header ({ex}).") from ex
+
+            for key, entry in entries.items():
                 if key in self._entries:
                     raise CorruptModelCheckpointError(file, f"{key} is in both {file} and {self._entries[key].file}.")
 
@@ -419,35 +431,6 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
 
         return state_dict
 
-    def _read_header(self, file: Path) -> dict[str, _SafetensorsEntry]:
-        """Reads the header of ``file``: 8 bytes of little-endian length, then
-        the JSON table of the tensors' dtypes, shapes and data offsets."""
-        try:
-            with file.open("rb") as fp:
-                size = int.from_bytes(fp.read(8), "little")
-                if size > self._MAX_HEADER_SIZE:
-                    raise CorruptModelCheckpointError(
-                        file, f"{file} is not a Safetensors file (header of {size} bytes)."
-                    )
-
-                header = json.loads(fp.read(size))
-
-            entries = {}
-
-            for key, info in header.items():
-                if key == "__metadata__":
-                    continue
-
-                begin, end = info["data_offsets"]
-
-                entries[key] = _SafetensorsEntry(
-                    file, 8 + size, str(info["dtype"]), [int(d) for d in info["shape"]], (int(begin), int(end))
-                )
-        except (ValueError, TypeError, KeyError, AttributeError) as ex:
-            raise CorruptModelCheckpointError(file, f"{file} has no valid Safetensors header ({ex}).") from ex
-
-        return entries
-
     def read(self, key: _SourceKey) -> _Table:
         (name,) = key
 
@@ -455,38 +438,28 @@ class _SafetensorsCheckpointSource(_CheckpointSource):
 
         dtype = _SAFETENSORS_DTYPES.get(entry.dtype)
         if dtype is None:
-            # The safetensors library behind the streaming path may know it.
+            # The loader behind the streaming path may know it.
             raise _LazyPathNotApplicable()
 
-        begin, end = entry.offsets
+        table = torch.empty(entry.shape, dtype=dtype)
 
-        num_bytes = end - begin
-
-        if num_bytes != math.prod(entry.shape) * dtype.itemsize:
+        if table.dim() != 2:
             raise CorruptModelCheckpointError(
-                entry.file,
-                f"{name} in {entry.file} has {num_bytes} bytes of data for a {entry.dtype} tensor of shape {entry.shape}.",
+                entry.file, f"{name} in {entry.file} has the shape {entry.shape}, not that of a table."
             )
 
-        buffer = torch.empty(num_bytes, dtype=torch.uint8)
+        num_rows, dim = table.shape
 
-        view = memoryview(buffer.numpy())  # type: ignore[arg-type]
+        block_rows = max(1, self._BLOCK_BYTES // max(1, dim * table.element_size()))
 
-        # Unbuffered reads go from the file straight into the tensor.
-        with entry.file.open("rb", buffering=0) as fp:
-            fp.seek(entry.data_start + begin)
+        try:
+            for begin in range(0, num_rows, block_rows):
+                with safe_open(entry.file, framework="pt") as fp:
+                    table[begin : begin + block_rows].copy_(fp.get_slice(name)[begin : begin + block_rows])
+        except (SafetensorError, OSError) as ex:
+            raise CorruptModelCheckpointError(entry.file, f"{name} cannot be read from {entry.file} ({ex}).") from ex
 
-            position = 0
-
-            # A single read() returns at most about 2 GiB on Linux.
-            while position < num_bytes:
-                num_read = fp.readinto(view[position:])
-                if not num_read:
-                    raise CorruptModelCheckpointError(entry.file, f"{entry.file} ends within the data of {name}.")
-
-                position += num_read
-
-        return _Table(buffer.view(dtype).reshape(entry.shape), is_view=False)
+        return _Table(table, is_view=False)
 
 
 def _safetensors_dtypes() -> dict[str, torch.dtype]:
