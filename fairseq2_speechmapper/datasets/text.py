@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Final, final
+from typing import Final, Literal, final
 
 # Apostrophes stay inside words ("don't"); every other punctuation mark goes.
 _PUNCTUATION: Final = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
@@ -27,7 +27,7 @@ class TextNormalizationConfig:
     remove_punctuation: bool = False
     """Remove punctuation except word-internal apostrophes."""
 
-    unicode_form: str | None = "NFKC"
+    unicode_form: Literal["NFC", "NFD", "NFKC", "NFKD"] | None = "NFKC"
     """The Unicode normal form applied first (``None`` to keep the text as is)."""
 
 
@@ -38,7 +38,7 @@ class TextNormalizer:
 
     def __call__(self, text: str) -> str:
         if self._config.unicode_form is not None:
-            text = unicodedata.normalize(self._config.unicode_form, text)  # type: ignore[arg-type]
+            text = unicodedata.normalize(self._config.unicode_form, text)
 
         if self._config.lowercase:
             text = text.lower()

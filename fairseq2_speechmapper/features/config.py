@@ -31,6 +31,17 @@ class SFMSection:
     def encoder_options(self) -> SpeechEncoderOptions:
         return SpeechEncoderOptions(whisper_window=self.whisper_window)
 
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if not self.name:
+            result.add_error("`name` must name the SFM's asset card.")
+
+        if self.layer is not None and self.layer < 1:
+            result.add_error(f"`layer` must be at least 1 (1-based) or null for the last, but is {self.layer}.")
+
+        return result
+
 
 @dataclass(kw_only=True)
 class FeatureStorageSection:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fairseq2.utils.validation import ValidationResult
+
 from fairseq2_speechmapper.features.config import SFMSection
 
 
@@ -29,3 +31,14 @@ class TargetLLMSection:
     pad_token: str | None = None
     """The token whose embedding pads the targets; by default the tokenizer's
     pad token, else a reserved token of the vocabulary."""
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if not self.name:
+            result.add_error("`name` must name the LLM's asset card.")
+
+        if self.pad_token == "":
+            result.add_error("`pad_token` must be a token or null (the tokenizer's pad token), not empty.")
+
+        return result

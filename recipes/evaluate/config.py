@@ -30,6 +30,17 @@ class ScoringSection:
 
     judge_max_new_tokens: int = 8
 
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if self.comet_batch_size < 1:
+            result.add_error(f"`comet_batch_size` must be at least 1, but is {self.comet_batch_size}.")
+
+        if self.judge_max_new_tokens < 1:
+            result.add_error(f"`judge_max_new_tokens` must be at least 1, but is {self.judge_max_new_tokens}.")
+
+        return result
+
 
 @dataclass(kw_only=True)
 class SpeechEvalConfig:

@@ -5,6 +5,7 @@ from typing import Final, Literal
 
 from fairseq2.runtime.config_registry import ConfigRegistrar
 from fairseq2.runtime.dependency import DependencyContainer
+from fairseq2.utils.validation import ValidationResult
 
 SPEECHMAPPER_FAMILY: Final = "speechmapper"
 
@@ -36,6 +37,23 @@ class SpeechMapperBlockConfig:
     """The inner width of the feed-forward networks (PyTorch's
     ``nn.TransformerEncoderLayer`` default, which reproduces the paper's ~277M)."""
 
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        for name in ("model_dim", "output_dim", "conv_kernel_size", "conv_stride", "num_attn_heads", "ffn_inner_dim"):
+            if (value := getattr(self, name)) < 1:
+                result.add_error(f"`{name}` must be at least 1, but is {value}.")
+
+        if self.num_layers < 0:
+            result.add_error(f"`num_layers` must not be negative, but is {self.num_layers}.")
+
+        if self.num_attn_heads >= 1 and self.model_dim % self.num_attn_heads != 0:
+            result.add_error(
+                f"`model_dim` ({self.model_dim}) must be a multiple of `num_attn_heads` ({self.num_attn_heads})."
+            )
+
+        return result
+
 
 def _paper_blocks() -> list[SpeechMapperBlockConfig]:
     return [
@@ -57,6 +75,17 @@ class LLMLoRAConfig:
 
     dropout_p: float = 0.0
     """The dropout probability on the adapters' input."""
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if self.rank < 1:
+            result.add_error(f"`rank` must be at least 1, but is {self.rank}.")
+
+        if not 0.0 <= self.dropout_p < 1.0:
+            result.add_error(f"`dropout_p` must be in [0, 1), but is {self.dropout_p}.")
+
+        return result
 
     num_layers: int = 0
     """The LLM's decoder layers; taken from the LLM when tuning starts."""
@@ -109,6 +138,26 @@ class SpeechMapperConfig:
 
     llm_lora: LLMLoRAConfig | None = None
     """Adapters on the LLM that the mapper carries (stage 2, optional)."""
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        if not self.blocks:
+            result.add_error("`blocks` must hold at least one block.")
+
+        for name in ("input_dim", "frame_average", "llm_dim", "max_seq_len"):
+            if (value := getattr(self, name)) < 1:
+                result.add_error(f"`{name}` must be at least 1, but is {value}.")
+
+        if self.final_proj_hidden_dim is not None and self.final_proj_hidden_dim < 1:
+            result.add_error(
+                f"`final_proj_hidden_dim` must be at least 1 or null, but is {self.final_proj_hidden_dim}."
+            )
+
+        if not 0.0 <= self.dropout_p < 1.0:
+            result.add_error(f"`dropout_p` must be in [0, 1), but is {self.dropout_p}.")
+
+        return result
 
 
 def register_speechmapper_configs(container: DependencyContainer) -> None:
