@@ -83,6 +83,9 @@ class LLMLoRASection:
         if self.rank < 1:
             result.add_error(f"`rank` must be at least 1, but is {self.rank}.")
 
+        if not 0.0 <= self.dropout_p < 1.0:
+            result.add_error(f"`dropout_p` must be in [0, 1), but is {self.dropout_p}.")
+
         return result
 
 

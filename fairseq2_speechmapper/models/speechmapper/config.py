@@ -76,17 +76,6 @@ class LLMLoRAConfig:
     dropout_p: float = 0.0
     """The dropout probability on the adapters' input."""
 
-    def validate(self) -> ValidationResult:
-        result = ValidationResult()
-
-        if self.rank < 1:
-            result.add_error(f"`rank` must be at least 1, but is {self.rank}.")
-
-        if not 0.0 <= self.dropout_p < 1.0:
-            result.add_error(f"`dropout_p` must be in [0, 1), but is {self.dropout_p}.")
-
-        return result
-
     num_layers: int = 0
     """The LLM's decoder layers; taken from the LLM when tuning starts."""
 
