@@ -205,7 +205,8 @@ def test_errors_are_one_line_through_the_command_line(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit) as exit_info:
         main(["speechmapper", "prepare", "librispeech", str(tmp_path / "nowhere"), str(tmp_path / "out")])
 
-    assert exit_info.value.code == 1
+    # A user error (a SpeechMapperError): exit 2, as fairseq2's recipe CLI reports them.
+    assert exit_info.value.code == 2
 
     stderr = capsys.readouterr().err
 
