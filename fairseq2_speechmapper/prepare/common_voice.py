@@ -14,8 +14,7 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareOptions,
     PrepareResult,
     Utterance,
-    absolute_path,
-    check_dir,
+    existing_dir,
     write_split,
 )
 
@@ -38,9 +37,7 @@ def prepare_common_voice(
     :param lang: the language code of the manifests' ``lang`` field; by
         default the name of ``root`` (the release's locale directory).
     """
-    check_dir(root, "Common Voice language directory")
-
-    root = absolute_path(root)
+    root = existing_dir(root, "Common Voice language directory")
 
     lang = lang or root.name
 

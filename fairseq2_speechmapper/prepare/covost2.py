@@ -21,8 +21,7 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareOptions,
     PrepareResult,
     Utterance,
-    absolute_path,
-    check_dir,
+    existing_dir,
     write_split,
 )
 
@@ -52,10 +51,8 @@ def prepare_covost2(
         ``validated.tsv`` and ``clips/``).
     :param covost_dir: the directory with CoVoST 2's TSV files of the pair.
     """
-    check_dir(cv_root, "Common Voice language directory")
-    check_dir(covost_dir, "CoVoST 2 TSV directory")
-
-    cv_root, covost_dir = absolute_path(cv_root), absolute_path(covost_dir)
+    cv_root = existing_dir(cv_root, "Common Voice language directory")
+    covost_dir = existing_dir(covost_dir, "CoVoST 2 TSV directory")
 
     reader = _CoVoST2Reader(cv_root, covost_dir, src=src, tgt=tgt)
 

@@ -23,8 +23,7 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareOptions,
     PrepareResult,
     Utterance,
-    absolute_path,
-    check_dir,
+    existing_dir,
     libsndfile_reads,
     write_split,
 )
@@ -55,20 +54,14 @@ def prepare_europarl_st(
         libsndfile cannot read (``m4a``) is only checked to exist, and the
         result's notes say to convert it.
     """
-    check_dir(root, "EuroParl-ST root")
-
-    root = absolute_path(root)
+    root = existing_dir(root, "EuroParl-ST root")
 
     if not (root / src).is_dir() and (root / "v1.1" / src).is_dir():
         root = root / "v1.1"
 
-    audio_dir = root / src / "audios"
+    audio_dir = existing_dir(root / src / "audios", f"directory of the {src} recordings")
 
-    check_dir(audio_dir, f"directory of the {src} recordings")
-
-    pair_dir = root / src / tgt
-
-    check_dir(pair_dir, f"directory of the {src}-{tgt} pair")
+    pair_dir = existing_dir(root / src / tgt, f"directory of the {src}-{tgt} pair")
 
     audio_ext = audio_ext.lstrip(".")
 
@@ -95,7 +88,7 @@ def prepare_europarl_st(
 
 def read_europarl_st_split(split_dir: Path, audio_dir: Path, *, src: str, tgt: str, audio_ext: str) -> list[Utterance]:
     """Reads the segments of a split with their transcripts and translations."""
-    check_dir(split_dir, "EuroParl-ST split directory")
+    split_dir = existing_dir(split_dir, "EuroParl-ST split directory")
 
     segments_file = split_dir / "segments.lst"
 

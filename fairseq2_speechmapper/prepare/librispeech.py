@@ -13,9 +13,8 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareOptions,
     PrepareResult,
     Utterance,
-    absolute_path,
-    check_dir,
     concatenate_splits,
+    existing_dir,
     write_split,
 )
 
@@ -57,9 +56,7 @@ def prepare_librispeech(root: Path, out_dir: Path, options: PrepareOptions) -> P
 def find_librispeech_dir(root: Path) -> Path:
     """Returns the directory that holds the subsets: ``root`` or
     ``root/LibriSpeech``, as the official archives extract."""
-    check_dir(root, "LibriSpeech root")
-
-    root = absolute_path(root)
+    root = existing_dir(root, "LibriSpeech root")
 
     for corpus_dir in (root, root / "LibriSpeech"):
         if any((corpus_dir / subset).is_dir() for subset in LIBRISPEECH_SUBSETS):

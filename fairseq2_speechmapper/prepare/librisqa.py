@@ -32,8 +32,7 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareOptions,
     PrepareResult,
     Utterance,
-    absolute_path,
-    check_dir,
+    existing_dir,
     write_split,
 )
 
@@ -69,9 +68,7 @@ def prepare_librisqa(
     :raises PrepareError: if a file is missing, or a record malformed (naming
         the file and line or record).
     """
-    check_dir(librisqa_dir, "LibriSQA directory")
-
-    librisqa_dir = absolute_path(librisqa_dir)
+    librisqa_dir = existing_dir(librisqa_dir, "LibriSQA directory")
 
     audio_finder = _LibriSpeechAudio(find_librispeech_dir(librispeech_root))
 

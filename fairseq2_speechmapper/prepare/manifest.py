@@ -308,6 +308,12 @@ def absolute_path(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def check_dir(path: Path, what: str) -> None:
+def existing_dir(path: Path, what: str) -> Path:
+    """Returns ``path`` absolute (as :func:`absolute_path` does).
+
+    :raises PrepareError: if ``path`` is not a directory, naming ``what`` it is.
+    """
     if not path.is_dir():
         raise PrepareError(f"{path}: the {what} does not exist or is not a directory.")
+
+    return absolute_path(path)

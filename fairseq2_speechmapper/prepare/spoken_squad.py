@@ -37,7 +37,7 @@ from fairseq2_speechmapper.prepare.manifest import (
     PrepareResult,
     Utterance,
     absolute_path,
-    check_dir,
+    existing_dir,
     write_split,
 )
 
@@ -65,9 +65,7 @@ def prepare_spoken_squad(
     :raises PrepareError: if a file is missing or malformed, or the sentences
         of a paragraph differ in sample rate or channels.
     """
-    check_dir(root, "Spoken-SQuAD root")
-
-    root, out_dir = absolute_path(root), absolute_path(out_dir)
+    root, out_dir = existing_dir(root, "Spoken-SQuAD root"), absolute_path(out_dir)
 
     prepared = []
 
@@ -77,9 +75,7 @@ def prepare_spoken_squad(
 
         json_name, wav_dir_name = _SPLIT_FILES[split]
 
-        wav_dir = root / wav_dir_name
-
-        check_dir(wav_dir, f"directory of the {split} audio")
+        wav_dir = existing_dir(root / wav_dir_name, f"directory of the {split} audio")
 
         paragraphs = read_spoken_squad_json(root / json_name)
 
