@@ -3,6 +3,8 @@ their place, and a split reader that feeds the SFM or reads its features."""
 
 from __future__ import annotations
 
+from typing import final
+
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
@@ -83,3 +85,40 @@ def create_split_reader(
         seed=seed,
         num_accumulate=num_accumulate,
     )
+
+
+@final
+class SplitReaderFactory:
+    """Creates a recipe's split readers from what they share: the dataset, its
+    section, the features the model reads, the tokenizer, the gangs and the
+    seed."""
+
+    def __init__(
+        self,
+        context: RecipeContext,
+        dataset: SpeechManifestDataset | FeatureCacheDataset,
+        section: SpeechDatasetSection,
+        features: SFMFeatures,
+        tokenizer: Tokenizer,
+        *,
+        seed: int,
+    ) -> None:
+        self._dataset = dataset
+        self._section = section
+        self._features = features
+        self._tokenizer = tokenizer
+        self._gangs = context.gangs
+        self._seed = seed
+
+    def create(self, split: str, *, training: bool, num_accumulate: int = 1) -> DataReader[SpeechBatch]:
+        return create_split_reader(
+            self._dataset,
+            split,
+            self._section,
+            self._features,
+            self._tokenizer,
+            self._gangs,
+            training=training,
+            seed=self._seed,
+            num_accumulate=num_accumulate,
+        )

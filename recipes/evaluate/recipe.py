@@ -23,13 +23,13 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
 from fairseq2_speechmapper.generation import GenerationOptions, generate_text
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score_hypotheses
 from fairseq2_speechmapper.recipes.evaluate.units import HypothesisFile, SpeechGenerationUnit
 from fairseq2_speechmapper.scoring import format_scores_table, write_scores
-from fairseq2_speechmapper.speech_llm import ChatTemplate, InstructionBuilder, SpeechLLMSetupError, load_speech_llm
+from fairseq2_speechmapper.speech_llm import ChatTemplate, InstructionBuilder, SpeechLLMSetupError
 from fairseq2_speechmapper.stage1 import register_stage1_metric_descriptors
 
 
@@ -51,35 +51,17 @@ class SpeechEvalRecipe(Recipe):
 
         gangs = context.gangs
 
-        mapper_card = context.asset_store.retrieve_card(str(config.model.name))
-
-        mapper = context.get_model_as(SpeechMapper)
-
         dataset = open_dataset(context, config.dataset)
 
-        feature_cache = feature_cache_of(dataset)
-
-        model, tokenizer, card = load_speech_llm(
-            mapper_card,
-            config.speech_llm,
-            mapper=mapper,
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            feature_cache=feature_cache,
-        )
+        model, tokenizer, card = load_recipe_speech_llm(context, str(config.model.name), config.speech_llm, dataset)
 
         split = str(config.dataset.valid_split)
 
-        reader = create_split_reader(
-            dataset,
-            split,
-            config.dataset,
-            model.speech_encoder,
-            tokenizer,
-            gangs,
-            training=False,
-            seed=config.common.seed,
+        readers = SplitReaderFactory(
+            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
         )
+
+        reader = readers.create(split, training=False)
 
         hypothesis_dir = context.output_dir / "hypotheses"
 
@@ -95,6 +77,8 @@ class SpeechEvalRecipe(Recipe):
         generator = context.create_generator(unit, reader)
 
         hypothesis_files = [hypothesis_dir / f"{split}.rank_{rank}.jsonl" for rank in range(gangs.root.size)]
+
+        feature_cache = feature_cache_of(dataset)
 
         if feature_cache is not None:
             test_set = str(feature_cache.directory)

@@ -17,7 +17,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.data import create_split_reader, open_speech_dataset
+from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_speech_dataset
 from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
@@ -56,16 +56,11 @@ class Stage1EvalRecipe(Recipe):
 
         dataset = open_speech_dataset(context, config.dataset)
 
-        reader = create_split_reader(
-            dataset,
-            str(config.dataset.valid_split),
-            config.dataset,
-            model.speech_encoder,
-            tokenizer,
-            gangs,
-            training=False,
-            seed=config.common.seed,
+        readers = SplitReaderFactory(
+            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
         )
+
+        reader = readers.create(str(config.dataset.valid_split), training=False)
 
         hypothesis_file = context.output_dir / "hypotheses" / f"stage1.rank_{gangs.root.rank}.jsonl"
 

@@ -8,7 +8,6 @@ from typing import final
 
 from typing_extensions import override
 
-from fairseq2.datasets import DataReader
 from fairseq2.logging import log
 from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
@@ -16,14 +15,14 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
-from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
+from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructUnit
-from fairseq2_speechmapper.speech_llm import InstructionBuilder, load_speech_llm
+from fairseq2_speechmapper.speech_llm import InstructionBuilder
 from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
 from fairseq2_speechmapper.stage1 import create_stage1_loss, register_stage1_metric_descriptors
 
@@ -40,19 +39,12 @@ class InstructRecipe(Recipe):
 
         gangs = context.gangs
 
-        mapper_card = context.asset_store.retrieve_card(str(config.model.name))
-
         mapper = context.get_model_as(SpeechMapper)
 
         dataset = open_dataset(context, config.dataset)
 
-        model, tokenizer, pretrained = load_speech_llm(
-            mapper_card,
-            config.speech_llm,
-            mapper=mapper,
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            feature_cache=feature_cache_of(dataset),
+        model, tokenizer, pretrained = load_recipe_speech_llm(
+            context, str(config.model.name), config.speech_llm, dataset
         )
 
         # Applied by fairseq2 on top of the pretrained card's own overrides.
@@ -81,18 +73,9 @@ class InstructRecipe(Recipe):
 
         pad_idx = pretrained.pad_idx(tokenizer, llm_name=llm_name)
 
-        def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
-            return create_split_reader(
-                dataset,
-                split,
-                config.dataset,
-                model.speech_encoder,
-                tokenizer,
-                gangs,
-                training=training,
-                seed=config.common.seed,
-                num_accumulate=config.trainer.grad_accumulation.num_batches if training else 1,
-            )
+        readers = SplitReaderFactory(
+            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+        )
 
         builder = InstructionBuilder(model, config.task)
 
@@ -113,16 +96,18 @@ class InstructRecipe(Recipe):
         if config.dataset.valid_split is not None:
             valid_units.append(InstructEvalUnit(model, builder, loss, task=config.task.task, pad_idx=pad_idx))
 
-            valid_readers.append(create_reader(config.dataset.valid_split, training=False))
+            valid_readers.append(readers.create(config.dataset.valid_split, training=False))
 
-        trainer = context.create_trainer(
-            unit, create_reader(config.dataset.train_split, training=True), valid_units, valid_readers
+        train_reader = readers.create(
+            config.dataset.train_split, training=True, num_accumulate=config.trainer.grad_accumulation.num_batches
         )
+
+        trainer = context.create_trainer(unit, train_reader, valid_units, valid_readers)
 
         if gangs.root.rank == 0:
             extra_fields: dict[str, object] = {
                 "stage": "instruct",
-                "pretrained_mapper": mapper_card.name,
+                "pretrained_mapper": pretrained.name,
                 "task": config.task.task,
                 "instruction": _first_instruction(config),
             }
@@ -135,7 +120,7 @@ class InstructRecipe(Recipe):
 
             card = MapperCard(
                 name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
-                model_fields={"base": mapper_card.name, **({"model_config": model_config} if model_config else {})},
+                model_fields={"base": pretrained.name, **({"model_config": model_config} if model_config else {})},
                 speech_encoder=pretrained.speech_encoder,
                 speech_encoder_layer=model.speech_encoder.layer,
                 speech_encoder_options=pretrained.speech_encoder_options,

@@ -7,15 +7,13 @@ from typing import final
 
 from typing_extensions import override
 
-from fairseq2.datasets import DataReader
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
-from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.data import create_split_reader, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -53,24 +51,17 @@ class PretrainRecipe(Recipe):
             cache_in_memory=config.speech_encoder.cache_features_in_memory,
         )
 
-        def create_reader(split: str, *, training: bool) -> DataReader[SpeechBatch]:
-            return create_split_reader(
-                dataset,
-                split,
-                config.dataset,
-                model.speech_encoder,
-                tokenizer,
-                gangs,
-                training=training,
-                seed=config.common.seed,
-                num_accumulate=config.trainer.grad_accumulation.num_batches if training else 1,
-            )
+        readers = SplitReaderFactory(
+            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+        )
 
         loss = create_stage1_loss(config.loss)
 
         unit = PretrainUnit(model, targets, loss)
 
-        train_reader = create_reader(config.dataset.train_split, training=True)
+        train_reader = readers.create(
+            config.dataset.train_split, training=True, num_accumulate=config.trainer.grad_accumulation.num_batches
+        )
 
         valid_units, valid_readers = [], []
 
@@ -79,7 +70,7 @@ class PretrainRecipe(Recipe):
 
             valid_units.append(Stage1EvalUnit(model, targets, loss, scorer))
 
-            valid_readers.append(create_reader(config.dataset.valid_split, training=False))
+            valid_readers.append(readers.create(config.dataset.valid_split, training=False))
 
         trainer = context.create_trainer(unit, train_reader, valid_units, valid_readers)
 
