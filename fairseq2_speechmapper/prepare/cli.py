@@ -4,14 +4,18 @@ a corpus from its official layout and prints what each split holds."""
 from __future__ import annotations
 
 import time
-from argparse import ArgumentParser, Namespace
+from argparse import ArgumentParser, Namespace, _SubParsersAction
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from fairseq2_speechmapper.cli.errors import CommandError
 
 if TYPE_CHECKING:
     from fairseq2_speechmapper.prepare.manifest import PrepareOptions, PrepareResult
+
+# Most corpora are read from one directory.
+_ROOT_INPUT: Final = {"ROOT": None}
 
 _DESCRIPTION = (
     "Writes speech manifests (NeMo-style JSONL, OUT/<split>.jsonl: audio_filepath, duration, text, id, "
@@ -73,13 +77,7 @@ def _create_parser(prog: str) -> ArgumentParser:
     )
 
     splits = ArgumentParser(add_help=False)
-    splits.add_argument(
-        "--splits",
-        nargs="+",
-        default=["train", "dev", "test"],
-        metavar="SPLIT",
-        help="the splits to write (default: %(default)s)",
-    )
+    _add_choice_list(splits, "--splits", default=["train", "dev", "test"])
 
     translation = ArgumentParser(add_help=False, parents=[splits])
     translation.add_argument("--src", required=True, help="source (speech) language, e.g. en")
@@ -89,98 +87,106 @@ def _create_parser(prog: str) -> ArgumentParser:
 
     corpora = parser.add_subparsers(title="corpora", metavar="CORPUS", required=True)
 
-    librispeech = corpora.add_parser(
+    _add_corpus(
+        corpora,
         "librispeech",
+        _prepare_librispeech,
         parents=[common],
         help="LibriSpeech: one manifest per subset, and train-960 when the three training subsets are there",
         description="Reads ROOT/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt and the .flac files beside it; ROOT is the LibriSpeech directory or its parent. Writes OUT/<subset>.jsonl per subset found and OUT/train-960.jsonl when train-clean-100, train-clean-360 and train-other-500 are all there. Transcripts stay upper case (the reader normalises them).",
     )
-    librispeech.add_argument("root", type=Path, metavar="ROOT")
-    librispeech.add_argument("out", type=Path, metavar="OUT")
-    librispeech.set_defaults(prepare=_prepare_librispeech)
 
-    common_voice = corpora.add_parser(
+    common_voice = _add_corpus(
+        corpora,
         "commonvoice",
+        _prepare_common_voice,
         parents=[common, splits],
         help="Common Voice ASR: one manifest per split TSV",
         description="Reads ROOT/<split>.tsv (client_id, path, sentence, ...) of a Common Voice release's language directory and the clips in ROOT/clips/. Writes OUT/<split>.jsonl.",
     )
-    common_voice.add_argument("root", type=Path, metavar="ROOT")
-    common_voice.add_argument("out", type=Path, metavar="OUT")
     common_voice.add_argument("--lang", help="the `lang` field (default: the name of ROOT, the release's locale)")
-    common_voice.set_defaults(prepare=_prepare_common_voice)
 
-    covost2 = corpora.add_parser(
+    _add_corpus(
+        corpora,
         "covost2",
+        _prepare_covost2,
+        inputs={"CV_ROOT": "Common Voice's directory of the source language", "COVOST_TSV_DIR": None},
         parents=[common, translation],
         help="CoVoST 2 speech translation: Common Voice clips with CoVoST 2's translations",
         description="Reads COVOST_TSV_DIR/covost_v2.<src>_<tgt>.<split>.tsv (path, sentence, translation, client_id; written by CoVoST's get_covost_splits.py) or else the official COVOST_TSV_DIR/covost_v2.<src>_<tgt>.tsv (path, translation, split) joined with CV_ROOT/validated.tsv; the clips are in CV_ROOT/clips/. Writes OUT/<split>.jsonl with translation, lang and tgt_lang.",
     )
-    covost2.add_argument(
-        "cv_root", type=Path, metavar="CV_ROOT", help="Common Voice's directory of the source language"
-    )
-    covost2.add_argument("covost_dir", type=Path, metavar="COVOST_TSV_DIR")
-    covost2.add_argument("out", type=Path, metavar="OUT")
-    covost2.set_defaults(prepare=_prepare_covost2)
 
-    europarl_st = corpora.add_parser(
+    europarl_st = _add_corpus(
+        corpora,
         "europarl-st",
+        _prepare_europarl_st,
         parents=[common, translation],
         help="EuroParl-ST v1.1 speech translation: segments of the talks' recordings",
         description="Reads ROOT/<src>/<tgt>/<split>/{segments.lst,segments.<src>,segments.<tgt>} and the recordings ROOT/<src>/audios/<talk>.<ext>; ROOT is v1.1/ of the official archive or its parent. Writes OUT/<split>.jsonl with offset and duration into the recordings, translation, lang and tgt_lang. libsndfile cannot decode the official .m4a recordings: convert them to .flac or .wav with the same stem and pass --audio-ext.",
     )
-    europarl_st.add_argument("root", type=Path, metavar="ROOT")
-    europarl_st.add_argument("out", type=Path, metavar="OUT")
     europarl_st.add_argument(
         "--audio-ext", default="m4a", help="extension of the recordings in ROOT/<src>/audios/ (default: %(default)s)"
     )
-    europarl_st.set_defaults(prepare=_prepare_europarl_st)
 
-    spoken_squad = corpora.add_parser(
+    spoken_squad = _add_corpus(
+        corpora,
         "spoken-squad",
+        _prepare_spoken_squad,
         parents=[common],
         help="Spoken-SQuAD spoken QA: one line per question, the audio its spoken paragraph",
         description="Reads ROOT/spoken_{train,test}-v1.1.json (SQuAD format; the contexts are ASR transcripts) and the sentence audio ROOT/{train,dev}_wav/<article>_<paragraph>_<sentence>.wav (0-based, in JSON order). Concatenates each paragraph's sentences once into OUT/audio/<split>/<article>_<paragraph>.wav and writes OUT/<split>.jsonl with text (the paragraph's transcript), question and answers (a list).",
     )
-    spoken_squad.add_argument("root", type=Path, metavar="ROOT")
-    spoken_squad.add_argument("out", type=Path, metavar="OUT")
-    spoken_squad.add_argument(
-        "--splits",
-        nargs="+",
-        default=["train", "test"],
-        choices=["train", "test"],
-        metavar="SPLIT",
-        help="the splits to write (default: %(default)s)",
-    )
-    spoken_squad.set_defaults(prepare=_prepare_spoken_squad)
+    _add_choice_list(spoken_squad, "--splits", default=["train", "test"], choices=["train", "test"])
 
-    librisqa = corpora.add_parser(
+    librisqa = _add_corpus(
+        corpora,
         "librisqa",
+        _prepare_librisqa,
+        inputs={"LIBRISQA_DIR": None, "LIBRISPEECH_ROOT": None},
         parents=[common],
         help="LibriSQA spoken QA on LibriSpeech: Part I open answers, Part II multiple choice",
         description="Reads LIBRISQA_DIR/LibriSQA-Part{I,II}/LibriSQA-Part{I,II}-<split>.json (or .jsonl, or flat in LIBRISQA_DIR; records with speech_path or a LibriSpeech id, question, answer, text; Part II also choices, or (A)...(D) in the question) and the audio in LIBRISPEECH_ROOT (the LibriSpeech directory or its parent). Writes OUT/part1/<split>.jsonl and OUT/part2/<split>.jsonl with text, question, answers (a list), part and, for Part II, choices.",
     )
-    librisqa.add_argument("librisqa_dir", type=Path, metavar="LIBRISQA_DIR")
-    librisqa.add_argument("librispeech_root", type=Path, metavar="LIBRISPEECH_ROOT")
-    librisqa.add_argument("out", type=Path, metavar="OUT")
-    librisqa.add_argument(
-        "--parts",
-        nargs="+",
-        default=["1", "2"],
-        choices=["1", "2"],
-        metavar="PART",
-        help="the parts to write (default: %(default)s)",
-    )
-    librisqa.add_argument(
-        "--splits",
-        nargs="+",
-        default=["train", "test"],
-        metavar="SPLIT",
-        help="the splits to write (default: %(default)s)",
-    )
-    librisqa.set_defaults(prepare=_prepare_librisqa)
+    _add_choice_list(librisqa, "--parts", default=["1", "2"], choices=["1", "2"])
+    _add_choice_list(librisqa, "--splits", default=["train", "test"])
 
     return parser
+
+
+def _add_corpus(
+    corpora: _SubParsersAction[ArgumentParser],
+    name: str,
+    prepare: Callable[[Namespace, Path, PrepareOptions], PrepareResult],
+    *,
+    inputs: Mapping[str, str | None] = _ROOT_INPUT,
+    parents: list[ArgumentParser],
+    help: str,
+    description: str,
+) -> ArgumentParser:
+    """Adds the subcommand of a corpus: its input directories (by metavar,
+    with their help), then ``OUT``."""
+    parser = corpora.add_parser(name, parents=parents, help=help, description=description)
+
+    for metavar, input_help in inputs.items():
+        parser.add_argument(metavar.lower(), type=Path, metavar=metavar, help=input_help)
+
+    parser.add_argument("out", type=Path, metavar="OUT")
+    parser.set_defaults(prepare=prepare)
+
+    return parser
+
+
+def _add_choice_list(
+    parser: ArgumentParser, option: str, *, default: list[str], choices: list[str] | None = None
+) -> None:
+    parser.add_argument(
+        option,
+        nargs="+",
+        default=default,
+        choices=choices,
+        metavar=option.removeprefix("--").removesuffix("s").upper(),
+        help=f"the {option.removeprefix('--')} to write (default: %(default)s)",
+    )
 
 
 # The corpus modules import soundfile: only the chosen one is imported, and
@@ -203,13 +209,7 @@ def _prepare_covost2(namespace: Namespace, out_dir: Path, options: PrepareOption
     from fairseq2_speechmapper.prepare.covost2 import prepare_covost2
 
     return prepare_covost2(
-        namespace.cv_root,
-        namespace.covost_dir,
-        out_dir,
-        options,
-        src=namespace.src,
-        tgt=namespace.tgt,
-        splits=namespace.splits,
+        namespace.cv_root, namespace.covost_tsv_dir, out_dir, options, **_translation_options(namespace)
     )
 
 
@@ -217,14 +217,14 @@ def _prepare_europarl_st(namespace: Namespace, out_dir: Path, options: PrepareOp
     from fairseq2_speechmapper.prepare.europarl_st import prepare_europarl_st
 
     return prepare_europarl_st(
-        namespace.root,
-        out_dir,
-        options,
-        src=namespace.src,
-        tgt=namespace.tgt,
-        splits=namespace.splits,
-        audio_ext=namespace.audio_ext,
+        namespace.root, out_dir, options, audio_ext=namespace.audio_ext, **_translation_options(namespace)
     )
+
+
+def _translation_options(namespace: Namespace) -> dict[str, Any]:
+    """What the translation corpora take from the options they share
+    (``--src``, ``--tgt``, ``--splits``)."""
+    return {"src": namespace.src, "tgt": namespace.tgt, "splits": namespace.splits}
 
 
 def _prepare_spoken_squad(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
