@@ -1,6 +1,7 @@
 """Embedding-space decoding of stage-1 outputs: each output vector becomes its
-nearest LLM vocabulary embedding (cosine), pads are dropped, and the tokens
-are scored against the transcript."""
+nearest LLM vocabulary embedding (cosine; a token sharing the pad's embedding
+row is the pad), pads are dropped, and the tokens are scored against the
+transcript."""
 
 from __future__ import annotations
 
@@ -21,13 +22,35 @@ from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
 # (rows × vocabulary) similarity matrix.
 _NEAREST_CHUNK_SIZE: Final = 1024
 
+# Rows this close (cosine) to the pad's row are the pad's row.
+_PAD_ALIAS_COSINE_TOLERANCE: Final = 1e-6
+
 
 @final
 class NearestEmbeddingDecoder:
-    """Maps vectors to the ids of their nearest vocabulary embeddings (cosine)."""
+    """Maps vectors to the ids of their nearest vocabulary embeddings (cosine).
 
-    def __init__(self, embedding_table: Tensor) -> None:
+    With ``pad_idx``, every token whose embedding row is the pad's row (exactly,
+    or to cosine ``1 - 1e-6``) decodes as the pad: a reserved pad token (e.g.
+    SmolLM2's ``<empty_output>``, Llama 3's ``<|finetune_right_pad_id|>``) is
+    untrained and shares its row with the other reserved tokens, and an argmax
+    among identical rows picks the lowest id, not necessarily the pad's.
+    """
+
+    def __init__(self, embedding_table: Tensor, *, pad_idx: int | None = None) -> None:
         self._normalized_table = torch.nn.functional.normalize(embedding_table.float(), dim=-1)
+
+        self._pad_idx = pad_idx
+
+        self._pad_aliases: Tensor | None = None
+
+        if pad_idx is not None:
+            aliases = pad_row_aliases(embedding_table, pad_idx, normalized_table=self._normalized_table)
+
+            aliases[pad_idx] = False
+
+            if aliases.any():
+                self._pad_aliases = aliases
 
     @torch.no_grad()
     def __call__(self, vectors: Tensor) -> Tensor:
@@ -39,7 +62,32 @@ class NearestEmbeddingDecoder:
         if not ids:
             return torch.empty(vectors.shape[:-1], dtype=torch.int64, device=vectors.device)
 
-        return torch.cat(ids).reshape(vectors.shape[:-1])
+        nearest_ids = torch.cat(ids)
+
+        if self._pad_aliases is not None and self._pad_idx is not None:
+            nearest_ids = nearest_ids.masked_fill(self._pad_aliases[nearest_ids], self._pad_idx)
+
+        return nearest_ids.reshape(vectors.shape[:-1])
+
+
+def pad_row_aliases(embedding_table: Tensor, pad_idx: int, *, normalized_table: Tensor | None = None) -> Tensor:
+    """The tokens whose embedding row is the pad's: equal to it, or at cosine
+    at least ``1 - 1e-6`` (the pad itself included). *Shape:* :math:`(V,)`, bool."""
+    with torch.no_grad():
+        pad_row = embedding_table[pad_idx]
+
+        aliases = (embedding_table == pad_row).all(dim=-1)
+
+        if normalized_table is None:
+            normalized_table = torch.nn.functional.normalize(embedding_table.float(), dim=-1)
+
+        normalized_pad_row = normalized_table[pad_idx]
+
+        # A zero pad row has no direction: only exact equality counts then.
+        if bool(normalized_pad_row.any()):
+            aliases |= (normalized_table @ normalized_pad_row) >= 1.0 - _PAD_ALIAS_COSINE_TOLERANCE
+
+        return aliases
 
 
 @final
@@ -139,5 +187,7 @@ def finalize_decoding_metrics(values: MutableMapping[str, object]) -> None:
 
 def create_decoding_scorer(embedding_table: Tensor, tokenizer: Tokenizer, pad_idx: int) -> EmbeddingDecodingScorer:
     return EmbeddingDecodingScorer(
-        NearestEmbeddingDecoder(embedding_table), tokenizer.create_decoder(skip_special_tokens=True), pad_idx
+        NearestEmbeddingDecoder(embedding_table, pad_idx=pad_idx),
+        tokenizer.create_decoder(skip_special_tokens=True),
+        pad_idx,
     )
