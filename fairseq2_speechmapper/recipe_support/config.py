@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairseq2.recipe.config import DatasetSection
+from fairseq2.recipe.config import DatasetSection, RegimeSection
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.datasets import SPEECH_MANIFEST_FAMILY, SpeechReadOptions
@@ -54,3 +54,14 @@ class MapperCardSection:
 
     name: str | None = None
     """The card's name; by default ``speechmapper_`` + the output directory's name."""
+
+
+def check_validation_at_start(dataset: SpeechDatasetSection, regime: RegimeSection, result: ValidationResult) -> None:
+    """Adds an error to ``result`` if the training regime validates at start
+    with no split to validate on."""
+    # fairseq2 0.8.1's trainer fails with an internal error on
+    # `validate_at_start` when there is nothing to validate on.
+    if dataset.valid_split is None and regime.validate_at_start:
+        result.add_error(
+            "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
+        )

@@ -21,7 +21,11 @@ from fairseq2.recipe.config import (
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.recipe_support.config import MapperCardSection, SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.config import (
+    MapperCardSection,
+    SpeechDatasetSection,
+    check_validation_at_start,
+)
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
 from fairseq2_speechmapper.stage1 import Stage1LossSection
 
@@ -148,9 +152,6 @@ class InstructConfig:
         if self.model.name is None:
             result.add_error("`model.name` must name the pretrained mapper's card.")
 
-        if self.dataset.valid_split is None and self.regime.validate_at_start:
-            result.add_error(
-                "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
-            )
+        check_validation_at_start(self.dataset, self.regime, result)
 
         return result

@@ -20,7 +20,11 @@ from fairseq2.recipe.config import (
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.recipe_support.config import MapperCardSection, SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.config import (
+    MapperCardSection,
+    SpeechDatasetSection,
+    check_validation_at_start,
+)
 from fairseq2_speechmapper.stage1 import SpeechEncoderSection, Stage1LossSection, TargetLLMSection
 
 
@@ -74,11 +78,6 @@ class PretrainConfig:
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
-        # fairseq2 0.8.1's trainer fails with an internal error on
-        # `validate_at_start` when there is nothing to validate on.
-        if self.dataset.valid_split is None and self.regime.validate_at_start:
-            result.add_error(
-                "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
-            )
+        check_validation_at_start(self.dataset, self.regime, result)
 
         return result
