@@ -74,4 +74,7 @@ def test_pretrain_instruct_evaluate_demo_chain(demo_assets: DemoAssets, tmp_path
     [report] = json.loads((eval_dir / "scores.json").read_text())["scores"]
 
     assert report["system"] == "speechmapper_demo_it"
-    assert report["info"]["num_utterances"] == len(demo_assets.dev_manifest.read_text().splitlines())
+    # The demo presets train on the large corpus and evaluate on its test split.
+    test_manifest = demo_assets.root_dir / "large_corpus" / "test.jsonl"
+
+    assert report["info"]["num_utterances"] == len(test_manifest.read_text().splitlines())

@@ -75,9 +75,17 @@ class DemoAssets:
 
 
 def ensure_demo_assets() -> DemoAssets:
-    """Returns the demo assets in the cache directory, building what is missing
+    """Returns the demo assets in the cache directory, with the large corpus
+    that the demo presets train and evaluate on, building what is missing
     (minutes on the first call, instant afterwards)."""
-    return make_demo_assets(get_cache_dir())
+    # The large corpus is built by the builder's own part machinery.
+    from fairseq2_speechmapper.demo.large_corpus import build_large_corpus
+
+    assets = make_demo_assets(get_cache_dir())
+
+    assets.reports.append(build_large_corpus(get_cache_dir(), cards_dir=assets.card_file.parent)[1])
+
+    return assets
 
 
 def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
@@ -89,7 +97,7 @@ def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
 
     deadline = time.monotonic() + timeout_seconds
 
-    while not (card_file.exists() and all(_read_stamp(root_dir / part) for part in _PARTS)):
+    while not (card_file.exists() and all(_read_stamp(root_dir / part) for part in (*_PARTS, "large_corpus"))):
         if time.monotonic() > deadline:
             raise DemoAssetError(
                 f"The demo assets in {root_dir} were not built within {timeout_seconds:.0f} s; run `fairseq2 speechmapper make-demo-assets` first."

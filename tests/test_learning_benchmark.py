@@ -1,0 +1,73 @@
+"""``benchmarks/learning.py``: its shuffled-reference control, and its
+miniature run end to end on the real small models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fairseq2_speechmapper.demo import DemoAssets
+from fairseq2_speechmapper.paths import CACHE_DIR_ENV
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+
+sys.path.insert(0, str(BENCHMARKS_DIR))
+
+from learning import chain_wers  # noqa: E402
+
+
+def test_shuffled_references_separate_following_the_audio_from_ignoring_it() -> None:
+    references = ["the cat sat on the mat", "please close the door", "we missed the last bus home", "it is cold"]
+
+    def records(hypotheses: list[str]) -> list[dict[str, object]]:
+        return [
+            {"id": str(i), "references": [ref], "hypothesis": hyp}
+            for i, (ref, hyp) in enumerate(zip(references, hypotheses))
+        ]
+
+    wer, shuffled_wer = chain_wers(records(references))
+
+    assert wer == 0.0
+    assert shuffled_wer > 80.0
+
+    # The same fluent sentence whatever the audio: no gap.
+    wer, shuffled_wer = chain_wers(records(["please close the door"] * 4))
+
+    assert wer == pytest.approx(shuffled_wer)
+
+
+@pytest.mark.slow
+def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_assets: DemoAssets, tmp_path: Path) -> None:
+    env = {**os.environ, CACHE_DIR_ENV: str(demo_assets.root_dir.parent), "FAIRSEQ2_NO_PROGRESS": "1"}
+
+    output_dir = tmp_path / "learning"
+
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS_DIR / "learning.py"), "--quick", "--output-dir", str(output_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    summary = json.loads((output_dir / "learning.json").read_text())
+
+    assert [row["steps"] for row in summary["budgets"]] == [0, 20]
+
+    for row in summary["budgets"]:
+        assert 0.0 <= row["word_token_accuracy"] <= 100.0
+        assert row["wer"] is not None and row["shuffled_wer"] is not None
+        assert len(row["examples"]) == 5
+
+    assert summary["budgets"][1]["minutes"] > 0.0
+    assert 0.0 < max(summary["frequent_token_baselines"].values()) < 100.0
+
+    assert (output_dir / "learning.png").stat().st_size > 10_000
+    assert "| stage-1 steps |" in result.stdout
