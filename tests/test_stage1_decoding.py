@@ -18,8 +18,9 @@ from fairseq2_speechmapper.stage1 import (
 )
 
 # Ids 0 and 1 are untrained reserved tokens sharing the pad's row (the lowest
-# id wins an argmax among identical rows); 2 is a copy of the row within
-# float rounding; 3, 4, 5 are words; 6 is the pad.
+# id wins an argmax among identical rows); 2 differs from it by noise (1 - cosine
+# 1.3e-4, as SmolLM2's `\x00` from `<empty_output>`); 3, 4, 5 are words; 6 is
+# the pad; 7 is a word near it (1 - cosine 2.9e-3), still a word.
 PAD = 6
 
 _RESERVED_ROW = [0.0, -1.0, 0.5]
@@ -28,33 +29,35 @@ TABLE = torch.tensor(
     [
         _RESERVED_ROW,
         _RESERVED_ROW,
-        [0.0, -1.0 + 1e-8, 0.5],
+        [0.0, -1.0, 0.52],
         [1.0, 0.0, 0.0],
         [0.0, 1.0, 0.0],
         [-1.0, 0.0, 0.0],
         _RESERVED_ROW,
+        [0.0, -1.0, 0.6],
     ]
 )
 
 
 class _CharDecoder:
-    """Token 3 -> "a", 4 -> "b", 5 -> "c"; anything else would be a visible
-    error."""
+    """Token 3 -> "a", 4 -> "b", 5 -> "c", 7 -> "d"; anything else would be a
+    visible error."""
 
     def __call__(self, ids: torch.Tensor) -> str:
-        return " ".join({3: "a", 4: "b", 5: "c"}.get(int(i), f"<{int(i)}>") for i in ids)
+        return " ".join({3: "a", 4: "b", 5: "c", 7: "d"}.get(int(i), f"<{int(i)}>") for i in ids)
 
 
 def test_tokens_sharing_the_pad_row_decode_as_the_pad() -> None:
     decoder = NearestEmbeddingDecoder(TABLE, pad_idx=PAD)
 
-    # The pad's row (scaled), then the words, then a vector nearest to the row.
-    vectors = torch.tensor([[0.0, -2.0, 1.0], [1.0, 0.1, 0.0], [0.1, 1.0, 0.0], [0.0, -1.0, 0.6]])
+    # The pad's row (scaled), the words, a vector nearest to the noisy copy, and
+    # the word near the pad.
+    vectors = torch.tensor([[0.0, -2.0, 1.0], [1.0, 0.1, 0.0], [0.1, 1.0, 0.0], [0.0, -1.0, 0.53], [0.0, -1.0, 0.61]])
 
-    assert decoder(vectors).tolist() == [PAD, 3, 4, PAD]
+    assert decoder(vectors).tolist() == [PAD, 3, 4, PAD, 7]
 
     # Without a pad the argmax is left alone: the lowest of the identical ids.
-    assert NearestEmbeddingDecoder(TABLE)(vectors).tolist() == [0, 3, 4, 0]
+    assert NearestEmbeddingDecoder(TABLE)(vectors).tolist() == [0, 3, 4, 2, 7]
 
 
 def test_pad_accuracy_ter_and_text_are_right_with_a_reserved_pad() -> None:
