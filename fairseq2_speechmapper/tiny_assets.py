@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import torch
 from torch.nn import Module
@@ -240,8 +240,11 @@ def tiny_wav2vec2_config() -> Wav2Vec2Config:
     return config
 
 
-def tiny_llama_config(vocab_size: int) -> LLaMAConfig:
-    return LLaMAConfig(
+def tiny_decoder_lm_shape(vocab_size: int) -> dict[str, Any]:
+    """The shape the tiny LLaMA and Qwen share (``TINY_LLM_DIM`` wide, two
+    layers, grouped-query attention, tied embeddings): the keyword arguments of
+    their configs."""
+    return dict(
         model_dim=TINY_LLM_DIM,
         max_seq_len=1024,
         vocab_size=vocab_size,
@@ -250,6 +253,12 @@ def tiny_llama_config(vocab_size: int) -> LLaMAConfig:
         num_attn_heads=4,
         num_key_value_heads=2,
         ffn_inner_dim=128,
+    )
+
+
+def tiny_llama_config(vocab_size: int) -> LLaMAConfig:
+    return LLaMAConfig(
+        **tiny_decoder_lm_shape(vocab_size),
         ffn_inner_dim_scale=1.0,
         ffn_inner_dim_multiple_of=1,
         rope_theta=500_000.0,
@@ -260,20 +269,7 @@ def tiny_llama_config(vocab_size: int) -> LLaMAConfig:
 
 
 def tiny_qwen_config(vocab_size: int) -> QwenConfig:
-    return QwenConfig(
-        model_dim=TINY_LLM_DIM,
-        max_seq_len=1024,
-        vocab_size=vocab_size,
-        tied_embeddings=True,
-        num_layers=2,
-        num_attn_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        qkv_proj_bias=False,
-        q_norm=True,
-        k_norm=True,
-        ffn_inner_dim=128,
-    )
+    return QwenConfig(**tiny_decoder_lm_shape(vocab_size), head_dim=16, qkv_proj_bias=False, q_norm=True, k_norm=True)
 
 
 def write_tiny_hg_tokenizer(

@@ -200,21 +200,14 @@ def tiny_speechmapper_config() -> SpeechMapperConfig:
         input_dim=64,
         blocks=[
             SpeechMapperBlockConfig(
-                model_dim=64,
+                model_dim=model_dim,
                 output_dim=128,
                 conv_kernel_size=3,
                 num_layers=2,
                 num_attn_heads=4,
-                ffn_inner_dim=128,
-            ),
-            SpeechMapperBlockConfig(
-                model_dim=128,
-                output_dim=128,
-                conv_kernel_size=3,
-                num_layers=2,
-                num_attn_heads=4,
-                ffn_inner_dim=256,
-            ),
+                ffn_inner_dim=2 * model_dim,
+            )
+            for model_dim in (64, 128)
         ],
         llm_dim=64,
         final_proj_hidden_dim=None,
