@@ -3,6 +3,8 @@ their place, and a split reader that feeds the SFM or reads its features."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import final
 
 from fairseq2.data.tokenizers import Tokenizer
@@ -58,28 +60,23 @@ def create_split_reader(
 ) -> DataReader[SpeechBatch]:
     """Reads ``split`` as ``features`` needs it: audio through the SFM's
     frontend, or cached features; the transcripts as the LLM's token ids."""
+    create_reader: Callable[..., DataReader[SpeechBatch]]
+
     if isinstance(dataset, FeatureCacheDataset):
         if not isinstance(features, CachedFeatureEncoder):
             raise TypeError("A feature cache is read for a model that runs the SFM.")
 
-        return dataset.create_reader(
-            split,
-            gangs,
-            section,
-            encode_text=tokenizer.create_raw_encoder(),
-            training=training,
-            seed=seed,
-            num_accumulate=num_accumulate,
-        )
+        create_reader = dataset.create_reader
+    else:
+        if not isinstance(features, SpeechFeatureEncoder):
+            raise TypeError("Audio manifests are read for a model that runs no SFM.")
 
-    if not isinstance(features, SpeechFeatureEncoder):
-        raise TypeError("Audio manifests are read for a model that runs no SFM.")
+        create_reader = partial(dataset.create_reader, prepare_input=features.speech_encoder.prepare_input)
 
-    return dataset.create_reader(
+    return create_reader(
         split,
         gangs,
         section,
-        prepare_input=features.speech_encoder.prepare_input,
         encode_text=tokenizer.create_raw_encoder(),
         training=training,
         seed=seed,
