@@ -4,10 +4,10 @@ with fairseq2's data pipeline into length-bucketed speech batches."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, final
+from typing import Final, TypeVar, final
 
 import torch
 from torch import Tensor
@@ -32,6 +32,8 @@ from fairseq2_speechmapper.datasets.manifest import (
 from fairseq2_speechmapper.datasets.text import TextNormalizationConfig, TextNormalizer
 
 SPEECH_MANIFEST_FAMILY: Final = "speech_manifest"
+
+_T = TypeVar("_T")
 
 
 @dataclass(kw_only=True)
@@ -375,16 +377,7 @@ class SpeechDataReader(DataReader[SpeechBatch]):
 
     @override
     def __next__(self) -> list[SpeechBatch]:
-        try:
-            batches = next(self._inner)
-        except StopIteration:
-            raise
-        except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
-            bad_sample_error = find_bad_sample_error(ex)
-            if bad_sample_error is None:
-                raise
-
-            raise BadSampleError(str(bad_sample_error)) from None
+        batches = next_surfacing_bad_sample(self._inner)
 
         if self._log_shard:
             ids = [i for batch in batches for i in batch.ids]
@@ -415,6 +408,22 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     @override
     def num_accumulate(self) -> int:
         return self._inner.num_accumulate
+
+
+def next_surfacing_bad_sample(iterator: Iterator[_T]) -> _T:
+    """``next(iterator)`` of a data pipeline (or a reader of one), a bad
+    utterance surfacing as the :class:`BadSampleError` that names it rather
+    than as the generic error fairseq2n wraps it in."""
+    try:
+        return next(iterator)
+    except StopIteration:
+        raise
+    except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
+        bad_sample_error = find_bad_sample_error(ex)
+        if bad_sample_error is None:
+            raise
+
+        raise BadSampleError(str(bad_sample_error)) from None
 
 
 def find_bad_sample_error(ex: BaseException) -> BadSampleError | None:

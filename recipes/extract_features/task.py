@@ -22,9 +22,9 @@ from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.task import Task, TaskStopException
 
-from fairseq2_speechmapper.datasets import BadSampleError, SpeechManifestDataset, make_length_batches
+from fairseq2_speechmapper.datasets import SpeechManifestDataset, make_length_batches
 from fairseq2_speechmapper.datasets.audio import UtteranceLoader
-from fairseq2_speechmapper.datasets.speech import find_bad_sample_error
+from fairseq2_speechmapper.datasets.speech import next_surfacing_bad_sample
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     HEADER_FILE,
@@ -249,15 +249,9 @@ class FeatureExtractionTask(Task):
 
         while True:
             try:
-                batch = next(iterator)
+                batch = next_surfacing_bad_sample(iterator)
             except StopIteration:
                 return
-            except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
-                bad_sample_error = find_bad_sample_error(ex)
-                if bad_sample_error is None:
-                    raise
-
-                raise BadSampleError(str(bad_sample_error)) from None
 
             yield batch
 
