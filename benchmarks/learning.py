@@ -13,7 +13,8 @@ split has sentences *and* voices that ``train`` never has):
 2. ``pretrain`` (the ``demo`` preset, on the corpus' cached features): one run
    whose checkpoints at ``--steps`` are the stage-1 budgets (the schedule spans
    the longest one); each budget is reported with the minutes it took.
-3. Per budget, and for an untrained mapper (budget 0):
+3. Per budget (and, with ``--it-without-stage1``, for the untrained mapper:
+   what instruction tuning alone achieves):
    - ``evaluate --stage1`` on ``test``: embedding-space decoding (token error
      rate, word-token accuracy, output/target norm ratio), against the best
      text-only guess: the most frequent training token at every word position,
@@ -395,6 +396,9 @@ def parse_args() -> Namespace:
     parser.add_argument("--it-steps", type=int, help="instruction-tuning steps per budget")
     parser.add_argument("--quick", action="store_true", help="a miniature on the small demo corpus (smoke test)")
     parser.add_argument(
+        "--it-without-stage1", action="store_true", help="also instruction-tune the untrained mapper (budget 0)"
+    )
+    parser.add_argument(
         "--stage1-config", nargs="*", default=[], help="extra `pretrain --config` overrides (ablations)"
     )
     parser.add_argument("--instruct-config", nargs="*", default=[], help="extra `instruct --config` overrides")
@@ -409,7 +413,7 @@ def main() -> int:
     if args.quick:
         setup = Setup(corpus_card="speechmapper_demo_corpus", train_split="train", dev_split="dev", test_split="dev", steps=args.steps or [20], it_steps=args.it_steps or 5)  # fmt: skip
     else:
-        setup = Setup(corpus_card="speechmapper_large_corpus", train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1500, 3000, 6000], it_steps=args.it_steps or 200)  # fmt: skip
+        setup = Setup(corpus_card="speechmapper_large_corpus", train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 200)  # fmt: skip
 
     setup.steps = sorted(setup.steps)
     # The demo's 20 warm-up steps would fill the miniature's whole schedule.
@@ -442,7 +446,7 @@ def main() -> int:
 
     rows = []
 
-    for step in [0, *setup.steps]:
+    for step in [0, *setup.steps] if args.it_without_stage1 else setup.steps:
         if step == 0:
             card = untrained_card
             minutes = 0.0
