@@ -64,6 +64,7 @@ class Setup:
     it_steps: int
     stage1_config: list[str] = field(default_factory=list)
     instruct_config: list[str] = field(default_factory=list)
+    evaluate_config: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
@@ -265,7 +266,7 @@ def evaluate_chain(setup: Setup, work_dir: Path, feature_cache: Path, model: str
         cli(
             "evaluate", str(eval_dir), "--model", model, "--config",
             f"dataset.feature_cache={feature_cache}", f"dataset.name={setup.corpus_card}",
-            f"dataset.valid_split={setup.test_split}",
+            f"dataset.valid_split={setup.test_split}", *setup.evaluate_config,
             log_file=work_dir / "logs" / f"{name}.log",
         )  # fmt: skip
 
@@ -418,7 +419,11 @@ def main() -> int:
     setup.steps = sorted(setup.steps)
     # The demo's 20 warm-up steps would fill the miniature's whole schedule.
     setup.stage1_config = (["lr_scheduler.config.num_warmup_steps=5"] if args.quick else []) + list(args.stage1_config)
-    setup.instruct_config = list(args.instruct_config)
+    setup.instruct_config = (["regime.validate_at_start=false"] if args.quick else []) + list(args.instruct_config)
+
+    # The miniature's untrained and barely trained chains would talk for the
+    # whole 40-token budget.
+    setup.evaluate_config = ["generation.max_new_tokens=8"] if args.quick else []
 
     if any(step % setup.steps[0] for step in setup.steps):
         raise SystemExit("--steps: every budget must be a multiple of the smallest (it is the checkpoint interval).")
