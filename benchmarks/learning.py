@@ -255,7 +255,7 @@ def instruct(setup: Setup, work_dir: Path, feature_cache: Path, card: str, name:
 
     valid = read_jsonl(it_dir / "metrics" / "valid.jsonl")
 
-    return it_dir, float(valid[-1]["Accuracy"])
+    return it_dir, 100.0 * float(valid[-1]["Accuracy"])
 
 
 def evaluate_chain(setup: Setup, work_dir: Path, feature_cache: Path, model: str, name: str) -> list[dict[str, Any]]:

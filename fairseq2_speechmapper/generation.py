@@ -70,6 +70,10 @@ class GenerationOptions:
     seed: int | None = None
     """Seeds sampling when no ``torch.Generator`` is passed; ``None`` uses torch's global RNG."""
 
+    no_repeat_ngram_size: int = 0
+    """Bans any token that would repeat an n-gram of this size in the generated
+    text (fairseq's and Hugging Face's option); 0 is off (the paper)."""
+
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
@@ -90,6 +94,11 @@ class GenerationOptions:
 
         if self.top_k < 0:
             result.add_error(f"`top_k` must be 0 (off) or positive, but is {self.top_k} instead.")
+
+        if self.no_repeat_ngram_size < 0:
+            result.add_error(
+                f"`no_repeat_ngram_size` must be 0 (off) or positive, but is {self.no_repeat_ngram_size} instead."
+            )
 
         return result
 
@@ -325,6 +334,13 @@ def _decode(
 
             logits = llm.final_proj(hidden[gen_rows]).float()
 
+            if options.no_repeat_ngram_size > 0:
+                row_steps = steps.repeat_interleave(beam_size).tolist()
+
+                histories = [tokens[row, :step].tolist() for row, step in zip(gen_rows.tolist(), row_steps)]
+
+                _ban_repeated_ngrams(logits, histories, options.no_repeat_ngram_size)
+
             row_scores = scores[gen_rows].view(-1, beam_size)
 
             ending, going_on = _choose(logits, row_scores, steps, stop_ids, options, generator)
@@ -399,6 +415,22 @@ def _decode(
         state_bag.increment_step_nr()
 
     return [max(hypotheses, key=lambda h: h.score) for hypotheses in finished]
+
+
+def _ban_repeated_ngrams(logits: Tensor, histories: Sequence[list[int]], ngram_size: int) -> None:
+    """Sets to -inf, per row, the logits of the tokens that would complete an
+    n-gram already in that row's generated ``history``."""
+    for row, history in enumerate(histories):
+        prefix = history[len(history) - ngram_size + 1 :] if ngram_size > 1 else []
+
+        banned = [
+            history[start + ngram_size - 1]
+            for start in range(len(history) - ngram_size + 1)
+            if history[start : start + ngram_size - 1] == prefix
+        ]
+
+        if banned:
+            logits[row, banned] = -torch.inf
 
 
 @dataclass

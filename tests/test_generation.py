@@ -387,3 +387,28 @@ def test_clear_errors() -> None:
         )
 
     assert generate_from_embeddings(llm, [], stop_token_ids=[], options=options) == []
+
+
+def _repeated_ngrams(token_ids: list[int], ngram_size: int) -> int:
+    ngrams = [tuple(token_ids[i : i + ngram_size]) for i in range(len(token_ids) - ngram_size + 1)]
+
+    return len(ngrams) - len(set(ngrams))
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam"])
+def test_no_repeat_ngram_size_bans_repeated_ngrams(strategy: str) -> None:
+    llm = load_chaotic_llm(TINY_LLAMA_CARD)
+
+    prefixes = make_prefixes(llm)
+
+    def generate(no_repeat_ngram_size: int) -> list[GeneratedSequence]:
+        options = GenerationOptions(
+            strategy=strategy, beam_size=2, max_new_tokens=48, no_repeat_ngram_size=no_repeat_ngram_size
+        )
+
+        return generate_from_embeddings(llm, prefixes, stop_token_ids=[], options=options)
+
+    # Left to itself, the chaotic model repeats itself: the option has work to do.
+    assert sum(_repeated_ngrams(seq.token_ids, 2) for seq in generate(0)) > 0
+
+    assert [_repeated_ngrams(seq.token_ids, 2) for seq in generate(2)] == [0] * len(prefixes)
