@@ -371,7 +371,7 @@ PRESET_SETTINGS = {
         ("scoring", "comet_model"): "Unbabel/wmt22-comet-da",
     },
     ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct"},
-    ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "dev"},
+    ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "test"},
 }
 
 
