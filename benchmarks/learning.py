@@ -47,11 +47,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fairseq2_speechmapper.demo.large_corpus import LARGE_CORPUS_CARD
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 VENV_BIN = Path(sys.executable).parent
-
-RECIPE_COMMANDS = ("extract-features", "pretrain", "instruct", "evaluate")
 
 
 @dataclass(kw_only=True)
@@ -93,10 +93,7 @@ def log(message: str) -> None:
 
 def cli(*args: str, log_file: Path) -> None:
     """Runs ``fairseq2 speechmapper ARGS``; its output goes to ``log_file``."""
-    command = [str(VENV_BIN / "fairseq2"), "speechmapper", *args]
-
-    if args[0] in RECIPE_COMMANDS:
-        command.append("--no-rich")
+    command = [str(VENV_BIN / "fairseq2"), "speechmapper", *args, "--no-rich"]
 
     log(" ".join(command[1:]))
 
@@ -117,27 +114,24 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def prepare_assets(setup: Setup, work_dir: Path) -> Path:
-    """Builds the demo assets and the corpus (once, in the user's cache) and
-    returns the corpus' manifest directory."""
-    from fairseq2_speechmapper.paths import get_cache_dir
+def prepare_assets(setup: Setup) -> Path:
+    """Builds the demo assets and the large corpus (once, in the user's cache),
+    as the demo presets do on first use, and returns the corpus' manifest
+    directory."""
+    from fairseq2_speechmapper.demo import ensure_demo_assets, make_large_corpus
 
-    args = ["make-demo-assets"]
-    if setup.corpus_card == "speechmapper_large_corpus":
-        args.append("--large-corpus")
+    log("demo assets and the large corpus (built the first time)")
 
-    cli(*args, log_file=work_dir / "logs" / "assets.log")
+    assets = ensure_demo_assets()
 
-    cache_dir = get_cache_dir()
+    # Whisper tiny.en loads through fairseq2's `hg` family, offline; inherited
+    # by every command below.
+    os.environ.update(assets.hf_env)
 
-    # Whisper tiny.en loads through fairseq2's `hg` family, offline.
-    os.environ["HF_HUB_CACHE"] = str(cache_dir / "demo" / "whisper_hub")
-    os.environ["HF_HUB_OFFLINE"] = "1"
+    if setup.corpus_card == LARGE_CORPUS_CARD:
+        return make_large_corpus()
 
-    if setup.corpus_card == "speechmapper_large_corpus":
-        return cache_dir / "demo" / "large_corpus"
-
-    return cache_dir / "demo" / "corpus"
+    return assets.corpus_dir
 
 
 def extract_features(setup: Setup, work_dir: Path) -> Path:
@@ -177,23 +171,28 @@ def pretrain(setup: Setup, work_dir: Path, feature_cache: Path) -> Path:
 
 
 def write_budget_card(stage1_dir: Path, step: int, name: str) -> str:
-    """A copy of the pretraining run's mapper card that names its checkpoint at
-    ``step``, so that each budget is loaded by the real card path."""
+    """The pretraining run's mapper card under another name, naming its
+    checkpoint at ``step``, so that each budget is loaded by the real card path."""
     import yaml
 
+    from fairseq2.assets import AssetCard
+
+    from fairseq2_speechmapper.mapper_card import MapperCard
     from fairseq2_speechmapper.paths import default_mapper_card_name, get_cache_cards_dir
 
-    cards_dir = get_cache_cards_dir()
+    run_card_name = default_mapper_card_name(stage1_dir)
 
-    run_card = yaml.safe_load((cards_dir / f"{default_mapper_card_name(stage1_dir)}.yaml").read_text(encoding="utf-8"))
+    run_card_file = get_cache_cards_dir() / f"{run_card_name}.yaml"
+
+    card = MapperCard.read(AssetCard(run_card_name, yaml.safe_load(run_card_file.read_text(encoding="utf-8"))))
 
     checkpoint = stage1_dir / "checkpoints" / f"step_{step}" / "model"
     if not checkpoint.exists():
         raise SystemExit(f"{checkpoint} is missing; was the pretraining run's checkpoint kept?")
 
-    run_card.update(name=name, checkpoint=str(checkpoint), trained_steps=step)
+    card.name = name
 
-    (cards_dir / f"{name}.yaml").write_text(yaml.safe_dump(run_card, sort_keys=False), encoding="utf-8")
+    card.write(checkpoint, trained_steps=step)
 
     return name
 
@@ -414,7 +413,7 @@ def main() -> int:
     if args.quick:
         setup = Setup(corpus_card="speechmapper_demo_corpus", train_split="train", dev_split="dev", test_split="dev", steps=args.steps or [20], it_steps=args.it_steps or 5)  # fmt: skip
     else:
-        setup = Setup(corpus_card="speechmapper_large_corpus", train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 200)  # fmt: skip
+        setup = Setup(corpus_card=LARGE_CORPUS_CARD, train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 200)  # fmt: skip
 
     setup.steps = sorted(setup.steps)
     # The demo's 20 warm-up steps would fill the miniature's whole schedule.
@@ -435,7 +434,7 @@ def main() -> int:
 
     started = time.monotonic()
 
-    manifest_dir = prepare_assets(setup, work_dir)
+    manifest_dir = prepare_assets(setup)
 
     feature_cache = extract_features(setup, work_dir)
 
