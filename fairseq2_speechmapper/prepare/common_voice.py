@@ -9,14 +9,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.prepare.manifest import (
-    PrepareError,
-    PrepareOptions,
-    PrepareResult,
-    Utterance,
-    existing_dir,
-    write_split,
-)
+from .manifest import PrepareError, PrepareOptions, PrepareResult, Utterance, existing_dir, write_split
 
 COMMON_VOICE_SPLITS: Final = ("train", "dev", "test")
 

@@ -15,15 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, final
 
-from fairseq2_speechmapper.prepare.common_voice import common_voice_utterance, read_tsv
-from fairseq2_speechmapper.prepare.manifest import (
-    PrepareError,
-    PrepareOptions,
-    PrepareResult,
-    Utterance,
-    existing_dir,
-    write_split,
-)
+from .common_voice import common_voice_utterance, read_tsv
+from .manifest import PrepareError, PrepareOptions, PrepareResult, Utterance, existing_dir, write_split
 
 COVOST2_SPLITS: Final = ("train", "dev", "test")
 

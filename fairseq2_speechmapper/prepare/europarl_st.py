@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.prepare.manifest import (
+from .manifest import (
     PrepareError,
     PrepareOptions,
     PrepareResult,

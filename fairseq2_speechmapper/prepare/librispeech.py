@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.prepare.manifest import (
+from .manifest import (
     PreparedSplit,
     PrepareError,
     PrepareOptions,

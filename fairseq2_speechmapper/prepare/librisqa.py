@@ -26,15 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final, final
 
-from fairseq2_speechmapper.prepare.librispeech import LIBRISPEECH_SUBSETS, find_librispeech_dir
-from fairseq2_speechmapper.prepare.manifest import (
-    PrepareError,
-    PrepareOptions,
-    PrepareResult,
-    Utterance,
-    existing_dir,
-    write_split,
-)
+from .librispeech import LIBRISPEECH_SUBSETS, find_librispeech_dir
+from .manifest import PrepareError, PrepareOptions, PrepareResult, Utterance, existing_dir, write_split
 
 LIBRISQA_PARTS: Final = ("1", "2")
 

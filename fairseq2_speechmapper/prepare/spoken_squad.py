@@ -30,7 +30,7 @@ from typing import Final, final
 import numpy as np
 import soundfile
 
-from fairseq2_speechmapper.prepare.manifest import (
+from .manifest import (
     SKIPPED_MISSING_AUDIO,
     PrepareError,
     PrepareOptions,

@@ -5,10 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fairseq2.recipe.config import DatasetSection, RegimeSection
+from fairseq2.recipe.config import (
+    AdamWConfig,
+    CommonSection,
+    DatasetSection,
+    GangSection,
+    LRSchedulerSection,
+    ModelSection,
+    OptimizerSection,
+    RegimeSection,
+    TrainerSection,
+)
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.datasets import SPEECH_MANIFEST_FAMILY, SpeechReadOptions
+from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
 
 
 @dataclass(kw_only=True)
@@ -56,12 +67,40 @@ class MapperCardSection:
     """The card's name; by default ``speechmapper_`` + the output directory's name."""
 
 
-def check_validation_at_start(dataset: SpeechDatasetSection, regime: RegimeSection, result: ValidationResult) -> None:
-    """Adds an error to ``result`` if the training regime validates at start
-    with no split to validate on."""
-    # fairseq2 0.8.1's trainer fails with an internal error on
-    # `validate_at_start` when there is nothing to validate on.
-    if dataset.valid_split is None and regime.validate_at_start:
-        result.add_error(
-            "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
-        )
+@dataclass(kw_only=True)
+class SpeechTrainingConfig:
+    """The fairseq2 sections that the training recipes (``pretrain``,
+    ``instruct``) share; each recipe's configuration adds its own sections
+    after these and sets its own defaults by redefining a field."""
+
+    model: ModelSection = field(default_factory=lambda: ModelSection(family=SPEECHMAPPER_FAMILY))
+
+    dataset: SpeechDatasetSection = field(default_factory=SpeechDatasetSection)
+
+    mapper_card: MapperCardSection = field(default_factory=MapperCardSection)
+
+    gang: GangSection = field(default_factory=GangSection)
+
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+    optimizer: OptimizerSection = field(
+        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4))
+    )
+
+    lr_scheduler: LRSchedulerSection = field(default_factory=LRSchedulerSection)
+
+    regime: RegimeSection = field(default_factory=RegimeSection)
+
+    common: CommonSection = field(default_factory=CommonSection)
+
+    def validate(self) -> ValidationResult:
+        result = ValidationResult()
+
+        # fairseq2 0.8.1's trainer fails with an internal error on
+        # `validate_at_start` when there is nothing to validate on.
+        if self.dataset.valid_split is None and self.regime.validate_at_start:
+            result.add_error(
+                "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
+            )
+
+        return result

@@ -7,25 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fairseq2.recipe.config import (
-    PASSTHROUGH_LR,
-    AdamWConfig,
-    CommonSection,
-    GangSection,
-    LRSchedulerSection,
-    ModelSection,
-    OptimizerSection,
-    RegimeSection,
-    TrainerSection,
-)
+from fairseq2.recipe.config import PASSTHROUGH_LR, CommonSection, LRSchedulerSection, ModelSection, RegimeSection
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.recipe_support.config import (
-    MapperCardSection,
-    SpeechDatasetSection,
-    check_validation_at_start,
-)
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
 from fairseq2_speechmapper.stage1 import Stage1LossSection
 
@@ -94,20 +80,13 @@ class LLMLoRASection:
 
 
 @dataclass(kw_only=True)
-class InstructConfig:
+class InstructConfig(SpeechTrainingConfig):
+    # The shared sections' defaults for stage 2 (a redefined field keeps its place).
     model: ModelSection = field(
         default_factory=lambda: ModelSection(name="speechmapper_paper_llama3_1_8b_instruct", family=SPEECHMAPPER_FAMILY)
     )
     """The pretrained mapper's card (``pretrain`` writes ``speechmapper_<output dir name>``);
     its SFM, layer and LLM are read from the card."""
-
-    speech_llm: SpeechLLMSection = field(default_factory=SpeechLLMSection)
-
-    lora: LLMLoRASection = field(default_factory=LLMLoRASection)
-
-    task: InstructTaskSection = field(default_factory=InstructTaskSection)
-
-    loss: InstructLossSection = field(default_factory=InstructLossSection)
 
     dataset: SpeechDatasetSection = field(
         default_factory=lambda: SpeechDatasetSection(
@@ -117,16 +96,6 @@ class InstructConfig:
             max_batch_size=12,
             max_batch_seconds=12 * 35.0,
         )
-    )
-
-    mapper_card: MapperCardSection = field(default_factory=MapperCardSection)
-
-    gang: GangSection = field(default_factory=GangSection)
-
-    trainer: TrainerSection = field(default_factory=TrainerSection)
-
-    optimizer: OptimizerSection = field(
-        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4))
     )
 
     lr_scheduler: LRSchedulerSection = field(
@@ -146,12 +115,19 @@ class InstructConfig:
 
     common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
 
+    # Stage 2's own sections.
+    speech_llm: SpeechLLMSection = field(default_factory=SpeechLLMSection)
+
+    lora: LLMLoRASection = field(default_factory=LLMLoRASection)
+
+    task: InstructTaskSection = field(default_factory=InstructTaskSection)
+
+    loss: InstructLossSection = field(default_factory=InstructLossSection)
+
     def validate(self) -> ValidationResult:
-        result = ValidationResult()
+        result = super().validate()
 
         if self.model.name is None:
             result.add_error("`model.name` must name the pretrained mapper's card.")
-
-        check_validation_at_start(self.dataset, self.regime, result)
 
         return result

@@ -6,54 +6,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fairseq2.recipe.config import (
-    AdamWConfig,
-    CommonSection,
-    CosineAnnealingLRConfig,
-    GangSection,
-    LRSchedulerSection,
-    ModelSection,
-    OptimizerSection,
-    RegimeSection,
-    TrainerSection,
-)
-from fairseq2.utils.validation import ValidationResult
+from fairseq2.recipe.config import CosineAnnealingLRConfig, LRSchedulerSection, ModelSection, RegimeSection
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.recipe_support.config import (
-    MapperCardSection,
-    SpeechDatasetSection,
-    check_validation_at_start,
-)
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
 from fairseq2_speechmapper.stage1 import SpeechEncoderSection, Stage1LossSection, TargetLLMSection
 
 
 @dataclass(kw_only=True)
-class PretrainConfig:
+class PretrainConfig(SpeechTrainingConfig):
+    # The shared sections' defaults for stage 1 (a redefined field keeps its place).
     model: ModelSection = field(
         default_factory=lambda: ModelSection(family=SPEECHMAPPER_FAMILY, arch="paper_llama3_8b")
     )
-
-    speech_encoder: SpeechEncoderSection = field(default_factory=SpeechEncoderSection)
-
-    llm: TargetLLMSection = field(default_factory=TargetLLMSection)
 
     dataset: SpeechDatasetSection = field(
         default_factory=lambda: SpeechDatasetSection(
             name="librispeech_960h_manifest", train_split="train-960", valid_split="dev-clean"
         )
-    )
-
-    loss: Stage1LossSection = field(default_factory=Stage1LossSection)
-
-    mapper_card: MapperCardSection = field(default_factory=MapperCardSection)
-
-    gang: GangSection = field(default_factory=GangSection)
-
-    trainer: TrainerSection = field(default_factory=TrainerSection)
-
-    optimizer: OptimizerSection = field(
-        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4))
     )
 
     lr_scheduler: LRSchedulerSection = field(
@@ -73,11 +43,9 @@ class PretrainConfig:
         )
     )
 
-    common: CommonSection = field(default_factory=CommonSection)
+    # Stage 1's own sections.
+    speech_encoder: SpeechEncoderSection = field(default_factory=SpeechEncoderSection)
 
-    def validate(self) -> ValidationResult:
-        result = ValidationResult()
+    llm: TargetLLMSection = field(default_factory=TargetLLMSection)
 
-        check_validation_at_start(self.dataset, self.regime, result)
-
-        return result
+    loss: Stage1LossSection = field(default_factory=Stage1LossSection)
