@@ -5,7 +5,9 @@ train and the validation split. Stage 1 (`pretrain`, through the command line)
 must memorise them: embedding-space decoding token error rate <= 5 %. Stage 2
 (`instruct --mapper <that run>` then `evaluate --model <instruct run>`) must make
 the frozen LLM transcribe them: greedy WER <= 10 %, with hypotheses that differ.
-The same with the feature cache (`extract-features`, `dataset.feature_cache`).
+Stage 1 must memorise them from the feature cache too (`extract-features`,
+`dataset.feature_cache`); stage 2 from the cache is not run again here: it
+computes the same loss as on the fly (tests/test_feature_cache.py).
 
 Measured on the 2-core CPU (shared, loaded): stage 1 with these settings reaches
 0 % TER at step 140-160 (3.9 % at 120), 70-90 s per run on the fly, 43 s from the
@@ -193,7 +195,7 @@ def cached_stage1_dir(overfit: Overfit, feature_cache_dir: Path) -> Path:
     return _pretrain(overfit, "overfit_s1_cached", f"dataset.feature_cache={feature_cache_dir}")
 
 
-def _instruct_and_evaluate(overfit: Overfit, mapper_dir: Path, name: str, *extra: str) -> None:
+def _instruct_and_evaluate(overfit: Overfit, mapper_dir: Path, name: str) -> None:
     instruct_dir, eval_dir = overfit.tmp_dir / name, overfit.tmp_dir / f"{name}_eval"
 
     splits = SPLITS.format(overfit.manifest)
@@ -206,7 +208,6 @@ def _instruct_and_evaluate(overfit: Overfit, mapper_dir: Path, name: str, *extra
         "--config",
         f"dataset.manifests={splits}",
         *STAGE2_CONFIG,
-        *extra,
     )
 
     overfit.run(
@@ -217,7 +218,6 @@ def _instruct_and_evaluate(overfit: Overfit, mapper_dir: Path, name: str, *extra
         "--config",
         f"dataset.manifests={{dev: {overfit.manifest}}}",
         "dataset.valid_split=dev",
-        *extra,
     )
 
     [report] = json.loads((eval_dir / "scores.json").read_text())["scores"]
@@ -245,11 +245,3 @@ def test_stage2_makes_the_llm_transcribe_them(overfit: Overfit, stage1_dir: Path
 
 def test_stage1_memorises_them_from_the_feature_cache(cached_stage1_dir: Path) -> None:
     assert _last_ter(cached_stage1_dir) <= TER_THRESHOLD
-
-
-def test_stage2_makes_the_llm_transcribe_them_from_the_feature_cache(
-    overfit: Overfit, cached_stage1_dir: Path, feature_cache_dir: Path
-) -> None:
-    _instruct_and_evaluate(
-        overfit, cached_stage1_dir, "overfit_it_cached", f"dataset.feature_cache={feature_cache_dir}"
-    )
