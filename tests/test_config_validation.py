@@ -16,6 +16,7 @@ from fairseq2.utils.validation import StandardObjectValidator, ValidationError
 
 from fairseq2_speechmapper.features import SFMSection
 from fairseq2_speechmapper.models.speechmapper import SpeechMapperBlockConfig, SpeechMapperConfig
+from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 
 _NO_CARD = "no_such_card_anywhere"
 
@@ -80,3 +81,20 @@ def test_mapper_config_is_validated() -> None:
 
     with pytest.raises(ValidationError, match="layer"):
         validator.validate(SFMSection(layer=0))
+
+
+def test_warmup_as_long_as_the_run_is_refused() -> None:
+    validator = StandardObjectValidator()
+
+    config = PretrainConfig()
+
+    config.regime.num_steps = 100
+
+    validator.validate(config.lr_scheduler)  # fairseq2's own check lets it through
+
+    with pytest.raises(ValidationError, match=r"`lr_scheduler.config.num_warmup_steps` \(100000\) must be less than"):
+        validator.validate(config)
+
+    config.regime.num_steps = 100_001
+
+    validator.validate(config)

@@ -8,6 +8,7 @@ from pathlib import Path
 from fairseq2.recipe.config import (
     AdamWConfig,
     CommonSection,
+    CosineAnnealingLRConfig,
     DatasetSection,
     GangSection,
     LRSchedulerSection,
@@ -102,5 +103,16 @@ class SpeechTrainingConfig:
             result.add_error(
                 "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
             )
+
+        # fairseq2 0.8.1 divides by `num_steps - num_warmup_steps` at the first
+        # step instead of refusing it.
+        scheduler = self.lr_scheduler.config
+        num_steps = self.regime.num_steps
+
+        if isinstance(scheduler, CosineAnnealingLRConfig) and scheduler.cycle_len is None and num_steps is not None:
+            if scheduler.num_warmup_steps >= num_steps:
+                result.add_error(
+                    f"`lr_scheduler.config.num_warmup_steps` ({scheduler.num_warmup_steps}) must be less than `regime.num_steps` ({num_steps})."
+                )
 
         return result
