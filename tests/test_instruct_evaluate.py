@@ -355,6 +355,7 @@ PRESET_SETTINGS = {
     },
     ("instruct", "paper_asr_mse"): {
         ("loss", "sigma"): 0.9,
+        ("loss", "stage1", "gamma"): 0.0,
         ("dataset", "max_batch_size"): 12,
         ("trainer", "grad_accumulation", "num_batches"): 8,
     },

@@ -345,12 +345,15 @@ def collate_speech_batch(
 
     input_lens = [int(x.size(0)) for x in inputs]
 
-    texts = [normalize_text(str(e["text"])) for e in good_examples]
+    raw_texts = [str(e["text"]) for e in good_examples]
+
+    texts = [normalize_text(t) for t in raw_texts]
 
     return SpeechBatch(
         inputs=padded_inputs,
         input_lens=input_lens,
         texts=texts,
+        raw_texts=raw_texts,
         target_ids=[encode_text(t).to(torch.int64) if t else torch.empty(0, dtype=torch.int64) for t in texts],
         ids=[str(e["id"]) for e in good_examples],
         sources=[str(e["source"]) for e in good_examples],

@@ -22,7 +22,9 @@ from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, Spee
 @final
 class HypothesisFile:
     """One JSON line per utterance: id, source, task, instruction, references,
-    hypothesis and what scoring needs (target language, question, transcript)."""
+    hypothesis and what scoring needs (target language, question, the
+    normalised transcript, and as ``source_text`` the transcript as the
+    manifest writes it, COMET's source)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +95,7 @@ class SpeechGenerationUnit(GeneratorUnit[SpeechBatch]):
                 "task": self._task,
                 "instruction": example.instruction,
                 "transcript": batch.texts[i],
+                "source_text": batch.raw_texts[i],
                 "references": example.references,
                 "hypothesis": hypothesis,
                 "stop_reason": output.stop_reason,
