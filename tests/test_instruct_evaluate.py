@@ -364,6 +364,7 @@ PRESET_SETTINGS = {
         ("task", "task"): "sqa",
         ("task", "asr_mix_prob"): 0.5,
         ("dataset", "name"): "spoken_squad_manifest",
+        ("dataset", "max_duration"): 300.0,
     },
     ("instruct", "demo"): {("model", "name"): "speechmapper_demo", ("speech_llm", "llm"): None},
     ("evaluate", "paper_st"): {
@@ -371,7 +372,7 @@ PRESET_SETTINGS = {
         ("generation", "max_new_tokens"): 150,
         ("scoring", "comet_model"): "Unbabel/wmt22-comet-da",
     },
-    ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct"},
+    ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct", ("dataset", "max_duration"): 300.0},
     ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "test"},
 }
 
