@@ -9,11 +9,12 @@ from typing_extensions import override
 
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
-from fairseq2.trainer import Trainer
+from fairseq2.task import Task
 
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_corrupt_model_checkpoints
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -32,12 +33,13 @@ class PretrainRecipe(Recipe):
         register_stage1_metric_descriptors(container)
 
     @override
-    def create_task(self, context: RecipeContext) -> Trainer:
+    def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(PretrainConfig)
 
         gangs = context.gangs
 
-        mapper = context.get_model_as(SpeechMapper)
+        with reporting_corrupt_model_checkpoints():
+            mapper = context.get_model_as(SpeechMapper)
 
         dataset = open_dataset(context, config.dataset)
 
@@ -87,7 +89,9 @@ class PretrainRecipe(Recipe):
 
             trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
 
-        return trainer
+        return FaultReportingTrainer(
+            trainer, context.get_checkpoint_manager(), gangs, context.output_dir / "checkpoints"
+        )
 
     @property
     @override
