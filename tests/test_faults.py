@@ -353,7 +353,7 @@ def test_a_full_disk_under_a_checkpoint_is_one_line_and_leaves_no_half_checkpoin
     [error] = _error_lines(output)
 
     assert f"A checkpoint could not be written to {output_dir / 'checkpoints'}" in error
-    assert "is the disk full?" in error and "the unfinished step_2.tmp removed" in error
+    assert "is the disk full?" in error and "removed the unfinished step_2.tmp;" in error
 
     assert _steps(output_dir / "checkpoints") == ["step_1"]
 

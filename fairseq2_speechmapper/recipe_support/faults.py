@@ -142,7 +142,7 @@ class FaultReportingTrainer(Task):
 
         return CheckpointWriteError(
             f"A checkpoint could not be written to {self._checkpoint_dir} ({_innermost(ex)}; {free}: is the disk full?); "
-            f"{'the unfinished ' + ', '.join(removed) + ' removed' if removed else 'nothing unfinished is left'}: "
+            f"{'removed the unfinished ' + ', '.join(removed) if removed else 'nothing unfinished is left'}; "
             "free some space and run the same command again to resume from the last complete checkpoint."
         )
 
@@ -199,8 +199,8 @@ def check_loss_is_finite(loss: Tensor, batch: SpeechBatch, *, step_nr: int) -> N
 
     raise NonFiniteLossError(
         f"Step {step_nr}: the loss is {loss.detach().float().sum().item()} on the batch of {sources}; the step was not "
-        "taken and no checkpoint holds it. Lower the learning rate or set `trainer.max_grad_norm`, then run the same "
-        "command again to resume from the last checkpoint."
+        "taken and no checkpoint holds it. Check those utterances, lower the learning rate or set "
+        "`trainer.max_grad_norm`, then run the same command again to resume from the last checkpoint."
     )
 
 

@@ -23,14 +23,15 @@ def load_recipe_speech_llm(
     """Puts the mapper fairseq2 loaded for the recipe (not yet wrapped for
     data parallelism) between the SFM and the LLM its card names; the SFM is
     not loaded when ``dataset`` is a feature cache."""
+    # The mapper, SFM and LLM checkpoints: a damaged one is one line naming it.
     with reporting_corrupt_model_checkpoints():
         mapper = context.get_model_as(SpeechMapper)
 
-    return load_speech_llm(
-        context.asset_store.retrieve_card(mapper_card_name),
-        section,
-        mapper=mapper,
-        unwrapped_mapper=mapper,
-        device=context.gangs.root.device,
-        feature_cache=feature_cache_of(dataset),
-    )
+        return load_speech_llm(
+            context.asset_store.retrieve_card(mapper_card_name),
+            section,
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=context.gangs.root.device,
+            feature_cache=feature_cache_of(dataset),
+        )

@@ -42,19 +42,20 @@ class Stage1EvalRecipe(Recipe):
 
         card = MapperCard.read(context.asset_store.retrieve_card(str(config.model.name)))
 
+        gangs = context.gangs
+
+        # The mapper, SFM and embedding-table checkpoints.
         with reporting_corrupt_model_checkpoints():
             mapper = context.get_model_as(SpeechMapper)
 
-        gangs = context.gangs
-
-        model, targets, tokenizer = load_stage1_model(
-            card.sfm_section(),
-            TargetLLMSection(name=card.llm),
-            mapper=mapper,
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            pad_idx=card.pad_token_id,
-        )
+            model, targets, tokenizer = load_stage1_model(
+                card.sfm_section(),
+                TargetLLMSection(name=card.llm),
+                mapper=mapper,
+                unwrapped_mapper=mapper,
+                device=gangs.root.device,
+                pad_idx=card.pad_token_id,
+            )
 
         dataset = open_speech_dataset(context, config.dataset)
 

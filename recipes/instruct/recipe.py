@@ -40,6 +40,7 @@ class InstructRecipe(Recipe):
 
         gangs = context.gangs
 
+        # The pretrained mapper's checkpoint: a damaged one is one line naming it.
         with reporting_corrupt_model_checkpoints():
             mapper = context.get_model_as(SpeechMapper)
 

@@ -38,20 +38,21 @@ class PretrainRecipe(Recipe):
 
         gangs = context.gangs
 
+        dataset = open_dataset(context, config.dataset)
+
+        # The mapper (a base card, when given), SFM and embedding-table checkpoints.
         with reporting_corrupt_model_checkpoints():
             mapper = context.get_model_as(SpeechMapper)
 
-        dataset = open_dataset(context, config.dataset)
-
-        model, targets, tokenizer = load_stage1_model(
-            config.speech_encoder,
-            config.llm,
-            mapper=context.get_data_parallel_model(),
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            feature_cache=feature_cache_of(dataset),
-            cache_in_memory=config.speech_encoder.cache_features_in_memory,
-        )
+            model, targets, tokenizer = load_stage1_model(
+                config.speech_encoder,
+                config.llm,
+                mapper=context.get_data_parallel_model(),
+                unwrapped_mapper=mapper,
+                device=gangs.root.device,
+                feature_cache=feature_cache_of(dataset),
+                cache_in_memory=config.speech_encoder.cache_features_in_memory,
+            )
 
         readers = SplitReaderFactory(
             context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
