@@ -252,7 +252,7 @@ def test_evaluate_st_scores_bleu_chrf_comet_and_adherence(
 
     [report] = json.loads((tmp_path / "eval" / "scores.json").read_text())["scores"]
 
-    assert report["test_set"].endswith(":dev:de")
+    assert report["test_set"] == f"{corpus_dir / 'dev.jsonl'}:de"
     assert set(report["metrics"]) == {"bleu", "chrf", "comet", "adherence"}
     assert "tok:13a" in report["info"]["bleu_signature"]
 

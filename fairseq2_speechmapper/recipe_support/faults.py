@@ -130,10 +130,15 @@ class FaultReportingTrainer(Task):
                 f"{ex} The file is truncated or damaged: move {self._checkpoint_dir / f'step_{ex.step_nr}'} away and run the same command again to resume from the checkpoint before it."
             )
 
-        if not self._is_write_failure(ex, causes):
+        what = self._failed_write(ex, causes)
+        if what is None:
             return None
 
         removed = self._remove_unfinished_checkpoints()
+
+        # An unfinished checkpoint: the write that failed was most likely its.
+        if removed:
+            what = f"A checkpoint could not be written to {self._checkpoint_dir}"
 
         try:
             free = f"{shutil.disk_usage(self._checkpoint_dir).free / 2**20:.0f} MiB free"
@@ -141,28 +146,33 @@ class FaultReportingTrainer(Task):
             free = "free space unknown"
 
         return CheckpointWriteError(
-            f"A checkpoint could not be written to {self._checkpoint_dir} ({_innermost(ex)}; {free}: is the disk full?); "
+            f"{what} ({_innermost(ex)}; {free}: is the disk full?); "
             f"{'removed the unfinished ' + ', '.join(removed) if removed else 'nothing unfinished is left'}; "
             "free some space and run the same command again to resume from the last complete checkpoint."
         )
 
-    def _is_write_failure(self, ex: Exception, causes: list[BaseException]) -> bool:
+    def _failed_write(self, ex: Exception, causes: list[BaseException]) -> str | None:
+        """What could not be written, if ``ex`` is a failed write."""
         if isinstance(ex, CheckpointStateNotValidError):
             # `torch.save` reports a failed write as a `RuntimeError`, which
             # fairseq2 takes for data that cannot be pickled.
-            return any(isinstance(c, DataNotPicklableError) and isinstance(c.__cause__, RuntimeError) for c in causes)
+            if any(isinstance(c, DataNotPicklableError) and isinstance(c.__cause__, RuntimeError) for c in causes):
+                return f"A checkpoint could not be written to {self._checkpoint_dir}"
 
-        if isinstance(ex, OperationalError):
-            os_error = next((c for c in causes if isinstance(c, OSError)), None)
-            if os_error is None:
-                return False
+            return None
 
-            if os_error.errno in (errno.ENOSPC, errno.EDQUOT):
-                return True
+        os_error = next((c for c in causes if isinstance(c, OSError)), None)
+        if not isinstance(ex, OperationalError) or os_error is None:
+            return None
 
-            return os_error.filename is not None and self._checkpoint_dir in Path(os_error.filename).parents
+        if os_error.filename is not None and self._checkpoint_dir in Path(os_error.filename).parents:
+            return f"A checkpoint could not be written to {self._checkpoint_dir}"
 
-        return False
+        # A full disk under another file of the run (metrics, logs).
+        if os_error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"A file of the run could not be written{f' ({os_error.filename})' if os_error.filename else ''}"
+
+        return None
 
     def _remove_unfinished_checkpoints(self) -> list[str]:
         removed = []
