@@ -14,3 +14,8 @@ class SpeechMapperError(RecipeError):
     without a cause, else fairseq2 adds the traceback); so does
     ``fairseq2 speechmapper``'s own command line.
     """
+
+
+class FileWriteError(SpeechMapperError):
+    """A file could not be written (a full disk, a missing permission); no
+    half-written file is left behind."""

@@ -11,17 +11,32 @@ from pathlib import Path
 def write_file_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Calls ``write`` on a temporary file, flushes it to disk and renames it
     to ``path``: after a kill (or a crash of the machine) the file is there
-    whole or not at all."""
+    whole or not at all. If writing fails (a full disk), the temporary file is
+    removed and :class:`~fairseq2_speechmapper.errors.FileWriteError` says so
+    in one line."""
     path.parent.mkdir(parents=True, exist_ok=True)
 
     tmp_file = path.with_name(path.name + ".tmp")
 
-    write(tmp_file)
+    try:
+        write(tmp_file)
 
-    with tmp_file.open("rb") as fp:
-        os.fsync(fp.fileno())
+        with tmp_file.open("rb") as fp:
+            os.fsync(fp.fileno())
 
-    tmp_file.replace(path)
+        tmp_file.replace(path)
+    except BaseException as ex:
+        tmp_file.unlink(missing_ok=True)
+
+        if not isinstance(ex, OSError):
+            raise
+
+        # Imported here: `prepare` writes through this module and never imports fairseq2.
+        from fairseq2_speechmapper.errors import FileWriteError
+
+        raise FileWriteError(
+            f"{path}: cannot be written ({ex.strerror or ex}); no half-written file is left."
+        ) from None
 
 
 def write_text_atomically(path: Path, chunks: Iterable[str]) -> None:

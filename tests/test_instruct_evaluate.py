@@ -252,7 +252,7 @@ def test_evaluate_st_scores_bleu_chrf_comet_and_adherence(
 
     [report] = json.loads((tmp_path / "eval" / "scores.json").read_text())["scores"]
 
-    assert report["test_set"].endswith(":dev:de")
+    assert report["test_set"] == f"{corpus_dir / 'dev.jsonl'}:de"
     assert set(report["metrics"]) == {"bleu", "chrf", "comet", "adherence"}
     assert "tok:13a" in report["info"]["bleu_signature"]
 
@@ -355,6 +355,7 @@ PRESET_SETTINGS = {
     },
     ("instruct", "paper_asr_mse"): {
         ("loss", "sigma"): 0.9,
+        ("loss", "stage1", "gamma"): 0.0,
         ("dataset", "max_batch_size"): 12,
         ("trainer", "grad_accumulation", "num_batches"): 8,
     },
@@ -363,6 +364,7 @@ PRESET_SETTINGS = {
         ("task", "task"): "sqa",
         ("task", "asr_mix_prob"): 0.5,
         ("dataset", "name"): "spoken_squad_manifest",
+        ("dataset", "max_duration"): 300.0,
     },
     ("instruct", "demo"): {("model", "name"): "speechmapper_demo", ("speech_llm", "llm"): None},
     ("evaluate", "paper_st"): {
@@ -370,7 +372,7 @@ PRESET_SETTINGS = {
         ("generation", "max_new_tokens"): 150,
         ("scoring", "comet_model"): "Unbabel/wmt22-comet-da",
     },
-    ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct"},
+    ("evaluate", "paper_sqa"): {("scoring", "judge_llm"): "llama3_1_8b_instruct", ("dataset", "max_duration"): 300.0},
     ("evaluate", "demo"): {("model", "name"): "speechmapper_demo_it", ("dataset", "valid_split"): "test"},
 }
 

@@ -11,9 +11,12 @@ from fairseq2_speechmapper.datasets.manifest import ManifestRecord as ManifestRe
 from fairseq2_speechmapper.datasets.manifest import read_manifest as read_manifest
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY as SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.datasets.speech import ExampleLoader as ExampleLoader
+from fairseq2_speechmapper.datasets.speech import LeftOutByDuration as LeftOutByDuration
+from fairseq2_speechmapper.datasets.speech import SpeechDataReader as SpeechDataReader
 from fairseq2_speechmapper.datasets.speech import SpeechManifestDataset as SpeechManifestDataset
 from fairseq2_speechmapper.datasets.speech import SpeechManifestDatasetConfig as SpeechManifestDatasetConfig
 from fairseq2_speechmapper.datasets.speech import SpeechReadOptions as SpeechReadOptions
+from fairseq2_speechmapper.datasets.speech import count_left_out as count_left_out
 from fairseq2_speechmapper.datasets.speech import create_speech_reader as create_speech_reader
 from fairseq2_speechmapper.datasets.speech import make_length_batches as make_length_batches
 from fairseq2_speechmapper.datasets.speech import open_speech_manifest_dataset as open_speech_manifest_dataset

@@ -23,6 +23,10 @@ class SpeechBatch:
     texts: list[str]
     """The normalised transcripts."""
 
+    raw_texts: list[str]
+    """The transcripts as the manifest writes them (case and all): COMET's
+    source sentences."""
+
     target_ids: list[Tensor]
     """The transcripts as LLM token ids (no control symbols)."""
 

@@ -56,6 +56,11 @@ class SpeechReadOptions:
     max_duration: float = 30.0
     """Utterances longer than this (in seconds) are left out."""
 
+    max_left_out_share: float = 0.05
+    """Warn when the duration limits leave out more than this share of a
+    split's utterances (the count and share are always logged and recorded in
+    ``metrics/data.jsonl``)."""
+
     max_batch_seconds: float = 320.0
     """The batch budget: batch size × longest utterance, in seconds of audio."""
 
@@ -102,6 +107,9 @@ class SpeechReadOptions:
                 f"`min_duration` ({self.min_duration} s) must be between 0 and `max_duration` ({self.max_duration} s)."
             )
 
+        if not 0.0 <= self.max_left_out_share <= 1.0:
+            result.add_error(f"`max_left_out_share` must be between 0 and 1, but is {self.max_left_out_share}.")
+
         if self.max_duration > self.max_batch_seconds:
             result.add_error(
                 f"`max_duration` ({self.max_duration} s) must not exceed `max_batch_seconds` ({self.max_batch_seconds} s), or the longest utterances fit no batch."
@@ -111,6 +119,59 @@ class SpeechReadOptions:
 
     def accepts_duration(self, duration: float) -> bool:
         return self.min_duration <= duration <= self.max_duration
+
+
+@final
+@dataclass(kw_only=True)
+class LeftOutByDuration:
+    """The utterances of a split that the duration limits left out."""
+
+    split: str
+
+    num_utterances: int
+    """The split's utterances before the limits."""
+
+    num_left_out: int
+
+    hours_left_out: float
+
+    @property
+    def share(self) -> float:
+        return self.num_left_out / max(self.num_utterances, 1)
+
+    def metric_values(self) -> dict[str, object]:
+        return {
+            "split": self.split,
+            "num_utterances": self.num_utterances,
+            "num_left_out_by_duration": self.num_left_out,
+            "share_left_out_by_duration": self.share,
+            "hours_left_out_by_duration": self.hours_left_out,
+        }
+
+
+def count_left_out(split: str, durations: Sequence[float], options: SpeechReadOptions) -> LeftOutByDuration:
+    """Counts what the duration limits leave out of ``durations``; warns in one
+    line when it is more than ``options.max_left_out_share``."""
+    left_out = [d for d in durations if not options.accepts_duration(d)]
+
+    report = LeftOutByDuration(
+        split=split, num_utterances=len(durations), num_left_out=len(left_out), hours_left_out=sum(left_out) / 3600
+    )
+
+    if report.share > options.max_left_out_share:
+        log.warning(
+            "Split `{}`: the duration limits {}-{} s leave out {} of {} utterances ({:.1%}, {:.2f} h), more than `dataset.max_left_out_share` ({:.1%}); widen `dataset.min_duration`/`max_duration` to keep them.",
+            split,
+            options.min_duration,
+            options.max_duration,
+            report.num_left_out,
+            report.num_utterances,
+            report.share,
+            report.hours_left_out,
+            options.max_left_out_share,
+        )
+
+    return report
 
 
 TextEncoder = Callable[[str], Tensor]
@@ -156,6 +217,13 @@ class SpeechManifestDataset:
 
     def read_records(self, split: str, options: SpeechReadOptions) -> list[ManifestRecord]:
         """Reads and filters the manifest of ``split``."""
+        return self.read_filtered_records(split, options)[0]
+
+    def read_filtered_records(
+        self, split: str, options: SpeechReadOptions
+    ) -> tuple[list[ManifestRecord], LeftOutByDuration]:
+        """Reads and filters the manifest of ``split``; also returns what the
+        duration limits left out."""
         manifest = read_manifest(
             self.manifest_path(split),
             on_bad_sample=options.on_bad_sample,
@@ -164,16 +232,19 @@ class SpeechManifestDataset:
 
         records = [r for r in manifest.records if options.accepts_duration(r.duration)]
 
+        left_out = count_left_out(split, [r.duration for r in manifest.records], options)
+
         log.info(
-            "Split `{}`: {} utterances ({:.2f} h) from {}; {} bad lines skipped, {} outside {}-{} s left out.",
+            "Split `{}`: {} utterances ({:.2f} h) from {}; {} bad lines skipped, {} outside {}-{} s left out ({:.1%}).",
             split,
             len(records),
             sum(r.duration for r in records) / 3600,
             manifest.path,
             manifest.num_skipped,
-            len(manifest.records) - len(records),
+            left_out.num_left_out,
             options.min_duration,
             options.max_duration,
+            left_out.share,
         )
 
         if not records:
@@ -181,7 +252,7 @@ class SpeechManifestDataset:
                 f"{manifest.path}: no utterance lasts between {options.min_duration} s and {options.max_duration} s (`dataset.min_duration`, `dataset.max_duration`)."
             )
 
-        return records
+        return records, left_out
 
     def create_reader(
         self,
@@ -200,7 +271,7 @@ class SpeechManifestDataset:
         Training readers repeat forever (the trainer's regime decides when to
         stop), shuffled anew every epoch; the order depends only on ``seed``.
         """
-        records = self.read_records(split, options)
+        records, left_out = self.read_filtered_records(split, options)
 
         loader = UtteranceLoader(
             prepare_input,
@@ -218,6 +289,7 @@ class SpeechManifestDataset:
             training=training,
             seed=seed,
             num_accumulate=num_accumulate,
+            left_out=left_out,
         )
 
 
@@ -232,7 +304,8 @@ def create_speech_reader(
     training: bool,
     seed: int,
     num_accumulate: int = 1,
-) -> DataReader[SpeechBatch]:
+    left_out: LeftOutByDuration | None = None,
+) -> SpeechDataReader:
     """Reads ``examples`` (``id``, ``duration``, ``text``, ``source``,
     ``fields`` and whatever ``load_example`` needs) into length-bucketed
     batches, sharded over the data-parallel ranks: the one reader behind
@@ -285,7 +358,7 @@ def create_speech_reader(
 
     reader = DataPipelineReader[SpeechBatch](pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode)
 
-    return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
+    return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard, left_out=left_out)
 
 
 def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOptions) -> list[list[dict[str, object]]]:
@@ -345,12 +418,15 @@ def collate_speech_batch(
 
     input_lens = [int(x.size(0)) for x in inputs]
 
-    texts = [normalize_text(str(e["text"])) for e in good_examples]
+    raw_texts = [str(e["text"]) for e in good_examples]
+
+    texts = [normalize_text(t) for t in raw_texts]
 
     return SpeechBatch(
         inputs=padded_inputs,
         input_lens=input_lens,
         texts=texts,
+        raw_texts=raw_texts,
         target_ids=[encode_text(t).to(torch.int64) if t else torch.empty(0, dtype=torch.int64) for t in texts],
         ids=[str(e["id"]) for e in good_examples],
         sources=[str(e["source"]) for e in good_examples],
@@ -365,11 +441,22 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     :class:`BadSampleError` that names it rather than as a generic pipeline
     failure."""
 
-    def __init__(self, inner: DataReader[SpeechBatch], *, split: str, gangs: Gangs, log_shard: bool) -> None:
+    def __init__(
+        self,
+        inner: DataReader[SpeechBatch],
+        *,
+        split: str,
+        gangs: Gangs,
+        log_shard: bool,
+        left_out: LeftOutByDuration | None = None,
+    ) -> None:
         self._inner = inner
         self._split = split
         self._gangs = gangs
         self._log_shard = log_shard
+
+        self.left_out = left_out
+        """What the duration limits left out of the split."""
 
     @override
     def __iter__(self) -> Self:

@@ -328,23 +328,48 @@ class FeatureCache:
 
         return cache_split
 
+    def shard_problem(self, split: str, shard_idx: int) -> str | None:
+        """Why a finished shard cannot be read (a truncated or damaged file, a
+        shard of another cache), or ``None``. Checks the files' structure, not
+        every byte of the features."""
+        try:
+            self._read_shard_index(self.split_dir(split), shard_idx)
+        except FeatureCacheError as ex:
+            return str(ex)
+
+        return None
+
+    def remove_shard(self, split: str, shard_idx: int) -> None:
+        """Removes a shard, its index first: a kill in between leaves it unfinished, not damaged."""
+        name = shard_name(shard_idx)
+
+        for suffix in (".jsonl", ".safetensors"):
+            (self.split_dir(split) / f"{name}{suffix}").unlink(missing_ok=True)
+
     def _read_shard_index(self, directory: Path, shard_idx: int) -> list[dict[str, object]]:
         name = shard_name(shard_idx)
 
         index_file, features_file = directory / f"{name}.jsonl", directory / f"{name}.safetensors"
 
-        entries = [json.loads(line) for line in index_file.read_text(encoding="utf-8").splitlines() if line]
+        try:
+            entries = [json.loads(line) for line in index_file.read_text(encoding="utf-8").splitlines() if line]
+
+            num_indexed_frames = sum(int(e["frames"]) for e in entries)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as ex:
+            raise FeatureCacheError(
+                f"{index_file}: not a valid shard index ({ex}); run `extract-features {self.directory}` again to extract the shard anew."
+            ) from None
 
         num_frames, fingerprint = read_shard_header(features_file)
 
         if fingerprint != self.header.fingerprint:
             raise FeatureCacheError(
-                f"{features_file}: the shard belongs to another feature cache (fingerprint {fingerprint}, this cache's is {self.header.fingerprint}); features of another SFM, layer or dtype are never mixed: delete the shard and its .jsonl, then run `extract-features` again."
+                f"{features_file}: the shard belongs to another feature cache (fingerprint {fingerprint}, this cache's is {self.header.fingerprint}); features of another SFM, layer or dtype are never mixed: run `extract-features {self.directory}` again to extract it anew."
             )
 
-        if num_frames != sum(int(e["frames"]) for e in entries):
+        if num_frames != num_indexed_frames:
             raise FeatureCacheError(
-                f"{features_file}: holds {num_frames} frames, but its index lists {sum(int(e['frames']) for e in entries)}."
+                f"{features_file}: holds {num_frames} frames, but its index lists {num_indexed_frames}; run `extract-features {self.directory}` again to extract the shard anew."
             )
 
         return [
@@ -370,7 +395,9 @@ def read_shard_header(features_file: Path) -> tuple[int, str | None]:
 
             shape = shard.get_slice(FEATURES_KEY).get_shape()
     except (OSError, SafetensorError) as ex:
-        raise FeatureCacheError(f"{features_file}: cannot be read as a feature shard ({ex}).") from None
+        raise FeatureCacheError(
+            f"{features_file}: cannot be read as a feature shard ({ex}); run `extract-features` on its cache again to extract it anew."
+        ) from None
 
     return int(shape[0]), metadata.get("fingerprint")
 

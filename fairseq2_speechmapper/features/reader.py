@@ -17,7 +17,7 @@ from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, create_speech_reader
+from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, count_left_out, create_speech_reader
 from fairseq2_speechmapper.datasets.speech import TextEncoder
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
@@ -88,16 +88,19 @@ class FeatureCacheDataset:
 
         examples = [e for e in cache_split.examples if options.accepts_duration(float(e["duration"]))]  # type: ignore[arg-type]
 
+        left_out = count_left_out(split, [float(e["duration"]) for e in cache_split.examples], options)  # type: ignore[arg-type]
+
         log.info(
-            "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}); {} outside {}-{} s left out.",
+            "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}); {} outside {}-{} s left out ({:.1%}).",
             split,
             len(examples),
             sum(float(e["duration"]) for e in examples) / 3600,  # type: ignore[arg-type, misc]
             self.cache.directory,
             self.cache.header.describe(),
-            len(cache_split.examples) - len(examples),
+            left_out.num_left_out,
             options.min_duration,
             options.max_duration,
+            left_out.share,
         )
 
         if options.min_duration < plan.min_duration or options.max_duration > plan.max_duration:
@@ -125,6 +128,7 @@ class FeatureCacheDataset:
             training=training,
             seed=seed,
             num_accumulate=num_accumulate,
+            left_out=left_out,
         )
 
 

@@ -12,7 +12,12 @@ from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
 from fairseq2.recipe.base import RecipeContext
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechManifestDataset, SpeechManifestDatasetConfig
+from fairseq2_speechmapper.datasets import (
+    SpeechBatch,
+    SpeechDataReader,
+    SpeechManifestDataset,
+    SpeechManifestDatasetConfig,
+)
 from fairseq2_speechmapper.features import (
     CachedFeatureEncoder,
     FeatureCache,
@@ -33,6 +38,28 @@ def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> Speec
 
 def feature_cache_of(dataset: SpeechManifestDataset | FeatureCacheDataset) -> FeatureCache | None:
     return dataset.cache if isinstance(dataset, FeatureCacheDataset) else None
+
+
+def describe_split(
+    dataset: SpeechManifestDataset | FeatureCacheDataset, section: SpeechDatasetSection, split: str
+) -> tuple[str, str]:
+    """The test set a split names in results, and the manifest it comes from.
+
+    The name is the dataset card and split only when the card's manifests are
+    read; manifests given in the section (which win over the card) are named
+    by their path, and a feature cache by its directory and split.
+    """
+    if isinstance(dataset, FeatureCacheDataset):
+        plan = dataset.cache.read_plan(split)
+
+        return f"{dataset.cache.directory}:{split}", plan.manifest if plan is not None else ""
+
+    manifest = str(dataset.manifest_path(split))
+
+    if section.name is not None and section.manifest_dir is None and not section.manifests:
+        return f"{section.name}:{split}", manifest
+
+    return manifest, manifest
 
 
 def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
@@ -105,10 +132,13 @@ class SplitReaderFactory:
         self._features = features
         self._tokenizer = tokenizer
         self._gangs = context.gangs
+        self._metric_recorder = context.metric_recorder
         self._seed = seed
 
     def create(self, split: str, *, training: bool, num_accumulate: int = 1) -> DataReader[SpeechBatch]:
-        return create_split_reader(
+        """The reader of ``split``; what its duration limits left out is
+        recorded in ``metrics/data.jsonl``."""
+        reader = create_split_reader(
             self._dataset,
             split,
             self._section,
@@ -119,3 +149,8 @@ class SplitReaderFactory:
             seed=self._seed,
             num_accumulate=num_accumulate,
         )
+
+        if isinstance(reader, SpeechDataReader) and reader.left_out is not None and self._gangs.root.rank == 0:
+            self._metric_recorder.record_metric_values("data", reader.left_out.metric_values())
+
+        return reader

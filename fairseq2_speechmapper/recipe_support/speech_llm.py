@@ -10,6 +10,7 @@ from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import feature_cache_of
+from fairseq2_speechmapper.recipe_support.faults import reporting_corrupt_model_checkpoints
 from fairseq2_speechmapper.speech_llm import SpeechLLM, SpeechLLMSection, load_speech_llm
 
 
@@ -22,13 +23,15 @@ def load_recipe_speech_llm(
     """Puts the mapper fairseq2 loaded for the recipe (not yet wrapped for
     data parallelism) between the SFM and the LLM its card names; the SFM is
     not loaded when ``dataset`` is a feature cache."""
-    mapper = context.get_model_as(SpeechMapper)
+    # The mapper, SFM and LLM checkpoints: a damaged one is one line naming it.
+    with reporting_corrupt_model_checkpoints():
+        mapper = context.get_model_as(SpeechMapper)
 
-    return load_speech_llm(
-        context.asset_store.retrieve_card(mapper_card_name),
-        section,
-        mapper=mapper,
-        unwrapped_mapper=mapper,
-        device=context.gangs.root.device,
-        feature_cache=feature_cache_of(dataset),
-    )
+        return load_speech_llm(
+            context.asset_store.retrieve_card(mapper_card_name),
+            section,
+            mapper=mapper,
+            unwrapped_mapper=mapper,
+            device=context.gangs.root.device,
+            feature_cache=feature_cache_of(dataset),
+        )

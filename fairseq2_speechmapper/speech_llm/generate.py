@@ -118,6 +118,7 @@ def _load_batch(loader: UtteranceLoader, paths: Sequence[Path]) -> SpeechBatch:
         inputs=seqs,
         input_lens=[int(n) for n in layout.seq_lens],
         texts=[""] * len(paths),
+        raw_texts=[""] * len(paths),
         target_ids=[torch.empty((0,), dtype=torch.int64)] * len(paths),
         ids=[p.stem for p in paths],
         sources=[str(p) for p in paths],

@@ -33,7 +33,8 @@ class Stage1LossSection:
     """The weight of the word positions; the pads get ``10 - alpha``."""
 
     gamma: float = 100.0
-    """The weight of the cosine similarity term."""
+    """The weight of the cosine similarity term; ``0`` leaves it out (the
+    paper's stage-2 "CE+MSE" variant)."""
 
     cosine_positions: CosinePositions = "all"
     """Where the cosine term is averaged: ``all`` positions (word and pad) or
@@ -47,6 +48,9 @@ class Stage1LossSection:
 
         if not 0.0 <= self.alpha <= 10.0:
             result.add_error(f"`alpha` must be between 0 and 10, but is {self.alpha}.")
+
+        if self.gamma < 0.0:
+            result.add_error(f"`gamma` must be 0 or more, but is {self.gamma}.")
 
         if self.cosine_positions not in ("all", "word"):
             result.add_error(f"`cosine_positions` must be `all` or `word`, but is `{self.cosine_positions}`.")
@@ -95,8 +99,6 @@ class EmbeddingRegressionLoss:
 
         distance = self._distance(outputs, target_embeddings)
 
-        cosine = torch.cosine_similarity(outputs, target_embeddings, dim=-1)
-
         word_distance = _masked_mean(distance, targets.word_mask)
         pad_distance = _masked_mean(distance, targets.pad_mask)
 
@@ -105,9 +107,13 @@ class EmbeddingRegressionLoss:
         else:
             cosine_mask = targets.word_mask
 
-        mean_cosine = _masked_mean(cosine, cosine_mask)
+        mean_cosine = _masked_mean(torch.cosine_similarity(outputs, target_embeddings, dim=-1), cosine_mask)
 
-        loss = self._alpha * word_distance + (10.0 - self._alpha) * pad_distance - self._gamma * mean_cosine
+        loss = self._alpha * word_distance + (10.0 - self._alpha) * pad_distance
+
+        # γ = 0 leaves the term out (the cosine is still reported).
+        if self._gamma != 0.0:
+            loss = loss - self._gamma * mean_cosine
 
         return Stage1LossOutput(loss=loss, word_distance=word_distance, pad_distance=pad_distance, cosine=mean_cosine)
 

@@ -23,7 +23,7 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
 from fairseq2_speechmapper.generation import GenerationOptions, generate_text
-from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, describe_split, open_dataset
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score_hypotheses
@@ -63,6 +63,10 @@ class SpeechEvalRecipe(Recipe):
 
         reader = readers.create(split, training=False)
 
+        test_set, manifest = describe_split(dataset, config.dataset, split)
+
+        log.info("Evaluating on {} (manifest {}).", test_set, manifest)
+
         hypothesis_dir = context.output_dir / "hypotheses"
 
         unit = SpeechGenerationUnit(
@@ -71,21 +75,13 @@ class SpeechEvalRecipe(Recipe):
             tokenizer.create_decoder(skip_special_tokens=True),
             HypothesisFile(hypothesis_dir / f"{split}.rank_{gangs.root.rank}.jsonl"),
             task=config.task.task,
+            test_set=test_set,
             options=config.generation,
         )
 
         generator = context.create_generator(unit, reader)
 
         hypothesis_files = [hypothesis_dir / f"{split}.rank_{rank}.jsonl" for rank in range(gangs.root.size)]
-
-        feature_cache = feature_cache_of(dataset)
-
-        if feature_cache is not None:
-            test_set = str(feature_cache.directory)
-        elif config.dataset.name is not None:
-            test_set = config.dataset.name
-        else:
-            test_set = str(dataset.manifest_path(split).parent)
 
         def score() -> None:
             records = read_hypotheses(hypothesis_files)
@@ -95,11 +91,14 @@ class SpeechEvalRecipe(Recipe):
             reports = score_hypotheses(
                 records,
                 system=card.name,
-                test_set=f"{test_set}:{split}",
+                test_set=test_set,
                 task=config.task.task,
                 section=config.scoring,
                 complete_judge_prompts=_load_judge(config.scoring, gangs.root.device),
             )
+
+            for report in reports:
+                report.info["manifest"] = manifest
 
             scores_file = context.output_dir / "scores.json"
 

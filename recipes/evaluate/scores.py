@@ -78,7 +78,8 @@ def score_hypotheses(
         report.add(score_translation(pair_hypotheses, pair_references, tgt_lang=tgt_lang))
 
         if comet is not None:
-            sources = [str(records[i]["transcript"]) for i in indices]
+            # The manifest's transcript, case kept: COMET was trained on cased sources.
+            sources = [str(records[i]["source_text"]) for i in indices]
 
             log.info("Scoring {} translations into {} with COMET.", len(indices), tgt_lang)
 

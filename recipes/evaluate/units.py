@@ -21,8 +21,10 @@ from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, Spee
 
 @final
 class HypothesisFile:
-    """One JSON line per utterance: id, source, task, instruction, references,
-    hypothesis and what scoring needs (target language, question, transcript)."""
+    """One JSON line per utterance: id, test set, source, task, instruction, references,
+    hypothesis and what scoring needs (target language, question, the
+    normalised transcript, and as ``source_text`` the transcript as the
+    manifest writes it, COMET's source)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +56,7 @@ class SpeechGenerationUnit(GeneratorUnit[SpeechBatch]):
         hypothesis_file: HypothesisFile,
         *,
         task: SpeechTask,
+        test_set: str,
         options: GenerationOptions,
     ) -> None:
         self._model = model
@@ -61,6 +64,7 @@ class SpeechGenerationUnit(GeneratorUnit[SpeechBatch]):
         self._text_decoder = text_decoder
         self._hypothesis_file = hypothesis_file
         self._task = task
+        self._test_set = test_set
         self._options = options
 
     @override
@@ -89,10 +93,12 @@ class SpeechGenerationUnit(GeneratorUnit[SpeechBatch]):
 
             record: dict[str, object] = {
                 "id": batch.ids[i],
+                "test_set": self._test_set,
                 "source": batch.sources[i],
                 "task": self._task,
                 "instruction": example.instruction,
                 "transcript": batch.texts[i],
+                "source_text": batch.raw_texts[i],
                 "references": example.references,
                 "hypothesis": hypothesis,
                 "stop_reason": output.stop_reason,

@@ -18,6 +18,7 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_speech_dataset
+from fairseq2_speechmapper.recipe_support.faults import reporting_corrupt_model_checkpoints
 from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
@@ -41,18 +42,20 @@ class Stage1EvalRecipe(Recipe):
 
         card = MapperCard.read(context.asset_store.retrieve_card(str(config.model.name)))
 
-        mapper = context.get_model_as(SpeechMapper)
-
         gangs = context.gangs
 
-        model, targets, tokenizer = load_stage1_model(
-            card.sfm_section(),
-            TargetLLMSection(name=card.llm),
-            mapper=mapper,
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            pad_idx=card.pad_token_id,
-        )
+        # The mapper, SFM and embedding-table checkpoints.
+        with reporting_corrupt_model_checkpoints():
+            mapper = context.get_model_as(SpeechMapper)
+
+            model, targets, tokenizer = load_stage1_model(
+                card.sfm_section(),
+                TargetLLMSection(name=card.llm),
+                mapper=mapper,
+                unwrapped_mapper=mapper,
+                device=gangs.root.device,
+                pad_idx=card.pad_token_id,
+            )
 
         dataset = open_speech_dataset(context, config.dataset)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import final
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import Tensor
 from typing_extensions import override
@@ -176,6 +177,19 @@ class FeatureExtractionTask(Task):
 
         finished = self._cache.finished_shards(split)
 
+        for shard_idx in own_shards:
+            if shard_idx in finished:
+                problem = self._cache.shard_problem(split, shard_idx)
+
+                # A truncated or damaged shard (a crash of the machine, a bad
+                # copy) is extracted again rather than kept.
+                if problem is not None:
+                    log.warning("Split `{}`: extracting {} again. {}", split, shard_name(shard_idx), problem)
+
+                    self._cache.remove_shard(split, shard_idx)
+
+                    finished.discard(shard_idx)
+
         todo = [i for i in own_shards if i not in finished]
 
         log.info(
@@ -337,7 +351,11 @@ class FeatureExtractionTask(Task):
         }
 
         def write_features(tmp_file: Path) -> None:
-            save_file({FEATURES_KEY: stacked.contiguous()}, str(tmp_file), metadata=metadata)
+            try:
+                save_file({FEATURES_KEY: stacked.contiguous()}, str(tmp_file), metadata=metadata)
+            except SafetensorError as ex:
+                # Its I/O errors (a full disk) are not `OSError`s.
+                raise OSError(str(ex)) from None
 
         def write_index(tmp_file: Path) -> None:
             tmp_file.write_text(

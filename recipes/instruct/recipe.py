@@ -13,11 +13,12 @@ from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
-from fairseq2.trainer import Trainer
+from fairseq2.task import Task
 
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
+from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_corrupt_model_checkpoints
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -34,12 +35,14 @@ class InstructRecipe(Recipe):
         register_instruct_metric_descriptors(container)
 
     @override
-    def create_task(self, context: RecipeContext) -> Trainer:
+    def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(InstructConfig)
 
         gangs = context.gangs
 
-        mapper = context.get_model_as(SpeechMapper)
+        # The pretrained mapper's checkpoint: a damaged one is one line naming it.
+        with reporting_corrupt_model_checkpoints():
+            mapper = context.get_model_as(SpeechMapper)
 
         dataset = open_dataset(context, config.dataset)
 
@@ -131,7 +134,9 @@ class InstructRecipe(Recipe):
 
             trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
 
-        return trainer
+        return FaultReportingTrainer(
+            trainer, context.get_checkpoint_manager(), gangs, context.output_dir / "checkpoints"
+        )
 
     @property
     @override

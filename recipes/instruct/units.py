@@ -15,6 +15,7 @@ from fairseq2.metrics import Mean, MetricBag, Sum
 from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss, InstructLossOutput
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask, TaskExample
 from fairseq2_speechmapper.stage1 import build_embedding_targets
@@ -108,6 +109,7 @@ class InstructUnit(TrainUnit[SpeechBatch]):
         self._pad_idx = pad_idx
         self._seed = seed
         self._rng = random.Random(seed)
+        self._step_nr = 0
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -121,6 +123,8 @@ class InstructUnit(TrainUnit[SpeechBatch]):
 
         output = compute_instruct_loss(self._model, self._builder, self._loss, batch, examples, pad_idx=self._pad_idx)
 
+        check_loss_is_finite(output.loss, batch, step_nr=self._step_nr)
+
         update_instruct_metrics(metric_bag, output, batch, asr_batch=asr_batch)
 
         return output.loss, output.num_response_tokens
@@ -129,6 +133,8 @@ class InstructUnit(TrainUnit[SpeechBatch]):
     def set_step_nr(self, step_nr: int) -> None:
         # A resumed run draws the same tasks and wordings as an unbroken one.
         self._rng.seed(self._seed * 1_000_003 + step_nr)
+
+        self._step_nr = step_nr
 
 
 @final

@@ -9,11 +9,12 @@ from typing_extensions import override
 
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
-from fairseq2.trainer import Trainer
+from fairseq2.task import Task
 
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_corrupt_model_checkpoints
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -32,24 +33,26 @@ class PretrainRecipe(Recipe):
         register_stage1_metric_descriptors(container)
 
     @override
-    def create_task(self, context: RecipeContext) -> Trainer:
+    def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(PretrainConfig)
 
         gangs = context.gangs
 
-        mapper = context.get_model_as(SpeechMapper)
-
         dataset = open_dataset(context, config.dataset)
 
-        model, targets, tokenizer = load_stage1_model(
-            config.speech_encoder,
-            config.llm,
-            mapper=context.get_data_parallel_model(),
-            unwrapped_mapper=mapper,
-            device=gangs.root.device,
-            feature_cache=feature_cache_of(dataset),
-            cache_in_memory=config.speech_encoder.cache_features_in_memory,
-        )
+        # The mapper (a base card, when given), SFM and embedding-table checkpoints.
+        with reporting_corrupt_model_checkpoints():
+            mapper = context.get_model_as(SpeechMapper)
+
+            model, targets, tokenizer = load_stage1_model(
+                config.speech_encoder,
+                config.llm,
+                mapper=context.get_data_parallel_model(),
+                unwrapped_mapper=mapper,
+                device=gangs.root.device,
+                feature_cache=feature_cache_of(dataset),
+                cache_in_memory=config.speech_encoder.cache_features_in_memory,
+            )
 
         readers = SplitReaderFactory(
             context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
@@ -87,7 +90,9 @@ class PretrainRecipe(Recipe):
 
             trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
 
-        return trainer
+        return FaultReportingTrainer(
+            trainer, context.get_checkpoint_manager(), gangs, context.output_dir / "checkpoints"
+        )
 
     @property
     @override

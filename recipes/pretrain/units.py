@@ -12,6 +12,7 @@ from fairseq2.metrics import MetricBag
 from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
 from fairseq2_speechmapper.stage1 import (
     EmbeddingRegressionLoss,
     Stage1Model,
@@ -28,6 +29,7 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
         self._model = model
         self._targets = targets
         self._loss = loss
+        self._step_nr = 0
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -41,6 +43,14 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
         output = self._loss(outputs, targets)
 
+        loss, num_kept = sum_kept_loss(output, targets)
+
+        check_loss_is_finite(loss, batch, step_nr=self._step_nr)
+
         update_stage1_loss_metrics(metric_bag, output, outputs, targets, num_bad_samples=batch.num_bad_samples)
 
-        return sum_kept_loss(output, targets)
+        return loss, num_kept
+
+    @override
+    def set_step_nr(self, step_nr: int) -> None:
+        self._step_nr = step_nr
