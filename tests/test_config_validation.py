@@ -88,13 +88,17 @@ def test_warmup_as_long_as_the_run_is_refused() -> None:
 
     config = PretrainConfig()
 
-    config.regime.num_steps = 100
+    config.regime.num_steps = 100_000
 
     validator.validate(config.lr_scheduler)  # fairseq2's own check lets it through
 
-    with pytest.raises(ValidationError, match=r"`lr_scheduler.config.num_warmup_steps` \(100000\) must be less than"):
+    with pytest.raises(
+        ValidationError, match=r"`lr_scheduler.config.num_warmup_steps` equals `regime.num_steps` \(100000\)"
+    ):
         validator.validate(config)
 
-    config.regime.num_steps = 100_001
+    # Shorter or longer than the run (a quick try of the paper's preset) is fine.
+    for num_steps in (3, 100_001):
+        config.regime.num_steps = num_steps
 
-    validator.validate(config)
+        validator.validate(config)

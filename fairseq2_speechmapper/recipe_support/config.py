@@ -104,15 +104,16 @@ class SpeechTrainingConfig:
                 "`dataset.valid_split` is null, so there is nothing to validate on: set `regime.validate_at_start=false`."
             )
 
-        # fairseq2 0.8.1 divides by `num_steps - num_warmup_steps` at the first
-        # step instead of refusing it.
+        # fairseq2 0.8.1 divides by the cycle, `num_steps - num_warmup_steps`,
+        # after the last warm-up step instead of refusing an empty one (a
+        # warm-up longer than the run never gets there).
         scheduler = self.lr_scheduler.config
         num_steps = self.regime.num_steps
 
-        if isinstance(scheduler, CosineAnnealingLRConfig) and scheduler.cycle_len is None and num_steps is not None:
-            if scheduler.num_warmup_steps >= num_steps:
+        if isinstance(scheduler, CosineAnnealingLRConfig) and scheduler.cycle_len is None:
+            if scheduler.num_warmup_steps == num_steps:
                 result.add_error(
-                    f"`lr_scheduler.config.num_warmup_steps` ({scheduler.num_warmup_steps}) must be less than `regime.num_steps` ({num_steps})."
+                    f"`lr_scheduler.config.num_warmup_steps` equals `regime.num_steps` ({num_steps}), which leaves the cosine schedule no step after the warm-up: make the warm-up shorter."
                 )
 
         return result
