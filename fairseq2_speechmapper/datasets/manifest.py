@@ -57,9 +57,13 @@ class ManifestRecord:
     fields: dict[str, object] = field(default_factory=dict)
     """The manifest line's other fields, kept for later stages."""
 
+    whole_file: bool = False
+    """The line stands for the whole audio file, whose length ``duration``
+    then is (a TSV line without a start sample)."""
+
     def as_example(self) -> dict[str, object]:
         """Returns the record as a data-pipeline example (plain values only)."""
-        return {
+        example: dict[str, object] = {
             "id": self.id,
             "audio_path": self.audio_path,
             "offset": self.offset,
@@ -68,6 +72,12 @@ class ManifestRecord:
             "source": self.source,
             "fields": json.dumps(self.fields, ensure_ascii=False),
         }
+
+        # Only where set: feature caches hash these examples.
+        if self.whole_file:
+            example["whole_file"] = True
+
+        return example
 
 
 @final
@@ -259,10 +269,12 @@ def _parse_tsv_line(line: str, text: str, audio_root: Path, source: str) -> Mani
     if len(columns) < 2:
         return "expected `path<TAB>n_samples[<TAB>start_sample]`."
 
+    has_start_sample = len(columns) > 2 and bool(columns[2])
+
     try:
         num_samples = int(columns[1])
 
-        start_sample = int(columns[2]) if len(columns) > 2 and columns[2] else 0
+        start_sample = int(columns[2]) if has_start_sample else 0
     except ValueError:
         return f"the sample counts must be integers, but are {columns[1:3]}."
 
@@ -283,6 +295,7 @@ def _parse_tsv_line(line: str, text: str, audio_root: Path, source: str) -> Mani
         duration=num_samples / TSV_SAMPLE_RATE,
         text=text,
         source=source,
+        whole_file=not has_start_sample,
     )
 
 

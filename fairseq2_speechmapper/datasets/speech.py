@@ -4,10 +4,10 @@ with fairseq2's data pipeline into length-bucketed speech batches."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import Final, final, get_args
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from typing_extensions import Self, override
 
 from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.datasets import DataPipelineReader, DataReader, SyncMode
-from fairseq2.gang import Gangs
+from fairseq2.gang import Gangs, all_sum
 from fairseq2.logging import log
 from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.utils.validation import ValidationResult
@@ -32,8 +32,6 @@ from fairseq2_speechmapper.datasets.manifest import (
 from fairseq2_speechmapper.datasets.text import TextNormalizationConfig, TextNormalizer
 
 SPEECH_MANIFEST_FAMILY: Final = "speech_manifest"
-
-_T = TypeVar("_T")
 
 
 @dataclass(kw_only=True)
@@ -107,6 +105,9 @@ class SpeechReadOptions:
                 f"`max_duration` ({self.max_duration} s) must not exceed `max_batch_seconds` ({self.max_batch_seconds} s), or the longest utterances fit no batch."
             )
 
+        if self.on_bad_sample not in get_args(OnBadSample):
+            result.add_error(f"`on_bad_sample` must be `error` or `skip`, but is {self.on_bad_sample!r}.")
+
         return result
 
     def accepts_duration(self, duration: float) -> bool:
@@ -117,7 +118,8 @@ TextEncoder = Callable[[str], Tensor]
 
 ExampleLoader = Callable[[dict[str, object]], dict[str, object]]
 """Adds an example's speech encoder input (``inputs``), or ``error`` (a
-one-line reason) for a bad utterance that is to be skipped."""
+one-line reason naming the manifest line and file) for a bad utterance; it
+must not raise for one (see :class:`UtteranceLoader`)."""
 
 
 @final
@@ -202,11 +204,7 @@ class SpeechManifestDataset:
         """
         records = self.read_records(split, options)
 
-        loader = UtteranceLoader(
-            prepare_input,
-            convert_audio=options.convert_audio,
-            raise_errors=options.on_bad_sample == "error",
-        )
+        loader = UtteranceLoader(prepare_input, convert_audio=options.convert_audio)
 
         return create_speech_reader(
             [r.as_example() for r in records],
@@ -271,8 +269,8 @@ def create_speech_reader(
 
     builder.map(load_example, selector="[*]", num_parallel_calls=options.num_parallel_calls)
 
-    def collate(examples: list[dict[str, object]]) -> SpeechBatch | None:
-        return collate_speech_batch(examples, normalize_text, encode_text)
+    def collate(examples: list[dict[str, object]]) -> SpeechBatch | BadSamples | None:
+        return collate_speech_batch(examples, normalize_text, encode_text, on_bad_sample=options.on_bad_sample)
 
     builder.map(collate).filter(lambda batch: batch is not None)
 
@@ -283,7 +281,9 @@ def create_speech_reader(
     # Validation reads every rank's shard to its end.
     sync_mode = SyncMode.UNTIL_FIRST if training else SyncMode.UNTIL_LAST
 
-    reader = DataPipelineReader[SpeechBatch](pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode)
+    reader = DataPipelineReader[SpeechBatch | BadSamples](
+        pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
+    )
 
     return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
 
@@ -320,21 +320,40 @@ def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOp
     return batches
 
 
+@final
+@dataclass(kw_only=True)
+class BadSamples:
+    """Stands in the data pipeline for a batch that met bad utterances when
+    they are errors: the reader raises them on the main thread."""
+
+    messages: list[str]
+    """One line per bad utterance, naming its manifest line and file."""
+
+
 def collate_speech_batch(
-    examples: list[dict[str, object]], normalize_text: TextNormalizer, encode_text: TextEncoder
-) -> SpeechBatch | None:
-    """Pads the prepared inputs of ``examples``; skipped bad utterances are
-    logged and counted. Returns ``None`` if no utterance is left."""
-    good_examples = []
+    examples: list[dict[str, object]],
+    normalize_text: TextNormalizer,
+    encode_text: TextEncoder,
+    *,
+    on_bad_sample: OnBadSample = "skip",
+) -> SpeechBatch | BadSamples | None:
+    """Pads the prepared inputs of ``examples``. Bad utterances are skipped,
+    logged and counted, or, with ``on_bad_sample="error"``, returned as
+    :class:`BadSamples`. Returns ``None`` if no utterance is left."""
+    good_examples, messages = [], []
 
     for example in examples:
         error = example.get("error")
         if error is None:
             good_examples.append(example)
         else:
-            log.warning("Skipping bad utterance. {}", error)
+            messages.append(str(error))
 
-    num_bad_samples = len(examples) - len(good_examples)
+    if messages and on_bad_sample == "error":
+        return BadSamples(messages=messages)
+
+    for message in messages:
+        log.warning("Skipping bad utterance. {}", message)
 
     if not good_examples:
         return None
@@ -355,17 +374,20 @@ def collate_speech_batch(
         ids=[str(e["id"]) for e in good_examples],
         sources=[str(e["source"]) for e in good_examples],
         fields=[parse_fields(str(e["fields"])) for e in good_examples],
-        num_bad_samples=num_bad_samples,
+        num_bad_samples=len(messages),
     )
 
 
 @final
 class SpeechDataReader(DataReader[SpeechBatch]):
-    """Reads speech batches; a bad utterance surfaces as the
-    :class:`BadSampleError` that names it rather than as a generic pipeline
-    failure."""
+    """Reads speech batches; a bad utterance met with
+    ``on_bad_sample="error"`` is raised here, on the main thread, as the
+    :class:`BadSampleError` that names it, never inside the data pipeline
+    (whose ``state_dict()`` would raise it again at the next checkpoint)."""
 
-    def __init__(self, inner: DataReader[SpeechBatch], *, split: str, gangs: Gangs, log_shard: bool) -> None:
+    def __init__(
+        self, inner: DataReader[SpeechBatch | BadSamples], *, split: str, gangs: Gangs, log_shard: bool
+    ) -> None:
         self._inner = inner
         self._split = split
         self._gangs = gangs
@@ -377,7 +399,26 @@ class SpeechDataReader(DataReader[SpeechBatch]):
 
     @override
     def __next__(self) -> list[SpeechBatch]:
-        batches = next_surfacing_bad_sample(self._inner)
+        items = next(self._inner)
+
+        batches = [item for item in items if isinstance(item, SpeechBatch)]
+
+        messages = [message for item in items if isinstance(item, BadSamples) for message in item.messages]
+
+        # Every rank stops at the same step, so none waits for the others in
+        # a collective that never comes.
+        num_bad_samples = len(messages)
+
+        if self._gangs.dp.size > 1:
+            num_bad_samples = int(all_sum(self._gangs.dp, num_bad_samples).item())
+
+        if num_bad_samples > 0:
+            if messages:
+                raise BadSampleError(messages[0])
+
+            raise BadSampleError(
+                f"Split `{self._split}`: another data-parallel rank met a bad utterance (see its log)."
+            )
 
         if self._log_shard:
             ids = [i for batch in batches for i in batch.ids]
@@ -408,34 +449,6 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     @override
     def num_accumulate(self) -> int:
         return self._inner.num_accumulate
-
-
-def next_surfacing_bad_sample(iterator: Iterator[_T]) -> _T:
-    """``next(iterator)`` of a data pipeline (or a reader of one), a bad
-    utterance surfacing as the :class:`BadSampleError` that names it rather
-    than as the generic error fairseq2n wraps it in."""
-    try:
-        return next(iterator)
-    except StopIteration:
-        raise
-    except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
-        bad_sample_error = find_bad_sample_error(ex)
-        if bad_sample_error is None:
-            raise
-
-        raise BadSampleError(str(bad_sample_error)) from None
-
-
-def find_bad_sample_error(ex: BaseException) -> BadSampleError | None:
-    cause: BaseException | None = ex
-
-    while cause is not None:
-        if isinstance(cause, BadSampleError):
-            return cause
-
-        cause = cause.__cause__ or cause.__context__
-
-    return None
 
 
 def open_speech_manifest_dataset(config: SpeechManifestDatasetConfig) -> SpeechManifestDataset:

@@ -23,8 +23,7 @@ from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.task import Task, TaskStopException
 
 from fairseq2_speechmapper.datasets import SpeechManifestDataset, make_length_batches
-from fairseq2_speechmapper.datasets.audio import UtteranceLoader
-from fairseq2_speechmapper.datasets.speech import next_surfacing_bad_sample
+from fairseq2_speechmapper.datasets.audio import BadSampleError, UtteranceLoader
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     HEADER_FILE,
@@ -232,11 +231,7 @@ class FeatureExtractionTask(Task):
     def _load_batches(self, batches: list[list[dict[str, object]]]) -> Iterator[list[dict[str, object]]]:
         section = self._section
 
-        loader = UtteranceLoader(
-            self._speech_encoder.prepare_input,
-            convert_audio=section.convert_audio,
-            raise_errors=section.on_bad_sample == "error",
-        )
+        loader = UtteranceLoader(self._speech_encoder.prepare_input, convert_audio=section.convert_audio)
 
         pipeline = (
             read_sequence(batches)
@@ -245,21 +240,18 @@ class FeatureExtractionTask(Task):
             .and_return()
         )
 
-        iterator = iter(pipeline)
-
-        while True:
-            try:
-                batch = next_surfacing_bad_sample(iterator)
-            except StopIteration:
-                return
-
-            yield batch
+        yield from pipeline
 
     def _encode_batch(self, batch: list[dict[str, object]], shard: _PendingShard) -> None:
         good = []
 
         for example in batch:
             if "error" in example:
+                # Raised here, not in the pipeline's map function: the
+                # finished shards are kept, and the same command resumes.
+                if self._section.on_bad_sample == "error":
+                    raise BadSampleError(str(example["error"]))
+
                 log.warning("Skipping bad utterance. {}", example["error"])
 
                 shard.num_bad_samples += 1

@@ -74,7 +74,13 @@ class InstructRecipe(Recipe):
         pad_idx = pretrained.pad_idx(tokenizer, llm_name=llm_name)
 
         readers = SplitReaderFactory(
-            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+            context,
+            dataset,
+            config.dataset,
+            model.speech_encoder,
+            tokenizer,
+            seed=config.common.seed,
+            checkpoint_manager=context.get_checkpoint_manager(),
         )
 
         builder = InstructionBuilder(model, config.task)

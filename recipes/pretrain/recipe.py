@@ -52,7 +52,13 @@ class PretrainRecipe(Recipe):
         )
 
         readers = SplitReaderFactory(
-            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+            context,
+            dataset,
+            config.dataset,
+            model.speech_encoder,
+            tokenizer,
+            seed=config.common.seed,
+            checkpoint_manager=context.get_checkpoint_manager(),
         )
 
         loss = create_stage1_loss(config.loss)
