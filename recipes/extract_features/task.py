@@ -50,7 +50,12 @@ class _PendingShard:
     audio_seconds: float
     features: dict[int, Tensor] = field(default_factory=dict)
     """The stored features by position in the shard."""
-    num_bad_samples: int = 0
+    bad_samples: dict[int, str] = field(default_factory=dict)
+    """Why each skipped bad utterance is bad, by position in the shard."""
+
+    @property
+    def num_bad_samples(self) -> int:
+        return len(self.bad_samples)
 
 
 @final
@@ -254,7 +259,7 @@ class FeatureExtractionTask(Task):
 
                 log.warning("Skipping bad utterance. {}", example["error"])
 
-                shard.num_bad_samples += 1
+                shard.bad_samples[int(example["position"])] = str(example["error"])  # type: ignore[call-overload]
             else:
                 good.append(example)
 
@@ -293,9 +298,29 @@ class FeatureExtractionTask(Task):
 
         index_lines, tensors, offset = [], [], 0
 
-        # Manifest order; the bad utterances skipped have no features.
-        for position in sorted(shard.features):
-            example, features = shard_examples[position], shard.features[position]
+        # Manifest order. The bad utterances skipped have no features; they
+        # are listed with their error, so readers of the cache skip and count
+        # them (or stop at them) as readers of the audio do.
+        for position in sorted([*shard.features, *shard.bad_samples]):
+            example = shard_examples[position]
+
+            error = shard.bad_samples.get(position)
+            if error is not None:
+                index_lines.append(
+                    {
+                        "id": example["id"],
+                        "source": example["source"],
+                        "duration": example["duration"],
+                        "text": example["text"],
+                        "fields": json.loads(str(example["fields"])),
+                        "error": error,
+                        "frames": 0,
+                    }
+                )
+
+                continue
+
+            features = shard.features[position]
 
             index_lines.append(
                 {
@@ -346,7 +371,7 @@ class FeatureExtractionTask(Task):
             "Split `{}`: wrote {} ({} utterances, {} frames{}).",
             shard.split,
             name,
-            len(index_lines),
+            len(tensors),
             offset,
             f", {shard.num_bad_samples} bad skipped" if shard.num_bad_samples else "",
         )
