@@ -272,6 +272,11 @@ def create_speech_reader(
     def collate(examples: list[dict[str, object]]) -> SpeechBatch | BadSamples | None:
         return collate_speech_batch(examples, normalize_text, encode_text, on_bad_sample=options.on_bad_sample)
 
+    def reload(bad_samples: BadSamples) -> SpeechBatch | BadSamples | None:
+        return reload_bad_samples(bad_samples, examples_by_source, load_example, collate)
+
+    examples_by_source = {str(e["source"]): e for e in examples}
+
     builder.map(collate).filter(lambda batch: batch is not None)
 
     builder.prefetch(options.num_prefetch)
@@ -285,7 +290,34 @@ def create_speech_reader(
         pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
     )
 
-    return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard)
+    return SpeechDataReader(reader, split=split, gangs=gangs, reload=reload, log_shard=options.log_shard)
+
+
+def reload_bad_samples(
+    bad_samples: BadSamples,
+    examples_by_source: dict[str, dict[str, object]],
+    load_example: ExampleLoader,
+    collate: Callable[[list[dict[str, object]]], SpeechBatch | BadSamples | None],
+) -> SpeechBatch | BadSamples | None:
+    """Loads the bad utterances of ``bad_samples`` again, from their manifest
+    lines as they are now.
+
+    fairseq2n saves the prefetched batches in the data reader's checkpoint
+    state, and with them the bad utterance that stopped the run; restored,
+    it would stop the resumed run again after the user fixed the line (or
+    the file). Only a batch that met a bad utterance pays for this.
+    """
+    examples = []
+
+    for example in bad_samples.examples:
+        if "error" in example:
+            current = examples_by_source.get(str(example["source"]))
+            if current is not None:
+                example = load_example(dict(current))
+
+        examples.append(example)
+
+    return collate(examples)
 
 
 def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOptions) -> list[list[dict[str, object]]]:
@@ -326,8 +358,13 @@ class BadSamples:
     """Stands in the data pipeline for a batch that met bad utterances when
     they are errors: the reader raises them on the main thread."""
 
-    messages: list[str]
-    """One line per bad utterance, naming its manifest line and file."""
+    examples: list[dict[str, object]]
+    """The batch's examples as loaded, the bad ones with their ``error``."""
+
+    @property
+    def messages(self) -> list[str]:
+        """One line per bad utterance, naming its manifest line and file."""
+        return [str(e["error"]) for e in self.examples if "error" in e]
 
 
 def collate_speech_batch(
@@ -350,7 +387,7 @@ def collate_speech_batch(
             messages.append(str(error))
 
     if messages and on_bad_sample == "error":
-        return BadSamples(messages=messages)
+        return BadSamples(examples=examples)
 
     for message in messages:
         log.warning("Skipping bad utterance. {}", message)
@@ -386,11 +423,22 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     (whose ``state_dict()`` would raise it again at the next checkpoint)."""
 
     def __init__(
-        self, inner: DataReader[SpeechBatch | BadSamples], *, split: str, gangs: Gangs, log_shard: bool
+        self,
+        inner: DataReader[SpeechBatch | BadSamples],
+        *,
+        split: str,
+        gangs: Gangs,
+        reload: Callable[[BadSamples], SpeechBatch | BadSamples | None],
+        log_shard: bool,
     ) -> None:
+        """
+        :param reload: Loads a batch's bad utterances again (see
+            :func:`reload_bad_samples`).
+        """
         self._inner = inner
         self._split = split
         self._gangs = gangs
+        self._reload = reload
         self._log_shard = log_shard
 
     @override
@@ -399,11 +447,17 @@ class SpeechDataReader(DataReader[SpeechBatch]):
 
     @override
     def __next__(self) -> list[SpeechBatch]:
-        items = next(self._inner)
+        batches: list[SpeechBatch] = []
 
-        batches = [item for item in items if isinstance(item, SpeechBatch)]
+        messages: list[str] = []
 
-        messages = [message for item in items if isinstance(item, BadSamples) for message in item.messages]
+        for item in next(self._inner):
+            batch = self._reload(item) if isinstance(item, BadSamples) else item
+
+            if isinstance(batch, BadSamples):
+                messages.extend(batch.messages)
+            elif batch is not None:
+                batches.append(batch)
 
         # Every rank stops at the same step, so none waits for the others in
         # a collective that never comes.
