@@ -8,8 +8,8 @@ from fairseq2.recipe.base import RecipeContext
 from fairseq2_speechmapper.datasets import SpeechManifestDataset
 from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.mapper_card import MapperCard
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import feature_cache_of
+from fairseq2_speechmapper.recipe_support.model import get_recipe_mapper
 from fairseq2_speechmapper.speech_llm import SpeechLLM, SpeechLLMSection, load_speech_llm
 
 
@@ -22,7 +22,7 @@ def load_recipe_speech_llm(
     """Puts the mapper fairseq2 loaded for the recipe (not yet wrapped for
     data parallelism) between the SFM and the LLM its card names; the SFM is
     not loaded when ``dataset`` is a feature cache."""
-    mapper = context.get_model_as(SpeechMapper)
+    mapper = get_recipe_mapper(context)
 
     return load_speech_llm(
         context.asset_store.retrieve_card(mapper_card_name),

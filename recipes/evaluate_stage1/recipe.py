@@ -16,8 +16,8 @@ from fairseq2.runtime.dependency import DependencyContainer
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_speech_dataset
+from fairseq2_speechmapper.recipe_support.model import get_recipe_mapper
 from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
@@ -41,7 +41,7 @@ class Stage1EvalRecipe(Recipe):
 
         card = MapperCard.read(context.asset_store.retrieve_card(str(config.model.name)))
 
-        mapper = context.get_model_as(SpeechMapper)
+        mapper = get_recipe_mapper(context)
 
         gangs = context.gangs
 

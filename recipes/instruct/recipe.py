@@ -16,8 +16,8 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
+from fairseq2_speechmapper.recipe_support.model import get_recipe_mapper
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -39,7 +39,7 @@ class InstructRecipe(Recipe):
 
         gangs = context.gangs
 
-        mapper = context.get_model_as(SpeechMapper)
+        mapper = get_recipe_mapper(context)
 
         dataset = open_dataset(context, config.dataset)
 

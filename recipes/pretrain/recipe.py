@@ -12,8 +12,8 @@ from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.trainer import Trainer
 
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
-from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
+from fairseq2_speechmapper.recipe_support.model import get_recipe_mapper
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -37,7 +37,7 @@ class PretrainRecipe(Recipe):
 
         gangs = context.gangs
 
-        mapper = context.get_model_as(SpeechMapper)
+        mapper = get_recipe_mapper(context)
 
         dataset = open_dataset(context, config.dataset)
 
