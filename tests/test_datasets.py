@@ -282,6 +282,13 @@ def test_bad_audio_is_a_one_line_error_or_a_counted_skip(tmp_path: Path, make_fi
     assert [t for b in batches for t in b.texts] == ["good"]
     assert sum(b.num_bad_samples for b in batches) == 1
 
+    # A batch of bad utterances only is dropped, and still counted.
+    manifest.write_text("".join(reversed(manifest.read_text().splitlines(keepends=True))), encoding="utf-8")
+
+    options = SpeechReadOptions(convert_audio=False, on_bad_sample="skip", max_batch_size=1, sort_window=1)
+
+    assert [b.num_bad_samples for b in _read_all(dataset, "dev", options)] == [1]
+
 
 def test_a_prefetched_bad_utterance_leaves_the_reader_state_intact(tmp_path: Path) -> None:
     """The trainer asks for the reader's state at every checkpoint, while the

@@ -277,7 +277,24 @@ def create_speech_reader(
 
     examples_by_source = {str(e["source"]): e for e in examples}
 
-    builder.map(collate).filter(lambda batch: batch is not None)
+    num_unreported_bad_samples = 0
+
+    def collate_and_count(examples: list[dict[str, object]]) -> SpeechBatch | BadSamples | None:
+        nonlocal num_unreported_bad_samples
+
+        batch = collate(examples)
+
+        # A batch of bad utterances only is dropped; the next batch counts them.
+        if batch is None:
+            num_unreported_bad_samples += len(examples)
+        elif isinstance(batch, SpeechBatch):
+            batch.num_bad_samples += num_unreported_bad_samples
+
+            num_unreported_bad_samples = 0
+
+        return batch
+
+    builder.map(collate_and_count).filter(lambda batch: batch is not None)
 
     builder.prefetch(options.num_prefetch)
 
