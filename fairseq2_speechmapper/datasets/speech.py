@@ -15,7 +15,7 @@ from typing_extensions import Self, override
 
 from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.datasets import DataPipelineReader, DataReader, SyncMode
-from fairseq2.gang import Gangs, all_sum
+from fairseq2.gang import Gangs, ReduceOperation, all_sum
 from fairseq2.logging import log
 from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.utils.validation import ValidationResult
@@ -484,12 +484,12 @@ class SpeechDataReader(DataReader[SpeechBatch]):
             num_bad_samples = int(all_sum(self._gangs.dp, num_bad_samples).item())
 
         if num_bad_samples > 0:
-            if messages:
-                raise BadSampleError(messages[0])
+            message = messages[0] if messages else None
 
-            raise BadSampleError(
-                f"Split `{self._split}`: another data-parallel rank met a bad utterance (see its log)."
-            )
+            if self._gangs.root.size > 1:
+                message = self._first_rank_message(message)
+
+            raise BadSampleError(str(message))
 
         if self._log_shard:
             ids = [i for batch in batches for i in batch.ids]
@@ -503,6 +503,22 @@ class SpeechDataReader(DataReader[SpeechBatch]):
             )
 
         return batches
+
+    def _first_rank_message(self, message: str | None) -> str | None:
+        """The message of the first rank that met a bad utterance, on every
+        rank: each rank's console then says what to fix."""
+        gang = self._gangs.root
+
+        first_rank = torch.tensor(gang.rank if message is not None else gang.size, device=gang.device)
+
+        gang.all_reduce(first_rank, ReduceOperation.MIN)
+
+        # The root gang's ranks are the global ranks that broadcasting names.
+        messages: list[object] = [message]
+
+        gang.broadcast_objects(messages, source_rank=int(first_rank))
+
+        return str(messages[0])
 
     @override
     def reset(self) -> None:
