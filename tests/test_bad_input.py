@@ -335,10 +335,19 @@ def test_skip_mode_skips_and_counts_every_bad_case_and_trains_on_the_rest(
     _write_manifest(manifest_dir, "train", audio_dir, bad_lines)
     _write_manifest(manifest_dir, "dev", audio_dir, [_line(str(audio_dir / "truncated.wav"))])
 
-    # Read: the good lines, the bad audio, the converted files and the two transcripts.
-    num_read = GOOD_LINES + len(skipped_audio) + 4
+    num_bad_lines = len(skipped_lines) + len(LINE_CASES)
 
-    dataset = _dataset(manifest_dir, valid_split="dev", on_bad_sample="skip", sort_window=num_read)
+    # Read: the good lines, the bad audio, the bad lines, the converted files and the two transcripts.
+    num_read = GOOD_LINES + len(skipped_audio) + num_bad_lines + 4
+
+    dataset = _dataset(
+        manifest_dir,
+        valid_split="dev",
+        on_bad_sample="skip",
+        sort_window=num_read,
+        max_batch_size=num_read,
+        max_batch_seconds=2.0 * num_read,
+    )
 
     config = _pretrain_config(tmp_path, dataset)
 
@@ -348,15 +357,13 @@ def test_skip_mode_skips_and_counts_every_bad_case_and_trains_on_the_rest(
 
     assert exit_code == 0, output[-3000:]
 
-    num_bad_lines = len(skipped_lines) + len(LINE_CASES)
-
     assert f"{num_bad_lines} bad lines skipped, 1 outside 0.1-2.0 s left out" in output
 
-    # One step reads the whole manifest once.
-    assert _total(output_dir, "train", "Skipped (Bad Audio)") == len(skipped_audio)
+    # One step reads the whole manifest once; the lines bad at start-up count too.
+    assert _total(output_dir, "train", "Skipped (Bad Input)") == len(skipped_audio) + num_bad_lines
     assert _total(output_dir, "train", "Skipped (Transcript Too Long)") == 1
 
-    assert _total(output_dir, "valid", "Skipped (Bad Audio)") == 1
+    assert _total(output_dir, "valid", "Skipped (Bad Input)") == 1
     assert _total(output_dir, "valid", "Number of Examples") == GOOD_LINES
 
 
@@ -469,7 +476,7 @@ def test_extraction_and_pretraining_from_the_cache_stop_at_or_skip_and_count_bad
     )
 
     assert exit_code == 0, output[-3000:]
-    assert _total(output_dir, "train", "Skipped (Bad Audio)") == 1
+    assert _total(output_dir, "train", "Skipped (Bad Input)") == 1
 
 
 # ---- stage 2: instruct and evaluate -------------------------------------------------------
@@ -504,7 +511,7 @@ def test_instruct_stops_at_or_skips_and_counts_bad_audio(
         assert f"{stage2_manifests / 'train.jsonl'}:{GOOD_LINES + 1}: {audio_dir / 'not_audio.wav'}: " in error
     else:
         assert exit_code == 0, output[-3000:]
-        assert _total(output_dir, "train", "Skipped (Bad Audio)") == 1
+        assert _total(output_dir, "train", "Skipped (Bad Input)") == 1
 
 
 @pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
@@ -527,7 +534,7 @@ def test_evaluate_stops_at_or_skips_and_counts_bad_audio(
         assert f"{stage2_manifests / 'train.jsonl'}:{GOOD_LINES + 1}: {audio_dir / 'not_audio.wav'}: " in error
     else:
         assert exit_code == 0, output[-3000:]
-        assert _total(output_dir, "generation", "Skipped (Bad Audio)") == 1
+        assert _total(output_dir, "generation", "Skipped (Bad Input)") == 1
 
 
 # ---- cards, checkpoints and configuration values ------------------------------------------

@@ -55,6 +55,10 @@ class UtteranceLoader:
         self._audio_decoder = AudioDecoder(dtype=torch.float32)
 
     def __call__(self, example: dict[str, object]) -> dict[str, object]:
+        # Bad as written in the manifest.
+        if "error" in example:
+            return example
+
         try:
             example["inputs"] = self._load(example)
         except BadSampleError as ex:

@@ -87,8 +87,13 @@ class Manifest:
 
     records: list[ManifestRecord]
 
-    num_skipped: int
-    """The number of lines skipped as bad (only with ``on_bad_sample="skip"``)."""
+    bad_lines: dict[str, str] = field(default_factory=dict)
+    """The lines skipped as bad (only with ``on_bad_sample="skip"``): why, by
+    ``manifest:line``."""
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.bad_lines)
 
 
 def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_audio_files: bool = True) -> Manifest:
@@ -112,7 +117,7 @@ def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_aud
 
     records = []
 
-    num_skipped = 0
+    bad_lines = {}
 
     for line_nr, record_or_error in lines:
         if isinstance(record_or_error, ManifestRecord) and check_audio_files:
@@ -126,14 +131,14 @@ def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_aud
 
             log.warning("Skipping bad manifest line. {}", message)
 
-            num_skipped += 1
+            bad_lines[f"{path}:{line_nr}"] = message
         else:
             records.append(record_or_error)
 
     if not records:
         raise ManifestError(f"{path}: the manifest has no usable utterance.")
 
-    return Manifest(path=path, records=records, num_skipped=num_skipped)
+    return Manifest(path=path, records=records, bad_lines=bad_lines)
 
 
 def _check_audio_file(record: ManifestRecord) -> ManifestRecord | str:

@@ -23,6 +23,7 @@ from fairseq2.utils.validation import ValidationResult
 from fairseq2_speechmapper.datasets.audio import BadSampleError, InputPreparer, UtteranceLoader
 from fairseq2_speechmapper.datasets.batch import SpeechBatch, parse_fields
 from fairseq2_speechmapper.datasets.manifest import (
+    Manifest,
     ManifestError,
     ManifestRecord,
     OnBadSample,
@@ -158,6 +159,9 @@ class SpeechManifestDataset:
 
     def read_records(self, split: str, options: SpeechReadOptions) -> list[ManifestRecord]:
         """Reads and filters the manifest of ``split``."""
+        return self._read_manifest(split, options)[0]
+
+    def _read_manifest(self, split: str, options: SpeechReadOptions) -> tuple[list[ManifestRecord], Manifest]:
         manifest = read_manifest(
             self.manifest_path(split),
             on_bad_sample=options.on_bad_sample,
@@ -183,7 +187,7 @@ class SpeechManifestDataset:
                 f"{manifest.path}: no utterance lasts between {options.min_duration} s and {options.max_duration} s (`dataset.min_duration`, `dataset.max_duration`)."
             )
 
-        return records
+        return records, manifest
 
     def create_reader(
         self,
@@ -202,12 +206,18 @@ class SpeechManifestDataset:
         Training readers repeat forever (the trainer's regime decides when to
         stop), shuffled anew every epoch; the order depends only on ``seed``.
         """
-        records = self.read_records(split, options)
+        records, manifest = self._read_manifest(split, options)
+
+        examples = [r.as_example() for r in records]
+
+        # The lines skipped as bad at start-up are read as bad utterances: the
+        # metrics count them, every epoch, with the bad audio met reading.
+        examples += [bad_line_example(source, message) for source, message in manifest.bad_lines.items()]
 
         loader = UtteranceLoader(prepare_input, convert_audio=options.convert_audio)
 
         return create_speech_reader(
-            [r.as_example() for r in records],
+            examples,
             split,
             gangs,
             options,
@@ -217,6 +227,20 @@ class SpeechManifestDataset:
             seed=seed,
             num_accumulate=num_accumulate,
         )
+
+
+def bad_line_example(source: str, message: str) -> dict[str, object]:
+    """A reader example for a manifest line that is bad as written."""
+    return {
+        "id": source,
+        "audio_path": "",
+        "offset": 0.0,
+        "duration": 0.0,
+        "text": "",
+        "source": source,
+        "fields": "{}",
+        "error": message,
+    }
 
 
 def create_speech_reader(
