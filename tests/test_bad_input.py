@@ -7,7 +7,8 @@ fairseq2 are imported once) on the tiny random-weight models."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,23 @@ def _evaluate_config(tmp_path: Path, model: str, dataset: dict[str, object], **c
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
 
     return config_file
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """fairseq2 points the root logger at this module's captured stderr; the
+    next modules get the handlers they had."""
+    root = logging.getLogger()
+
+    handlers = root.handlers[:]
+
+    yield
+
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+
+    for handler in handlers:
+        root.addHandler(handler)
 
 
 @pytest.fixture
