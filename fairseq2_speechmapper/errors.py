@@ -19,3 +19,21 @@ class SpeechMapperError(RecipeError):
 class FileWriteError(SpeechMapperError):
     """A file could not be written (a full disk, a missing permission); no
     half-written file is left behind."""
+
+
+def describe_error_chain(ex: BaseException) -> str:
+    """``ex``'s message and its causes' on one line, from general to specific.
+
+    fairseq2 chains its errors that way ("card X is erroneous" <- "checkpoint
+    F is not compatible" <- "key K has shape S"); each adds what to fix.
+    """
+    messages = [str(ex) or type(ex).__name__]
+
+    cause = ex.__cause__
+    while cause is not None:
+        if str(cause) and all(str(cause) not in m for m in messages):
+            messages.append(str(cause))
+
+        cause = cause.__cause__
+
+    return " ".join(" <- ".join(messages).split())

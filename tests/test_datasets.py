@@ -4,6 +4,7 @@ reader and its handling of bad input."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -280,6 +281,71 @@ def test_bad_audio_is_a_one_line_error_or_a_counted_skip(tmp_path: Path, make_fi
 
     assert [t for b in batches for t in b.texts] == ["good"]
     assert sum(b.num_bad_samples for b in batches) == 1
+
+    # A batch of bad utterances only is dropped, and still counted.
+    manifest.write_text("".join(reversed(manifest.read_text().splitlines(keepends=True))), encoding="utf-8")
+
+    options = SpeechReadOptions(convert_audio=False, on_bad_sample="skip", max_batch_size=1, sort_window=1)
+
+    assert [b.num_bad_samples for b in _read_all(dataset, "dev", options)] == [1]
+
+
+def test_a_prefetched_bad_utterance_leaves_the_reader_state_intact(tmp_path: Path) -> None:
+    """The trainer asks for the reader's state at every checkpoint, while the
+    prefetcher has already read batches ahead: a bad file among them must not
+    fail the checkpoint (fairseq2n raises a failed map function's error again
+    from ``state_dict()``), only the step that reads it."""
+    for i in range(3):
+        _write_audio(tmp_path / f"good_{i}.wav", 1.0)
+
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all" * 100)
+
+    entries = [{"audio_filepath": f"good_{i}.wav", "duration": 1.0, "text": "good"} for i in range(3)]
+
+    manifest = _write_jsonl(
+        tmp_path / "dev.jsonl", [*entries, {"audio_filepath": "bad.wav", "duration": 1.0, "text": "bad"}]
+    )
+
+    options = SpeechReadOptions(max_batch_size=1, sort_window=1, num_prefetch=4, num_parallel_calls=1)
+
+    reader = SpeechManifestDataset({"dev": manifest}).create_reader(
+        "dev",
+        create_fake_gangs(CPU),
+        options,
+        prepare_input=_identity_input,
+        encode_text=_encode_chars,
+        training=False,
+        seed=1,
+    )
+
+    next(reader)
+
+    # Time for the prefetcher (a thread) to meet line 4.
+    time.sleep(0.5)
+
+    state = reader.state_dict()
+
+    assert len(next(reader)) == len(next(reader)) == 1
+
+    with pytest.raises(BadSampleError, match=f"{manifest}:4: {tmp_path / 'bad.wav'}: cannot be decoded"):
+        next(reader)
+
+    # Restored (as on resuming), after the line was fixed: read as it is now.
+    manifest.write_text(manifest.read_text().replace("bad.wav", "good_0.wav"), encoding="utf-8")
+
+    fixed = SpeechManifestDataset({"dev": manifest}).create_reader(
+        "dev",
+        create_fake_gangs(CPU),
+        options,
+        prepare_input=_identity_input,
+        encode_text=_encode_chars,
+        training=False,
+        seed=1,
+    )
+
+    fixed.load_state_dict(state)
+
+    assert [batch.texts for batches in fixed for batch in batches] == [["good"], ["good"], ["bad"]]
 
 
 # ---- batching, order and sharding -----------------------------------------------------

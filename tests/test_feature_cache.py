@@ -615,10 +615,15 @@ def test_bad_audio_stops_extraction_or_is_skipped_and_counted(corpus_dir: Path, 
 
     cache_split = FeatureCache.open(tmp_path / "lenient").read_split("train")
 
-    assert [e["source"] for e in cache_split.examples] == [
+    assert [e["source"] for e in cache_split.examples if "error" not in e] == [
         f"{bad_dir / 'train.jsonl'}:1",
         f"{bad_dir / 'train.jsonl'}:3",
     ]
+
+    # Listed with its error, so readers of the cache skip and count it (or stop at it) as readers of the audio do.
+    (bad,) = [e for e in cache_split.examples if "error" in e]
+
+    assert str(bad["error"]).startswith(f"{bad_dir / 'train.jsonl'}:2: {bad_dir / 'noise.wav'}: cannot be decoded")
 
     with safe_open(str(cache_split.directory / "shard_00000.safetensors"), framework="pt") as shard:
         assert shard.metadata()["num_bad_samples"] == "1"

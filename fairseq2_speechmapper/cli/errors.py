@@ -7,7 +7,9 @@ up only once an error is being reported."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,3 +121,56 @@ def _exit(message: str, exit_code: int) -> None:
     print(f"error: {message}", file=sys.stderr)
 
     sys.exit(exit_code)
+
+
+@contextmanager
+def one_line_config_errors() -> Iterator[None]:
+    """Reports a configuration value that cannot be structured (not one of a
+    field's literal values, text for a number) on one line, as fairseq2
+    reports the values that ``validate()`` rejects.
+
+    fairseq2 0.8.1's recipe command line logs it with a traceback, and a
+    recipe cannot register a handler for it (fairseq2 handles it before any
+    registered handler), so the log record itself is rewritten.
+    """
+    record_filter = _ConfigParseErrorFilter()
+
+    logger = logging.getLogger("fairseq2")
+
+    logger.addFilter(record_filter)
+
+    try:
+        yield
+    finally:
+        logger.removeFilter(record_filter)
+
+
+class _ConfigParseErrorFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        ex = record.exc_info[1] if record.exc_info else None
+
+        if type(ex).__name__ == "RecipeConfigParseError" and not os.environ.get(TRACEBACK_ENV):
+            record.msg, record.args, record.exc_info = _describe_structure_error(ex), (), None  # type: ignore[arg-type]
+
+        return True
+
+
+def _describe_structure_error(ex: BaseException) -> str:
+    """``"`dataset.on_bad_sample`: Value must be ..."`` from fairseq2's chain
+    of structure errors, one per field from the config's root down."""
+    fields, reason = [], str(ex)
+
+    cause = ex.__cause__
+    while cause is not None:
+        match = re.match(r"`(\w+)` field cannot be structured", str(cause))
+        if match is not None:
+            fields.append(match.group(1))
+
+        reason = str(cause)
+
+        cause = cause.__cause__
+
+    if not fields:
+        return f"The recipe configuration cannot be read: {reason}"
+
+    return f"The recipe configuration is not valid: `{'.'.join(fields)}` cannot be read: {reason}"

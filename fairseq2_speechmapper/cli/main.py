@@ -14,7 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-from fairseq2_speechmapper.cli.errors import USER_ERROR_EXIT_CODE, CommandError, handle_errors
+from fairseq2_speechmapper.cli.errors import (
+    USER_ERROR_EXIT_CODE,
+    CommandError,
+    handle_errors,
+    one_line_config_errors,
+)
 
 PROG = "fairseq2"
 
@@ -136,7 +141,8 @@ def _run_assets(prog: str, args: list[str]) -> int:
 
 def run_recipe_main(prog: str, args: list[str], run: Callable[[], None]) -> int:
     """Runs a fairseq2 command-line entry point that parses ``sys.argv``."""
-    return _with_argv(prog, args, run)
+    with one_line_config_errors():
+        return _with_argv(prog, args, run)
 
 
 def _run_module_main(module: str, prog: str, args: list[str]) -> int:

@@ -36,27 +36,32 @@ class UtteranceLoader:
     """Turns a manifest example into the speech encoder's input.
 
     Adds ``inputs`` (the prepared input) to the example, or ``error`` (a
-    one-line reason) when the utterance is bad and ``raise_errors`` is off.
+    one-line reason naming the manifest line and file) when the utterance is
+    bad. It never raises for a bad utterance: it runs as a map function of a
+    fairseq2 data pipeline, and fairseq2n keeps a failed map function's error
+    and raises it again from ``state_dict()``, so a bad file read ahead by the
+    prefetcher would fail the trainer's next checkpoint. The reader decides,
+    on the main thread, whether ``error`` stops the run or is skipped.
     """
 
-    def __init__(self, prepare_input: InputPreparer, *, convert_audio: bool, raise_errors: bool) -> None:
+    def __init__(self, prepare_input: InputPreparer, *, convert_audio: bool) -> None:
         """
         :param convert_audio: Resample to 16 kHz and downmix to mono; if
             ``False``, audio in another format is a bad sample.
         """
         self._prepare_input = prepare_input
         self._convert_audio = convert_audio
-        self._raise_errors = raise_errors
         self._file_mapper = FileMapper(cached_fd_count=64)
         self._audio_decoder = AudioDecoder(dtype=torch.float32)
 
     def __call__(self, example: dict[str, object]) -> dict[str, object]:
+        # Bad as written in the manifest.
+        if "error" in example:
+            return example
+
         try:
             example["inputs"] = self._load(example)
         except BadSampleError as ex:
-            if self._raise_errors:
-                raise
-
             example["error"] = str(ex)
 
         return example
@@ -94,14 +99,27 @@ class UtteranceLoader:
 
         file_duration = waveform.size(0) / sample_rate
 
+        if waveform.size(0) == 0:
+            raise bad("holds no audio samples.")
+
         if file_duration + _TRUNCATION_TOLERANCE_SECONDS < offset + duration:
             raise bad(
                 f"holds {file_duration:.2f} s of audio, but the manifest asks for {offset:.2f} s + {duration:.2f} s: the file is truncated or the manifest is wrong."
             )
 
+        # A line that stands for the whole file (a TSV line without a start
+        # sample) gives its exact length: a shorter one would cut the audio.
+        if example.get("whole_file") and file_duration - _TRUNCATION_TOLERANCE_SECONDS > duration:
+            raise bad(
+                f"holds {file_duration:.2f} s of audio, but the manifest says {duration:.2f} s: the sample count is wrong."
+            )
+
         start, end = round(offset * sample_rate), round((offset + duration) * sample_rate)
 
         waveform = waveform[start:end]
+
+        if not torch.isfinite(waveform).all():
+            raise bad("holds NaN or infinite samples.")
 
         if sample_rate != SAMPLE_RATE:
             waveform = torchaudio.functional.resample(waveform, sample_rate, SAMPLE_RATE)

@@ -57,9 +57,13 @@ class ManifestRecord:
     fields: dict[str, object] = field(default_factory=dict)
     """The manifest line's other fields, kept for later stages."""
 
+    whole_file: bool = False
+    """The line stands for the whole audio file, whose length ``duration``
+    then is (a TSV line without a start sample)."""
+
     def as_example(self) -> dict[str, object]:
         """Returns the record as a data-pipeline example (plain values only)."""
-        return {
+        example: dict[str, object] = {
             "id": self.id,
             "audio_path": self.audio_path,
             "offset": self.offset,
@@ -69,6 +73,12 @@ class ManifestRecord:
             "fields": json.dumps(self.fields, ensure_ascii=False),
         }
 
+        # Only where set: feature caches hash these examples.
+        if self.whole_file:
+            example["whole_file"] = True
+
+        return example
+
 
 @final
 @dataclass(kw_only=True)
@@ -77,8 +87,13 @@ class Manifest:
 
     records: list[ManifestRecord]
 
-    num_skipped: int
-    """The number of lines skipped as bad (only with ``on_bad_sample="skip"``)."""
+    bad_lines: dict[str, str] = field(default_factory=dict)
+    """The lines skipped as bad (only with ``on_bad_sample="skip"``): why, by
+    ``manifest:line``."""
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.bad_lines)
 
 
 def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_audio_files: bool = True) -> Manifest:
@@ -102,7 +117,7 @@ def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_aud
 
     records = []
 
-    num_skipped = 0
+    bad_lines = {}
 
     for line_nr, record_or_error in lines:
         if isinstance(record_or_error, ManifestRecord) and check_audio_files:
@@ -116,14 +131,14 @@ def read_manifest(path: Path, *, on_bad_sample: OnBadSample = "error", check_aud
 
             log.warning("Skipping bad manifest line. {}", message)
 
-            num_skipped += 1
+            bad_lines[f"{path}:{line_nr}"] = message
         else:
             records.append(record_or_error)
 
     if not records:
         raise ManifestError(f"{path}: the manifest has no usable utterance.")
 
-    return Manifest(path=path, records=records, num_skipped=num_skipped)
+    return Manifest(path=path, records=records, bad_lines=bad_lines)
 
 
 def _check_audio_file(record: ManifestRecord) -> ManifestRecord | str:
@@ -259,10 +274,12 @@ def _parse_tsv_line(line: str, text: str, audio_root: Path, source: str) -> Mani
     if len(columns) < 2:
         return "expected `path<TAB>n_samples[<TAB>start_sample]`."
 
+    has_start_sample = len(columns) > 2 and bool(columns[2])
+
     try:
         num_samples = int(columns[1])
 
-        start_sample = int(columns[2]) if len(columns) > 2 and columns[2] else 0
+        start_sample = int(columns[2]) if has_start_sample else 0
     except ValueError:
         return f"the sample counts must be integers, but are {columns[1:3]}."
 
@@ -283,6 +300,7 @@ def _parse_tsv_line(line: str, text: str, audio_root: Path, source: str) -> Mani
         duration=num_samples / TSV_SAMPLE_RATE,
         text=text,
         source=source,
+        whole_file=not has_start_sample,
     )
 
 

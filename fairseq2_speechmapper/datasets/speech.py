@@ -4,10 +4,10 @@ with fairseq2's data pipeline into length-bucketed speech batches."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar, final
+from typing import Final, final, get_args
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from typing_extensions import Self, override
 
 from fairseq2.data.data_pipeline import DataPipeline, read_sequence
 from fairseq2.datasets import DataPipelineReader, DataReader, SyncMode
-from fairseq2.gang import Gangs
+from fairseq2.gang import Gangs, ReduceOperation, all_sum
 from fairseq2.logging import log
 from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.utils.validation import ValidationResult
@@ -23,6 +23,7 @@ from fairseq2.utils.validation import ValidationResult
 from fairseq2_speechmapper.datasets.audio import BadSampleError, InputPreparer, UtteranceLoader
 from fairseq2_speechmapper.datasets.batch import SpeechBatch, parse_fields
 from fairseq2_speechmapper.datasets.manifest import (
+    Manifest,
     ManifestError,
     ManifestRecord,
     OnBadSample,
@@ -32,8 +33,6 @@ from fairseq2_speechmapper.datasets.manifest import (
 from fairseq2_speechmapper.datasets.text import TextNormalizationConfig, TextNormalizer
 
 SPEECH_MANIFEST_FAMILY: Final = "speech_manifest"
-
-_T = TypeVar("_T")
 
 
 @dataclass(kw_only=True)
@@ -115,6 +114,9 @@ class SpeechReadOptions:
                 f"`max_duration` ({self.max_duration} s) must not exceed `max_batch_seconds` ({self.max_batch_seconds} s), or the longest utterances fit no batch."
             )
 
+        if self.on_bad_sample not in get_args(OnBadSample):
+            result.add_error(f"`on_bad_sample` must be `error` or `skip`, but is {self.on_bad_sample!r}.")
+
         return result
 
     def accepts_duration(self, duration: float) -> bool:
@@ -178,7 +180,8 @@ TextEncoder = Callable[[str], Tensor]
 
 ExampleLoader = Callable[[dict[str, object]], dict[str, object]]
 """Adds an example's speech encoder input (``inputs``), or ``error`` (a
-one-line reason) for a bad utterance that is to be skipped."""
+one-line reason naming the manifest line and file) for a bad utterance; it
+must not raise for one (see :class:`UtteranceLoader`)."""
 
 
 @final
@@ -217,13 +220,13 @@ class SpeechManifestDataset:
 
     def read_records(self, split: str, options: SpeechReadOptions) -> list[ManifestRecord]:
         """Reads and filters the manifest of ``split``."""
-        return self.read_filtered_records(split, options)[0]
+        return self._read_manifest(split, options)[0]
 
-    def read_filtered_records(
+    def _read_manifest(
         self, split: str, options: SpeechReadOptions
-    ) -> tuple[list[ManifestRecord], LeftOutByDuration]:
-        """Reads and filters the manifest of ``split``; also returns what the
-        duration limits left out."""
+    ) -> tuple[list[ManifestRecord], Manifest, LeftOutByDuration]:
+        """The records of ``split`` its duration limits keep, the manifest read
+        (with its bad lines) and what the limits left out."""
         manifest = read_manifest(
             self.manifest_path(split),
             on_bad_sample=options.on_bad_sample,
@@ -252,7 +255,7 @@ class SpeechManifestDataset:
                 f"{manifest.path}: no utterance lasts between {options.min_duration} s and {options.max_duration} s (`dataset.min_duration`, `dataset.max_duration`)."
             )
 
-        return records, left_out
+        return records, manifest, left_out
 
     def create_reader(
         self,
@@ -271,16 +274,18 @@ class SpeechManifestDataset:
         Training readers repeat forever (the trainer's regime decides when to
         stop), shuffled anew every epoch; the order depends only on ``seed``.
         """
-        records, left_out = self.read_filtered_records(split, options)
+        records, manifest, left_out = self._read_manifest(split, options)
 
-        loader = UtteranceLoader(
-            prepare_input,
-            convert_audio=options.convert_audio,
-            raise_errors=options.on_bad_sample == "error",
-        )
+        examples = [r.as_example() for r in records]
+
+        # The lines skipped as bad at start-up are read as bad utterances: the
+        # metrics count them, every epoch, with the bad audio met reading.
+        examples += [bad_line_example(source, message) for source, message in manifest.bad_lines.items()]
+
+        loader = UtteranceLoader(prepare_input, convert_audio=options.convert_audio)
 
         return create_speech_reader(
-            [r.as_example() for r in records],
+            examples,
             split,
             gangs,
             options,
@@ -291,6 +296,20 @@ class SpeechManifestDataset:
             num_accumulate=num_accumulate,
             left_out=left_out,
         )
+
+
+def bad_line_example(source: str, message: str) -> dict[str, object]:
+    """A reader example for a manifest line that is bad as written."""
+    return {
+        "id": source,
+        "audio_path": "",
+        "offset": 0.0,
+        "duration": 0.0,
+        "text": "",
+        "source": source,
+        "fields": "{}",
+        "error": message,
+    }
 
 
 def create_speech_reader(
@@ -344,10 +363,32 @@ def create_speech_reader(
 
     builder.map(load_example, selector="[*]", num_parallel_calls=options.num_parallel_calls)
 
-    def collate(examples: list[dict[str, object]]) -> SpeechBatch | None:
-        return collate_speech_batch(examples, normalize_text, encode_text)
+    def collate(examples: list[dict[str, object]]) -> SpeechBatch | BadSamples | None:
+        return collate_speech_batch(examples, normalize_text, encode_text, on_bad_sample=options.on_bad_sample)
 
-    builder.map(collate).filter(lambda batch: batch is not None)
+    def reload(bad_samples: BadSamples) -> SpeechBatch | BadSamples | None:
+        return reload_bad_samples(bad_samples, examples_by_source, load_example, collate)
+
+    examples_by_source = {str(e["source"]): e for e in examples}
+
+    num_unreported_bad_samples = 0
+
+    def collate_and_count(examples: list[dict[str, object]]) -> SpeechBatch | BadSamples | None:
+        nonlocal num_unreported_bad_samples
+
+        batch = collate(examples)
+
+        # A batch of bad utterances only is dropped; the next batch counts them.
+        if batch is None:
+            num_unreported_bad_samples += len(examples)
+        elif isinstance(batch, SpeechBatch):
+            batch.num_bad_samples += num_unreported_bad_samples
+
+            num_unreported_bad_samples = 0
+
+        return batch
+
+    builder.map(collate_and_count).filter(lambda batch: batch is not None)
 
     builder.prefetch(options.num_prefetch)
 
@@ -356,9 +397,40 @@ def create_speech_reader(
     # Validation reads every rank's shard to its end.
     sync_mode = SyncMode.UNTIL_FIRST if training else SyncMode.UNTIL_LAST
 
-    reader = DataPipelineReader[SpeechBatch](pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode)
+    reader = DataPipelineReader[SpeechBatch | BadSamples](
+        pipeline, gangs, num_accumulate=num_accumulate, sync_mode=sync_mode
+    )
 
-    return SpeechDataReader(reader, split=split, gangs=gangs, log_shard=options.log_shard, left_out=left_out)
+    return SpeechDataReader(
+        reader, split=split, gangs=gangs, reload=reload, log_shard=options.log_shard, left_out=left_out
+    )
+
+
+def reload_bad_samples(
+    bad_samples: BadSamples,
+    examples_by_source: dict[str, dict[str, object]],
+    load_example: ExampleLoader,
+    collate: Callable[[list[dict[str, object]]], SpeechBatch | BadSamples | None],
+) -> SpeechBatch | BadSamples | None:
+    """Loads the bad utterances of ``bad_samples`` again, from their manifest
+    lines as they are now.
+
+    fairseq2n saves the prefetched batches in the data reader's checkpoint
+    state, and with them the bad utterance that stopped the run; restored,
+    it would stop the resumed run again after the user fixed the line (or
+    the file). Only a batch that met a bad utterance pays for this.
+    """
+    examples = []
+
+    for example in bad_samples.examples:
+        if "error" in example:
+            current = examples_by_source.get(str(example["source"]))
+            if current is not None:
+                example = load_example(dict(current))
+
+        examples.append(example)
+
+    return collate(examples)
 
 
 def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOptions) -> list[list[dict[str, object]]]:
@@ -393,21 +465,45 @@ def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOp
     return batches
 
 
+@final
+@dataclass(kw_only=True)
+class BadSamples:
+    """Stands in the data pipeline for a batch that met bad utterances when
+    they are errors: the reader raises them on the main thread."""
+
+    examples: list[dict[str, object]]
+    """The batch's examples as loaded, the bad ones with their ``error``."""
+
+    @property
+    def messages(self) -> list[str]:
+        """One line per bad utterance, naming its manifest line and file."""
+        return [str(e["error"]) for e in self.examples if "error" in e]
+
+
 def collate_speech_batch(
-    examples: list[dict[str, object]], normalize_text: TextNormalizer, encode_text: TextEncoder
-) -> SpeechBatch | None:
-    """Pads the prepared inputs of ``examples``; skipped bad utterances are
-    logged and counted. Returns ``None`` if no utterance is left."""
-    good_examples = []
+    examples: list[dict[str, object]],
+    normalize_text: TextNormalizer,
+    encode_text: TextEncoder,
+    *,
+    on_bad_sample: OnBadSample = "skip",
+) -> SpeechBatch | BadSamples | None:
+    """Pads the prepared inputs of ``examples``. Bad utterances are skipped,
+    logged and counted, or, with ``on_bad_sample="error"``, returned as
+    :class:`BadSamples`. Returns ``None`` if no utterance is left."""
+    good_examples, messages = [], []
 
     for example in examples:
         error = example.get("error")
         if error is None:
             good_examples.append(example)
         else:
-            log.warning("Skipping bad utterance. {}", error)
+            messages.append(str(error))
 
-    num_bad_samples = len(examples) - len(good_examples)
+    if messages and on_bad_sample == "error":
+        return BadSamples(examples=examples)
+
+    for message in messages:
+        log.warning("Skipping bad utterance. {}", message)
 
     if not good_examples:
         return None
@@ -431,28 +527,36 @@ def collate_speech_batch(
         ids=[str(e["id"]) for e in good_examples],
         sources=[str(e["source"]) for e in good_examples],
         fields=[parse_fields(str(e["fields"])) for e in good_examples],
-        num_bad_samples=num_bad_samples,
+        num_bad_samples=len(messages),
     )
 
 
 @final
 class SpeechDataReader(DataReader[SpeechBatch]):
-    """Reads speech batches; a bad utterance surfaces as the
-    :class:`BadSampleError` that names it rather than as a generic pipeline
-    failure."""
+    """Reads speech batches; a bad utterance met with
+    ``on_bad_sample="error"`` is raised here, on the main thread, as the
+    :class:`BadSampleError` that names it, never inside the data pipeline
+    (whose ``state_dict()`` would raise it again at the next checkpoint)."""
 
     def __init__(
         self,
-        inner: DataReader[SpeechBatch],
+        inner: DataReader[SpeechBatch | BadSamples],
         *,
         split: str,
         gangs: Gangs,
+        reload: Callable[[BadSamples], SpeechBatch | BadSamples | None],
         log_shard: bool,
         left_out: LeftOutByDuration | None = None,
     ) -> None:
+        """
+        :param reload: Loads a batch's bad utterances again (see
+            :func:`reload_bad_samples`).
+        :param left_out: What the duration limits left out of the split.
+        """
         self._inner = inner
         self._split = split
         self._gangs = gangs
+        self._reload = reload
         self._log_shard = log_shard
 
         self.left_out = left_out
@@ -464,7 +568,32 @@ class SpeechDataReader(DataReader[SpeechBatch]):
 
     @override
     def __next__(self) -> list[SpeechBatch]:
-        batches = next_surfacing_bad_sample(self._inner)
+        batches: list[SpeechBatch] = []
+
+        messages: list[str] = []
+
+        for item in next(self._inner):
+            batch = self._reload(item) if isinstance(item, BadSamples) else item
+
+            if isinstance(batch, BadSamples):
+                messages.extend(batch.messages)
+            elif batch is not None:
+                batches.append(batch)
+
+        # Every rank stops at the same step, so none waits for the others in
+        # a collective that never comes.
+        num_bad_samples = len(messages)
+
+        if self._gangs.dp.size > 1:
+            num_bad_samples = int(all_sum(self._gangs.dp, num_bad_samples).item())
+
+        if num_bad_samples > 0:
+            message = messages[0] if messages else None
+
+            if self._gangs.root.size > 1:
+                message = self._first_rank_message(message)
+
+            raise BadSampleError(str(message))
 
         if self._log_shard:
             ids = [i for batch in batches for i in batch.ids]
@@ -478,6 +607,22 @@ class SpeechDataReader(DataReader[SpeechBatch]):
             )
 
         return batches
+
+    def _first_rank_message(self, message: str | None) -> str | None:
+        """The message of the first rank that met a bad utterance, on every
+        rank: each rank's console then says what to fix."""
+        gang = self._gangs.root
+
+        first_rank = torch.tensor(gang.rank if message is not None else gang.size, device=gang.device)
+
+        gang.all_reduce(first_rank, ReduceOperation.MIN)
+
+        # The root gang's ranks are the global ranks that broadcasting names.
+        messages: list[object] = [message]
+
+        gang.broadcast_objects(messages, source_rank=int(first_rank))
+
+        return str(messages[0])
 
     @override
     def reset(self) -> None:
@@ -495,34 +640,6 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     @override
     def num_accumulate(self) -> int:
         return self._inner.num_accumulate
-
-
-def next_surfacing_bad_sample(iterator: Iterator[_T]) -> _T:
-    """``next(iterator)`` of a data pipeline (or a reader of one), a bad
-    utterance surfacing as the :class:`BadSampleError` that names it rather
-    than as the generic error fairseq2n wraps it in."""
-    try:
-        return next(iterator)
-    except StopIteration:
-        raise
-    except Exception as ex:  # fairseq2n wraps map errors in plain RuntimeErrors
-        bad_sample_error = find_bad_sample_error(ex)
-        if bad_sample_error is None:
-            raise
-
-        raise BadSampleError(str(bad_sample_error)) from None
-
-
-def find_bad_sample_error(ex: BaseException) -> BadSampleError | None:
-    cause: BaseException | None = ex
-
-    while cause is not None:
-        if isinstance(cause, BadSampleError):
-            return cause
-
-        cause = cause.__cause__ or cause.__context__
-
-    return None
 
 
 def open_speech_manifest_dataset(config: SpeechManifestDatasetConfig) -> SpeechManifestDataset:

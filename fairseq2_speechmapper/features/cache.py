@@ -259,7 +259,8 @@ class FeatureCacheSplit:
     examples: list[dict[str, object]] = field(default_factory=list)
     """Per utterance, in manifest order: ``id``, ``duration``, ``text``,
     ``source``, ``fields`` (JSON), ``shard`` (the features file), ``offset``
-    and ``frames``."""
+    and ``frames``; for a bad utterance skipped at extraction, ``error`` (why,
+    naming its manifest line and file) instead of the last three."""
 
 
 @final
@@ -372,19 +373,23 @@ class FeatureCache:
                 f"{features_file}: holds {num_frames} frames, but its index lists {num_indexed_frames}; run `extract-features {self.directory}` again to extract the shard anew."
             )
 
-        return [
-            {
-                "id": e["id"],
-                "duration": e["duration"],
-                "text": e["text"],
-                "source": e["source"],
-                "fields": json.dumps(e["fields"], ensure_ascii=False),
-                "shard": str(features_file),
-                "offset": e["offset"],
-                "frames": e["frames"],
-            }
-            for e in entries
-        ]
+        return [_reader_example(e, features_file) for e in entries]
+
+
+def _reader_example(entry: dict[str, object], features_file: Path) -> dict[str, object]:
+    example = {
+        "id": entry["id"],
+        "duration": entry["duration"],
+        "text": entry["text"],
+        "source": entry["source"],
+        "fields": json.dumps(entry["fields"], ensure_ascii=False),
+    }
+
+    # A bad utterance skipped at extraction: no features, its error instead.
+    if "error" in entry:
+        return {**example, "error": entry["error"]}
+
+    return {**example, "shard": str(features_file), "offset": entry["offset"], "frames": entry["frames"]}
 
 
 def read_shard_header(features_file: Path) -> tuple[int, str | None]:

@@ -39,6 +39,10 @@ class FeatureLoader:
         self._lock = threading.Lock()
 
     def __call__(self, example: dict[str, object]) -> dict[str, object]:
+        # Skipped as bad at extraction; the reader skips or raises it.
+        if "error" in example:
+            return example
+
         shard_file = str(example["shard"])
 
         offset, frames = int(example["offset"]), int(example["frames"])  # type: ignore[call-overload]
@@ -91,12 +95,13 @@ class FeatureCacheDataset:
         left_out = count_left_out(split, [float(e["duration"]) for e in cache_split.examples], options)  # type: ignore[arg-type]
 
         log.info(
-            "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}); {} outside {}-{} s left out ({:.1%}).",
+            "Split `{}`: {} utterances ({:.2f} h) from the feature cache {} ({}), {} of them bad and skipped at extraction; {} outside {}-{} s left out ({:.1%}).",
             split,
             len(examples),
             sum(float(e["duration"]) for e in examples) / 3600,  # type: ignore[arg-type, misc]
             self.cache.directory,
             self.cache.header.describe(),
+            sum("error" in e for e in examples),
             left_out.num_left_out,
             options.min_duration,
             options.max_duration,

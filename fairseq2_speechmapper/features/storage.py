@@ -73,11 +73,14 @@ def measure_storage(cache: FeatureCache, splits: Sequence[str]) -> StorageReport
     for split in splits:
         cache_split = cache.read_split(split)
 
-        num_utterances += len(cache_split.examples)
+        # The bad utterances skipped at extraction hold no features.
+        examples = [e for e in cache_split.examples if "error" not in e]
 
-        audio_seconds += sum(float(e["duration"]) for e in cache_split.examples)  # type: ignore[arg-type, misc]
+        num_utterances += len(examples)
 
-        num_frames += sum(int(e["frames"]) for e in cache_split.examples)  # type: ignore[call-overload]
+        audio_seconds += sum(float(e["duration"]) for e in examples)  # type: ignore[arg-type, misc]
+
+        num_frames += sum(int(e["frames"]) for e in examples)  # type: ignore[call-overload]
 
         num_bytes += sum(p.stat().st_size for p in cache_split.directory.glob("shard_*") if not p.name.endswith(".tmp"))
 

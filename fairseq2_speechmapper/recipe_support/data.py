@@ -7,12 +7,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import final
 
+from typing_extensions import Self, override
+
+from fairseq2.checkpoint import CheckpointManager
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
+from fairseq2.logging import log
 from fairseq2.recipe.base import RecipeContext
 
 from fairseq2_speechmapper.datasets import (
+    BadSampleError,
     SpeechBatch,
     SpeechDataReader,
     SpeechManifestDataset,
@@ -126,7 +131,12 @@ class SplitReaderFactory:
         tokenizer: Tokenizer,
         *,
         seed: int,
+        checkpoint_manager: CheckpointManager | None = None,
     ) -> None:
+        """
+        :param checkpoint_manager: A training recipe's: a bad utterance that
+            stops the run first lets the checkpoint being saved finish.
+        """
         self._dataset = dataset
         self._section = section
         self._features = features
@@ -134,6 +144,7 @@ class SplitReaderFactory:
         self._gangs = context.gangs
         self._metric_recorder = context.metric_recorder
         self._seed = seed
+        self._checkpoint_manager = checkpoint_manager
 
     def create(self, split: str, *, training: bool, num_accumulate: int = 1) -> DataReader[SpeechBatch]:
         """The reader of ``split``; what its duration limits left out is
@@ -153,4 +164,57 @@ class SplitReaderFactory:
         if isinstance(reader, SpeechDataReader) and reader.left_out is not None and self._gangs.root.rank == 0:
             self._metric_recorder.record_metric_values("data", reader.left_out.metric_values())
 
-        return reader
+        if self._checkpoint_manager is None:
+            return reader
+
+        return CheckpointCommittingReader(reader, self._checkpoint_manager)
+
+
+@final
+class CheckpointCommittingReader(DataReader[SpeechBatch]):
+    """Lets the checkpoint in flight finish before a bad utterance stops the
+    run.
+
+    fairseq2's trainer saves checkpoints asynchronously and commits one (its
+    ``step_N.tmp`` renamed to ``step_N``) only at the start of the next step,
+    after reading that step's batch; a bad utterance in that batch would
+    otherwise leave the last good checkpoint uncommitted, and the run would
+    resume from the one before it.
+    """
+
+    def __init__(self, inner: DataReader[SpeechBatch], checkpoint_manager: CheckpointManager) -> None:
+        self._inner = inner
+        self._checkpoint_manager = checkpoint_manager
+
+    @override
+    def __iter__(self) -> Self:
+        return self
+
+    @override
+    def __next__(self) -> list[SpeechBatch]:
+        try:
+            return next(self._inner)
+        except BadSampleError:
+            # Every data-parallel rank raises at the same step (the reader
+            # agrees on it), so the commit's barriers meet.
+            if self._checkpoint_manager.maybe_complete_save_operation(blocking=True):
+                log.info("The checkpoint in flight is saved; the run stops at a bad utterance.")
+
+            raise
+
+    @override
+    def reset(self) -> None:
+        self._inner.reset()
+
+    @override
+    def state_dict(self) -> dict[str, object]:
+        return self._inner.state_dict()
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        self._inner.load_state_dict(state_dict)
+
+    @property
+    @override
+    def num_accumulate(self) -> int:
+        return self._inner.num_accumulate

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from typing_extensions import override
 
+from fairseq2.assets import AssetCardError
 from fairseq2.checkpoint import CheckpointError, CheckpointManager
 from fairseq2.checkpoint.manager import CheckpointStateNotValidError
 from fairseq2.error import OperationalError
@@ -32,11 +33,15 @@ from fairseq2.model_checkpoint import CorruptModelCheckpointError
 from fairseq2.task import Task
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.errors import SpeechMapperError
+from fairseq2_speechmapper.errors import SpeechMapperError, describe_error_chain
 
 
 class CorruptCheckpointError(SpeechMapperError):
     """A checkpoint file is truncated or damaged."""
+
+
+class CheckpointMismatchError(SpeechMapperError):
+    """A model checkpoint does not fit the model its card describes."""
 
 
 class CheckpointWriteError(SpeechMapperError):
@@ -57,23 +62,31 @@ def _causes(ex: BaseException) -> Iterator[BaseException]:
 
 
 @contextmanager
-def reporting_corrupt_model_checkpoints() -> Iterator[None]:
-    """Turns a model checkpoint that cannot be read (loading a card or a
-    checkpoint path) into one line naming the file."""
+def reporting_model_load_errors() -> Iterator[None]:
+    """Turns a model checkpoint that cannot be read (truncated, damaged) or
+    does not fit its card into one line naming the file.
+
+    fairseq2's recipe command line reports both with a traceback, and a recipe
+    cannot register a handler of its own (fairseq2 registers its handlers
+    after the recipe's), so the recipes load their models inside this.
+    """
     try:
         yield
     except Exception as ex:
         corrupt = next((c for c in _causes(ex) if isinstance(c, CorruptModelCheckpointError)), None)
-        if corrupt is None:
-            raise
+        corrupt_file = (
+            None if corrupt is None else next((c for c in _causes(corrupt) if isinstance(c, CorruptFileError)), None)
+        )
 
-        corrupt_file = next((c for c in _causes(corrupt) if isinstance(c, CorruptFileError)), None)
-        if corrupt_file is None:
-            raise
+        if corrupt_file is not None:
+            raise CorruptCheckpointError(
+                f"{corrupt_file.file}: the checkpoint file is truncated or damaged and cannot be read ({_innermost(corrupt_file)})."
+            ) from None
 
-        raise CorruptCheckpointError(
-            f"{corrupt_file.file}: the checkpoint file is truncated or damaged and cannot be read ({_innermost(corrupt_file)})."
-        ) from None
+        if isinstance(ex, AssetCardError):
+            raise CheckpointMismatchError(describe_error_chain(ex)) from None
+
+        raise
 
 
 @final
@@ -84,6 +97,8 @@ class FaultReportingTrainer(Task):
     When the run fails otherwise (a NaN loss, bad data), the checkpoint still
     being saved in the background is completed first: fairseq2 would leave it
     in ``step_N.tmp``, and a resumed run would start from the one before.
+    (A bad utterance is met by the split readers first, which complete it on
+    every rank: :class:`~fairseq2_speechmapper.recipe_support.data.CheckpointCommittingReader`.)
     """
 
     def __init__(

@@ -10,7 +10,7 @@ from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import feature_cache_of
-from fairseq2_speechmapper.recipe_support.faults import reporting_corrupt_model_checkpoints
+from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors
 from fairseq2_speechmapper.speech_llm import SpeechLLM, SpeechLLMSection, load_speech_llm
 
 
@@ -24,7 +24,7 @@ def load_recipe_speech_llm(
     data parallelism) between the SFM and the LLM its card names; the SFM is
     not loaded when ``dataset`` is a feature cache."""
     # The mapper, SFM and LLM checkpoints: a damaged one is one line naming it.
-    with reporting_corrupt_model_checkpoints():
+    with reporting_model_load_errors():
         mapper = context.get_model_as(SpeechMapper)
 
         return load_speech_llm(

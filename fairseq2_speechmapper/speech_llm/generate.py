@@ -77,7 +77,7 @@ def generate_replies(
     # Loaded without a feature cache: the SFM runs on the audio.
     assert isinstance(model.speech_encoder, SpeechFeatureEncoder)
 
-    loader = UtteranceLoader(model.speech_encoder.speech_encoder.prepare_input, convert_audio=True, raise_errors=True)
+    loader = UtteranceLoader(model.speech_encoder.speech_encoder.prepare_input, convert_audio=True)
 
     for start in range(0, len(audio_paths), batch_size):
         paths = audio_paths[start : start + batch_size]
@@ -109,6 +109,9 @@ def _load_batch(loader: UtteranceLoader, paths: Sequence[Path]) -> SpeechBatch:
             raise BadSampleError(f"{path}: cannot be read as audio ({str(ex).splitlines()[0]}).") from None
 
         example = loader({"source": str(path), "audio_path": str(path), "offset": 0.0, "duration": duration})
+
+        if "error" in example:
+            raise BadSampleError(str(example["error"]))
 
         inputs.append(example["inputs"])
 

@@ -69,6 +69,6 @@ def register_stage1_metric_descriptors(container: DependencyContainer) -> None:
         MetricDescriptor("word_token_accuracy", "Word Token Accuracy", 96, format_as_float, higher_better=True),
         MetricDescriptor("pad_accuracy", "Pad Accuracy", 97, format_as_float, higher_better=True),
         MetricDescriptor("num_skipped_too_long", "Skipped (Transcript Too Long)", 800, format_as_int),
-        MetricDescriptor("num_bad_samples", "Skipped (Bad Audio)", 801, format_as_int),
+        MetricDescriptor("num_bad_samples", "Skipped (Bad Input)", 801, format_as_int),
     ):
         container.collection.register_instance(MetricDescriptor, descriptor)

@@ -18,7 +18,7 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_speech_dataset
-from fairseq2_speechmapper.recipe_support.faults import reporting_corrupt_model_checkpoints
+from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors
 from fairseq2_speechmapper.recipes.evaluate_stage1.config import Stage1EvalConfig
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
@@ -45,7 +45,7 @@ class Stage1EvalRecipe(Recipe):
         gangs = context.gangs
 
         # The mapper, SFM and embedding-table checkpoints.
-        with reporting_corrupt_model_checkpoints():
+        with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
             model, targets, tokenizer = load_stage1_model(

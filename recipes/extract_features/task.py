@@ -24,8 +24,7 @@ from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2.task import Task, TaskStopException
 
 from fairseq2_speechmapper.datasets import SpeechManifestDataset, make_length_batches
-from fairseq2_speechmapper.datasets.audio import UtteranceLoader
-from fairseq2_speechmapper.datasets.speech import next_surfacing_bad_sample
+from fairseq2_speechmapper.datasets.audio import BadSampleError, UtteranceLoader
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     HEADER_FILE,
@@ -52,7 +51,12 @@ class _PendingShard:
     audio_seconds: float
     features: dict[int, Tensor] = field(default_factory=dict)
     """The stored features by position in the shard."""
-    num_bad_samples: int = 0
+    bad_samples: dict[int, str] = field(default_factory=dict)
+    """Why each skipped bad utterance is bad, by position in the shard."""
+
+    @property
+    def num_bad_samples(self) -> int:
+        return len(self.bad_samples)
 
 
 @final
@@ -246,11 +250,7 @@ class FeatureExtractionTask(Task):
     def _load_batches(self, batches: list[list[dict[str, object]]]) -> Iterator[list[dict[str, object]]]:
         section = self._section
 
-        loader = UtteranceLoader(
-            self._speech_encoder.prepare_input,
-            convert_audio=section.convert_audio,
-            raise_errors=section.on_bad_sample == "error",
-        )
+        loader = UtteranceLoader(self._speech_encoder.prepare_input, convert_audio=section.convert_audio)
 
         pipeline = (
             read_sequence(batches)
@@ -259,24 +259,21 @@ class FeatureExtractionTask(Task):
             .and_return()
         )
 
-        iterator = iter(pipeline)
-
-        while True:
-            try:
-                batch = next_surfacing_bad_sample(iterator)
-            except StopIteration:
-                return
-
-            yield batch
+        yield from pipeline
 
     def _encode_batch(self, batch: list[dict[str, object]], shard: _PendingShard) -> None:
         good = []
 
         for example in batch:
             if "error" in example:
+                # Raised here, not in the pipeline's map function: the
+                # finished shards are kept, and the same command resumes.
+                if self._section.on_bad_sample == "error":
+                    raise BadSampleError(str(example["error"]))
+
                 log.warning("Skipping bad utterance. {}", example["error"])
 
-                shard.num_bad_samples += 1
+                shard.bad_samples[int(example["position"])] = str(example["error"])  # type: ignore[call-overload]
             else:
                 good.append(example)
 
@@ -315,9 +312,29 @@ class FeatureExtractionTask(Task):
 
         index_lines, tensors, offset = [], [], 0
 
-        # Manifest order; the bad utterances skipped have no features.
-        for position in sorted(shard.features):
-            example, features = shard_examples[position], shard.features[position]
+        # Manifest order. The bad utterances skipped have no features; they
+        # are listed with their error, so readers of the cache skip and count
+        # them (or stop at them) as readers of the audio do.
+        for position in sorted([*shard.features, *shard.bad_samples]):
+            example = shard_examples[position]
+
+            error = shard.bad_samples.get(position)
+            if error is not None:
+                index_lines.append(
+                    {
+                        "id": example["id"],
+                        "source": example["source"],
+                        "duration": example["duration"],
+                        "text": example["text"],
+                        "fields": json.loads(str(example["fields"])),
+                        "error": error,
+                        "frames": 0,
+                    }
+                )
+
+                continue
+
+            features = shard.features[position]
 
             index_lines.append(
                 {
@@ -372,7 +389,7 @@ class FeatureExtractionTask(Task):
             "Split `{}`: wrote {} ({} utterances, {} frames{}).",
             shard.split,
             name,
-            len(index_lines),
+            len(tensors),
             offset,
             f", {shard.num_bad_samples} bad skipped" if shard.num_bad_samples else "",
         )

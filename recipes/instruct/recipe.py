@@ -18,7 +18,7 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_corrupt_model_checkpoints
+from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_model_load_errors
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -41,7 +41,7 @@ class InstructRecipe(Recipe):
         gangs = context.gangs
 
         # The pretrained mapper's checkpoint: a damaged one is one line naming it.
-        with reporting_corrupt_model_checkpoints():
+        with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
         dataset = open_dataset(context, config.dataset)
@@ -77,7 +77,13 @@ class InstructRecipe(Recipe):
         pad_idx = pretrained.pad_idx(tokenizer, llm_name=llm_name)
 
         readers = SplitReaderFactory(
-            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+            context,
+            dataset,
+            config.dataset,
+            model.speech_encoder,
+            tokenizer,
+            seed=config.common.seed,
+            checkpoint_manager=context.get_checkpoint_manager(),
         )
 
         builder = InstructionBuilder(model, config.task)

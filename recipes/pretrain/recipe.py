@@ -14,7 +14,7 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_corrupt_model_checkpoints
+from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_model_load_errors
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -41,7 +41,7 @@ class PretrainRecipe(Recipe):
         dataset = open_dataset(context, config.dataset)
 
         # The mapper (a base card, when given), SFM and embedding-table checkpoints.
-        with reporting_corrupt_model_checkpoints():
+        with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
             model, targets, tokenizer = load_stage1_model(
@@ -55,7 +55,13 @@ class PretrainRecipe(Recipe):
             )
 
         readers = SplitReaderFactory(
-            context, dataset, config.dataset, model.speech_encoder, tokenizer, seed=config.common.seed
+            context,
+            dataset,
+            config.dataset,
+            model.speech_encoder,
+            tokenizer,
+            seed=config.common.seed,
+            checkpoint_manager=context.get_checkpoint_manager(),
         )
 
         loss = create_stage1_loss(config.loss)
