@@ -153,7 +153,8 @@ class Measurement:
     gflop_per_audio_s: float
     peak_memory_gib: float | None
     projections_h: dict[str, float]
-    """Hours, measured (``*``) and from the arithmetic at 40 % of an H100."""
+    """Hours: ``NAME (measured)`` from the step time, ``NAME (H100 at 40% MFU)``
+    from the FLOPs alone."""
 
 
 @dataclass(kw_only=True)
