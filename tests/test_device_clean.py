@@ -23,6 +23,7 @@ from fairseq2.assets import get_asset_store
 from fairseq2.metrics import MetricBag
 from fairseq2.models import load_model
 from fairseq2.nn import BatchLayout
+from fairseq2.recipe.config import CompileOptions
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.features.reader import CachedFeatureEncoder
@@ -231,7 +232,17 @@ def test_compiled_mapper_matches_eager_for_three_lengths() -> None:
     compiled = tiny_mapper(num_blocks=1).eval()
     compiled.load_state_dict(eager.state_dict())
 
-    compile_speechmapper(compiled, dynamic=True)
+    # As fairseq2's `model.compile_options` pass them, with dynamic shapes.
+    options = CompileOptions(dynamic=True)
+
+    compile_speechmapper(
+        compiled,
+        fullgraph=options.fullgraph,
+        dynamic=options.dynamic,
+        mode=options.mode,
+        backend=options.backend,
+        options=options.backend_options,
+    )
 
     generator = torch.Generator().manual_seed(3)
 
