@@ -33,8 +33,11 @@ and projections: one LibriSpeech-960 epoch (stage 1, extraction), the paper's
 stage 1 (2M steps of this batch), the paper's stage 2 (1K steps x 8
 accumulated batches). The arithmetic alone (FLOPs at an assumed 40 % MFU of
 an H100) is printed too, so the CPU run shows the projection the GPU run
-checks. OpenMP workers sleep when idle, as in the command line
-(``fairseq2_speechmapper.openmp``).
+checks. Last, the **feature cache reader** alone on the CPU (a synthetic cache
+of 1024-dim float16 features at 50 Hz, the paper preset's batching, 4 and 16
+parallel calls: ``--reader-calls``) in audio seconds per second, against what
+the measured stage-1 step and an H100 at 40 % MFU consume. OpenMP workers
+sleep when idle, as in the command line (``fairseq2_speechmapper.openmp``).
 """
 
 from __future__ import annotations
@@ -613,9 +616,10 @@ def write_synthetic_cache(directory: Path, *, num_utterances: int, durations: tu
         )
 
 
-def measure_reader(*, quick: bool, num_batches: int) -> ReaderMeasurement:
-    """The pretraining reader over a feature cache, alone on the CPU, with
-    the paper preset's batching (640 s, 64 utterances, 4 parallel calls)."""
+def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int]) -> list[ReaderMeasurement]:
+    """The pretraining reader over a feature cache, alone on the CPU, with the
+    paper preset's batching (640 s, 64 utterances), per number of parallel
+    calls (the default: 4)."""
     import tempfile
 
     import torch
@@ -627,45 +631,58 @@ def measure_reader(*, quick: bool, num_batches: int) -> ReaderMeasurement:
 
     durations = (2.0, 8.0) if quick else (10.0, 16.0)
 
-    options = SpeechReadOptions(
-        min_duration=durations[0], max_duration=durations[1], max_batch_seconds=640.0, max_batch_size=64
-    )
+    measurements = []
 
     with tempfile.TemporaryDirectory(prefix="benchmark-gpu-reader-") as tmp:
         write_synthetic_cache(Path(tmp), num_utterances=80 if quick else 400, durations=durations, seed=0)
 
-        reader = FeatureCacheDataset.open(Path(tmp)).create_reader(
-            "train",
-            create_fake_gangs(torch.device("cpu")),
-            options,
-            encode_text=lambda text: torch.tensor([1, 2, 3]),
-            training=True,
-            seed=0,
-        )
+        dataset = FeatureCacheDataset.open(Path(tmp))
 
-        (batch,) = next(reader)  # start-up (threads, shard mapping) is not throughput
+        for num_parallel_calls in parallel_calls:
+            options = SpeechReadOptions(
+                min_duration=durations[0],
+                max_duration=durations[1],
+                max_batch_seconds=640.0,
+                max_batch_size=64,
+                num_parallel_calls=num_parallel_calls,
+            )
 
-        audio_seconds, num_bytes = 0.0, 0
+            reader = dataset.create_reader(
+                "train",
+                create_fake_gangs(torch.device("cpu")),
+                options,
+                encode_text=lambda text: torch.tensor([1, 2, 3]),
+                training=True,
+                seed=0,
+            )
 
-        start = time.perf_counter()
+            (batch,) = next(reader)  # start-up (threads, shard mapping) is not throughput
 
-        for _ in range(num_batches):
-            (batch,) = next(reader)
+            audio_seconds, num_bytes = 0.0, 0
 
-            audio_seconds += sum(batch.input_lens) / 50
-            num_bytes += sum(batch.input_lens) * 1024 * 2
+            start = time.perf_counter()
 
-        seconds = time.perf_counter() - start
+            for _ in range(num_batches):
+                (batch,) = next(reader)
 
-        del reader
+                audio_seconds += sum(batch.input_lens) / 50
+                num_bytes += sum(batch.input_lens) * 1024 * 2
 
-    return ReaderMeasurement(
-        what=f"feature cache reader, 1024-dim float16 features, {options.num_parallel_calls} parallel calls, CPU",
-        audio_s_per_s=audio_seconds / seconds,
-        feature_mb_per_s=num_bytes / seconds / 1e6,
-        num_batches=num_batches,
-        seconds=seconds,
-    )
+            seconds = time.perf_counter() - start
+
+            del reader
+
+            measurements.append(
+                ReaderMeasurement(
+                    what=f"feature cache reader, 1024-dim float16 features, {num_parallel_calls} parallel calls, CPU ({os.cpu_count()} cores)",
+                    audio_s_per_s=audio_seconds / seconds,
+                    feature_mb_per_s=num_bytes / seconds / 1e6,
+                    num_batches=num_batches,
+                    seconds=seconds,
+                )
+            )
+
+    return measurements
 
 
 def dense_bf16_peak_tflops(device: torch.device, override: float | None) -> float | None:
@@ -717,6 +734,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; --quick 2)")
     parser.add_argument(
         "--only", choices=["stage1", "sfm", "it", "reader"], nargs="+", default=["stage1", "sfm", "it", "reader"]
+    )
+    parser.add_argument(
+        "--reader-calls",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the reader's parallel calls (default 4 16; --quick 4)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
     args = parser.parse_args()
@@ -775,13 +799,17 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    reader = None
+    readers = []
 
     if "reader" in args.only:
         log("  reader ...")
 
         try:
-            reader = measure_reader(quick=args.quick, num_batches=10 if args.quick else 40)
+            readers = measure_readers(
+                quick=args.quick,
+                num_batches=10 if args.quick else 40,
+                parallel_calls=args.reader_calls or ([4] if args.quick else [4, 16]),
+            )
         except Exception as ex:
             errors["reader"] = f"{type(ex).__name__}: {ex}"
 
@@ -798,7 +826,7 @@ def main() -> int:
         arithmetic_rows,
     )
 
-    if reader is not None:
+    for reader in readers:
         print(
             f"\n{reader.what}: {reader.audio_s_per_s:,.0f} audio s/s, {reader.feature_mb_per_s:,.0f} MB/s of features ({reader.num_batches} batches in {reader.seconds:.1f} s)"
         )
@@ -828,7 +856,7 @@ def main() -> int:
             "shapes": asdict(shapes),
             "measurements": [asdict(row) for row in rows],
             "arithmetic": [asdict(row) for row in arithmetic_rows],
-            "reader": asdict(reader) if reader is not None else None,
+            "readers": [asdict(reader) for reader in readers],
             "errors": errors,
         },
     )
