@@ -60,9 +60,16 @@ from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# As the command line does, before torch loads (`fairseq2_speechmapper.openmp`):
+# with spinning OpenMP workers, cached steps ran slower than on-the-fly ones on
+# 2 busy cores (`OMP_WAIT_POLICY=ACTIVE` shows it).
+from fairseq2_speechmapper.openmp import configure_openmp  # noqa: E402
+
+configure_openmp()
+
 # One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
-from common import Comparison, add_timing_options, log, report, set_up_for_timing, timing_options
-from pretrain import (
+from common import Comparison, add_timing_options, log, report, set_up_for_timing, timing_options  # noqa: E402
+from pretrain import (  # noqa: E402
     best_of_rounds,
     prepare_assets,
     recipe_step_times,

@@ -1,3 +1,8 @@
 from __future__ import annotations
 
-from fairseq2_speechmapper.cli.main import main as main
+# Before anything imports torch: its OpenMP runtime reads the wait policy once.
+from fairseq2_speechmapper.openmp import configure_openmp
+
+configure_openmp()
+
+from fairseq2_speechmapper.cli.main import main as main  # noqa: E402

@@ -85,8 +85,10 @@ class SpeechTrainingConfig:
     trainer: TrainerSection = field(default_factory=TrainerSection)
 
     optimizer: OptimizerSection = field(
-        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4))
+        default_factory=lambda: OptimizerSection(name="adamw", config=AdamWConfig(lr=1e-4, impl="fused"))
     )
+    """AdamW, fused: one kernel updates all parameters (torch's CUDA default
+    is ``foreach``); CPU has the fused kernel too."""
 
     lr_scheduler: LRSchedulerSection = field(default_factory=LRSchedulerSection)
 

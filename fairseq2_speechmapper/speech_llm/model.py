@@ -16,6 +16,7 @@ from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.features import SFMFeatures
+from fairseq2_speechmapper.nn import to_device
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate, SpeechPrompt
 
 
@@ -64,7 +65,7 @@ class SpeechLLM:
         return MappedSpeech(outputs=outputs, lens=[int(n) for n in outputs_layout.seq_lens])
 
     def embed_tokens(self, token_ids: Tensor) -> Tensor:
-        return self.llm.decoder_frontend.embed(token_ids.to(self.embedding_table.device))  # type: ignore[no-any-return]
+        return self.llm.decoder_frontend.embed(to_device(token_ids, self.embedding_table.device))  # type: ignore[no-any-return]
 
     def build_prefixes(self, speech: MappedSpeech, prompts: Sequence[SpeechPrompt]) -> list[Tensor]:
         """Each example's input embeddings up to the start of the response:
@@ -95,7 +96,7 @@ class SpeechLLM:
         positions = []
 
         for prefix, response in zip(prefixes, responses):
-            response = response.to(device)
+            response = to_device(response, device)
 
             sequences.append(torch.cat([prefix, self.embed_tokens(response[:-1])]))
 
@@ -114,6 +115,6 @@ class SpeechLLM:
 
         return ResponseLogits(
             logits=self.llm.final_proj(response_hidden),
-            targets=torch.cat([r.to(device) for r in responses]),
+            targets=to_device(torch.cat(list(responses)), device),
             response_lens=[r.numel() for r in responses],
         )

@@ -14,6 +14,7 @@ from fairseq2_speechmapper.stage1.loss import EmbeddingRegressionLoss as Embeddi
 from fairseq2_speechmapper.stage1.loss import Stage1LossOutput as Stage1LossOutput
 from fairseq2_speechmapper.stage1.loss import Stage1LossSection as Stage1LossSection
 from fairseq2_speechmapper.stage1.loss import create_stage1_loss as create_stage1_loss
+from fairseq2_speechmapper.stage1.loss import sum_kept as sum_kept
 from fairseq2_speechmapper.stage1.loss import sum_kept_loss as sum_kept_loss
 from fairseq2_speechmapper.stage1.metrics import add_stage1_loss_metrics as add_stage1_loss_metrics
 from fairseq2_speechmapper.stage1.metrics import (

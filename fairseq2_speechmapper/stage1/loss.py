@@ -95,7 +95,10 @@ class EmbeddingRegressionLoss:
         self._cosine_positions = cosine_positions
 
     def __call__(self, outputs: Tensor, targets: EmbeddingTargets) -> Stage1LossOutput:
-        target_embeddings = targets.embeddings.to(outputs.dtype)
+        # In float32 whatever the outputs' and the table's dtypes: under bf16
+        # autocast a bf16 mean over thousands of dimensions loses the loss's
+        # small differences.
+        outputs, target_embeddings = outputs.float(), targets.embeddings.float()
 
         distance = self._distance(outputs, target_embeddings)
 
@@ -143,6 +146,11 @@ def sum_kept_loss(output: Stage1LossOutput, targets: EmbeddingTargets) -> tuple[
     """The summed loss of the kept examples and their number; a batch with
     none gives a zero loss (and gradient) counted as one example, so that the
     trainer never divides by zero."""
-    loss = output.loss[targets.keep].sum()
+    return sum_kept(output.loss, targets.keep), max(targets.num_kept, 1)
 
-    return loss, max(targets.num_kept, 1)
+
+def sum_kept(values: Tensor, keep: Tensor) -> Tensor:
+    """The sum of ``values`` over the kept examples, in float32. A masked sum,
+    not ``values[keep]``: boolean indexing has a data-dependent shape, which
+    makes the host wait for the accelerator. *Shape:* :math:`(N,)` → scalar."""
+    return torch.where(keep, values.float(), 0.0).sum()

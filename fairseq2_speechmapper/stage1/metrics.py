@@ -11,7 +11,7 @@ from fairseq2.metrics.formatters import format_as_float, format_as_int
 from fairseq2.metrics.recorders import MetricDescriptor
 from fairseq2.runtime.dependency import DependencyContainer
 
-from fairseq2_speechmapper.stage1.loss import Stage1LossOutput
+from fairseq2_speechmapper.stage1.loss import Stage1LossOutput, sum_kept
 from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
 
 
@@ -40,18 +40,19 @@ def update_stage1_loss_metrics(
     if num_kept > 0:
         keep = targets.keep
 
-        bag.get("loss", Mean).update(output.loss[keep].sum() / num_kept, weight=num_kept)
-        bag.get("word_distance", Mean).update(output.word_distance[keep].sum() / num_kept, weight=num_kept)
-        bag.get("pad_distance", Mean).update(output.pad_distance[keep].sum() / num_kept, weight=num_kept)
-        bag.get("cosine", Mean).update(output.cosine[keep].sum() / num_kept, weight=num_kept)
+        # Masked sums and host counts: no value is read back from the device.
+        bag.get("loss", Mean).update(sum_kept(output.loss, keep) / num_kept, weight=num_kept)
+        bag.get("word_distance", Mean).update(sum_kept(output.word_distance, keep) / num_kept, weight=num_kept)
+        bag.get("pad_distance", Mean).update(sum_kept(output.pad_distance, keep) / num_kept, weight=num_kept)
+        bag.get("cosine", Mean).update(sum_kept(output.cosine, keep) / num_kept, weight=num_kept)
 
         # Cosine ignores norms; this shows whether the outputs drift from the
         # embedding rows' scale (the paper's γ = 100 tends to let them).
         word_mask = targets.word_mask
-        output_norms = outputs.detach().float().norm(dim=-1)[word_mask]
-        target_norms = targets.embeddings.float().norm(dim=-1)[word_mask]
+        output_norms = torch.where(word_mask, outputs.detach().float().norm(dim=-1), 0.0)
+        target_norms = torch.where(word_mask, targets.embeddings.float().norm(dim=-1), 0.0)
         bag.get("norm_ratio", Mean).update(
-            (output_norms.sum() / target_norms.sum().clamp(min=1e-8)), weight=int(word_mask.sum())
+            output_norms.sum() / target_norms.sum().clamp(min=1e-8), weight=targets.num_word_positions
         )
 
     bag.get("num_examples", Sum).update(num_kept)

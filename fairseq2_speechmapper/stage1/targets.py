@@ -10,6 +10,8 @@ from typing import final
 import torch
 from torch import Tensor
 
+from fairseq2_speechmapper.nn import to_device
+
 
 @final
 @dataclass(kw_only=True)
@@ -32,13 +34,16 @@ class EmbeddingTargets:
     """``False`` for examples whose transcript does not fit the mapper's
     output; their masks are all ``False``. *Shape:* :math:`(N,)`."""
 
-    @property
-    def num_kept(self) -> int:
-        return int(self.keep.sum())
+    num_kept: int
+    """The number of ``True`` in :attr:`keep`, counted on the host (reading it
+    back from the accelerator would stall every step)."""
+
+    num_word_positions: int
+    """The number of ``True`` in :attr:`word_mask`, counted on the host."""
 
     @property
     def num_skipped(self) -> int:
-        return int(self.keep.numel()) - self.num_kept
+        return self.keep.numel() - self.num_kept
 
 
 def build_embedding_targets(
@@ -66,6 +71,9 @@ def build_embedding_targets(
 
     keep = torch.zeros((batch_size,), dtype=torch.bool)
 
+    num_kept, total_word_positions = 0, 0
+
+    # On the host, from host lengths; then one non-blocking copy per tensor.
     for i, (ids, output_len) in enumerate(zip(target_ids, output_lens)):
         num_tokens = ids.numel()
 
@@ -79,15 +87,21 @@ def build_embedding_targets(
         # The words plus the first pad, if the output has room for one.
         num_word_positions = min(num_tokens + 1, output_len)
 
+        num_kept += 1
+
+        total_word_positions += num_word_positions
+
         word_mask[i, :num_word_positions] = True
         pad_mask[i, num_word_positions:output_len] = True
 
-    token_ids = token_ids.to(device)
+    token_ids = to_device(token_ids, device)
 
     return EmbeddingTargets(
         embeddings=embedding_table[token_ids],
         token_ids=token_ids,
-        word_mask=word_mask.to(device),
-        pad_mask=pad_mask.to(device),
-        keep=keep.to(device),
+        word_mask=to_device(word_mask, device),
+        pad_mask=to_device(pad_mask, device),
+        keep=to_device(keep, device),
+        num_kept=num_kept,
+        num_word_positions=total_word_positions,
     )

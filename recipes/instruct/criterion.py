@@ -17,7 +17,7 @@ from torch import Tensor
 from fairseq2.nn.functional import cross_entropy
 
 from fairseq2_speechmapper.speech_llm import ResponseLogits
-from fairseq2_speechmapper.stage1 import EmbeddingRegressionLoss, EmbeddingTargets, Stage1LossOutput
+from fairseq2_speechmapper.stage1 import EmbeddingRegressionLoss, EmbeddingTargets, Stage1LossOutput, sum_kept
 
 
 @final
@@ -29,13 +29,19 @@ class InstructLossOutput:
 
     ce_sum: Tensor
     num_response_tokens: int
-    num_correct_tokens: int
+
+    num_correct_tokens: Tensor
+    """A scalar tensor on the logits' device (counting it on the host would
+    make the host wait for the accelerator every step)."""
 
     stage1: Stage1LossOutput | None
     """The stage-1 loss pieces, when ``σ > 0``."""
 
     stage1_keep: Tensor | None
     """The utterances whose transcript fits the mapper's output, when ``σ > 0``."""
+
+    stage1_num_kept: int = 0
+    """Their number, counted on the host."""
 
 
 @final
@@ -54,11 +60,11 @@ class InstructLoss:
         num_tokens = response.targets.numel()
 
         with torch.no_grad():
-            num_correct = int((response.logits.argmax(dim=-1) == response.targets).sum())
+            num_correct = (response.logits.argmax(dim=-1) == response.targets).sum()
 
         loss = ce_sum * (1.0 - self.sigma)
 
-        stage1, stage1_keep = None, None
+        stage1, stage1_keep, stage1_num_kept = None, None, 0
 
         if self.sigma > 0.0:
             if mapper_outputs is None or targets is None:
@@ -66,8 +72,10 @@ class InstructLoss:
 
             stage1, stage1_keep = self._stage1_loss(mapper_outputs, targets), targets.keep
 
+            stage1_num_kept = targets.num_kept
+
             if targets.num_kept > 0:
-                stage1_mean = stage1.loss[targets.keep].sum() / targets.num_kept
+                stage1_mean = sum_kept(stage1.loss, targets.keep) / targets.num_kept
 
                 loss = loss + stage1_mean * (self.sigma * num_tokens)
 
@@ -78,4 +86,5 @@ class InstructLoss:
             num_correct_tokens=num_correct,
             stage1=stage1,
             stage1_keep=stage1_keep,
+            stage1_num_kept=stage1_num_kept,
         )

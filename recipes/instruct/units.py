@@ -18,7 +18,7 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss, InstructLossOutput
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask, TaskExample
-from fairseq2_speechmapper.stage1 import build_embedding_targets
+from fairseq2_speechmapper.stage1 import build_embedding_targets, sum_kept
 
 
 def add_instruct_metrics(bag: MetricBag, *, with_stage1: bool) -> None:
@@ -43,15 +43,15 @@ def update_instruct_metrics(bag: MetricBag, output: InstructLossOutput, batch: S
 
     bag.get("loss", Mean).update(output.loss.detach() / num_tokens, weight=num_tokens)
     bag.get("nll_loss", Mean).update(output.ce_sum / num_tokens, weight=num_tokens)
-    bag.get("accuracy", Mean).update(torch.tensor(output.num_correct_tokens / num_tokens), weight=num_tokens)
+    bag.get("accuracy", Mean).update(output.num_correct_tokens / num_tokens, weight=num_tokens)
 
-    stage1, kept = output.stage1, output.stage1_keep
+    stage1, kept, num_kept = output.stage1, output.stage1_keep, output.stage1_num_kept
     if stage1 is not None and kept is not None:
-        num_kept = int(kept.sum())
+        # Masked sums and the host count: no value is read back from the device.
         if num_kept > 0:
-            bag.get("stage1_loss", Mean).update(stage1.loss[kept].mean(), weight=num_kept)
-            bag.get("word_distance", Mean).update(stage1.word_distance[kept].mean(), weight=num_kept)
-            bag.get("pad_distance", Mean).update(stage1.pad_distance[kept].mean(), weight=num_kept)
+            bag.get("stage1_loss", Mean).update(sum_kept(stage1.loss, kept) / num_kept, weight=num_kept)
+            bag.get("word_distance", Mean).update(sum_kept(stage1.word_distance, kept) / num_kept, weight=num_kept)
+            bag.get("pad_distance", Mean).update(sum_kept(stage1.pad_distance, kept) / num_kept, weight=num_kept)
 
         bag.get("num_skipped_too_long", Sum).update(batch.num_examples - num_kept)
 

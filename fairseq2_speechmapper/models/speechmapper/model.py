@@ -44,13 +44,21 @@ class SpeechMapperBlock(Module):
 
         return torch.div(seq_lens - kernel_size, stride, rounding_mode="floor") + 1
 
+    def output_len(self, seq_len: int) -> int:
+        """:meth:`output_lengths` of one length held on the host."""
+        kernel_size, stride = int(self.conv.kernel_size[0]), int(self.conv.stride[0])
+
+        return (seq_len - kernel_size) // stride + 1
+
     def forward(self, seqs: Tensor, seqs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
         # (N, S, M) -> (N, M, S) -> (N, M', S') -> (N, S', M')
         seqs = self.conv(seqs.transpose(1, 2)).transpose(1, 2)
 
         seqs = self.conv_activation(seqs)
 
-        seq_lens = self.output_lengths(seqs_layout.seq_lens_pt).tolist()
+        # From the layout's host copy of the lengths: reading the device copy
+        # back would make the host wait for the accelerator at every block.
+        seq_lens = [self.output_len(n) for n in seqs_layout.seq_lens]
 
         seqs_layout = BatchLayout.of(seqs, seq_lens)
 
@@ -185,7 +193,8 @@ class SpeechMapper(Module):
                 f"The mapper expects {self.input_dim}-dimensional speech features, but the features are {seqs.size(-1)}-dimensional. Check that the speech encoder and layer match the mapper's card."
             )
 
-        min_len = int(seqs_layout.seq_lens_pt.min())
+        # The layout's host-side minimum: no read-back from the accelerator.
+        min_len = seqs_layout.min_seq_len
         if min_len < self.min_input_len:
             raise ValueError(
                 f"Each speech sequence must be at least {self.min_input_len} frames long to yield one output vector, but the shortest is {min_len} frames long."
@@ -215,9 +224,9 @@ class SpeechMapper(Module):
 
         seqs = seqs.mean(dim=2)
 
-        seq_lens = torch.div(seqs_layout.seq_lens_pt, self.frame_average, rounding_mode="floor")
+        seq_lens = [n // self.frame_average for n in seqs_layout.seq_lens]
 
-        return seqs, BatchLayout.of(seqs, seq_lens.tolist())
+        return seqs, BatchLayout.of(seqs, seq_lens)
 
     def extra_repr(self) -> str:
         return f"frame_average={self.frame_average}, input_dim={self.input_dim}, llm_dim={self.llm_dim}"
