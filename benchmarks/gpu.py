@@ -288,6 +288,7 @@ def random_batch(shapes: tuple[int, int], dim: int, *, transcript_tokens: int, v
         inputs=torch.randn(num_utterances, num_frames, dim, generator=generator).to(device),
         input_lens=[num_frames] * num_utterances,
         texts=["x"] * num_utterances,
+        raw_texts=["x"] * num_utterances,
         target_ids=[
             torch.randint(0, vocab_size, (transcript_tokens,), generator=generator) for _ in range(num_utterances)
         ],

@@ -165,6 +165,7 @@ def stage2_step(model: SpeechLLM, *, device: torch.device, autocast: bool = Fals
         inputs=features,
         input_lens=INPUT_LENS,
         texts=["a b", "c d"],
+        raw_texts=["A b", "C d"],
         target_ids=TRANSCRIPT_IDS,
         ids=["0", "1"],
         sources=["m:0", "m:1"],
