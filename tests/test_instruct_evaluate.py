@@ -346,6 +346,12 @@ def test_mapper_attached_to_another_llm_is_one_line(cache_dir: Path, corpus_dir:
 
 # (command, preset) -> settings of the paper (or the demo) the preset must hold.
 PRESET_SETTINGS = {
+    # The README's first command: minutes on a CPU, on the large corpus.
+    ("pretrain", "demo"): {
+        ("regime", "num_steps"): 1000,
+        ("dataset", "name"): "speechmapper_large_corpus",
+        ("llm", "pad_token"): "<empty_output>",
+    },
     ("instruct", "paper_asr"): {
         ("task", "task"): "asr",
         ("loss", "sigma"): 0.0,
