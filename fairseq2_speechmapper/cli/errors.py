@@ -44,7 +44,10 @@ def handle_errors() -> Iterator[None]:
         if exit_code is None:
             raise
 
-        message = _one_line(ex)
+        # Imported only once an error is being reported (fairseq2 is heavy).
+        from fairseq2_speechmapper.errors import describe_error_chain
+
+        message = describe_error_chain(ex)
 
         if exit_code == USER_ERROR_EXIT_CODE and _is_not_found(ex):
             message += " `fairseq2 assets list` shows the known cards."
@@ -97,21 +100,6 @@ def _is_not_found(ex: Exception) -> bool:
     from fairseq2.models import ModelNotKnownError
 
     return isinstance(ex, (AssetNotFoundError, ModelNotKnownError, TokenizerNotKnownError))
-
-
-def _one_line(ex: BaseException) -> str:
-    messages = [str(ex) or type(ex).__name__]
-
-    # fairseq2 chains errors from general to specific ("card X is erroneous" <-
-    # "checkpoint F is not compatible" <- "key K has shape S"): keep them all.
-    cause = ex.__cause__
-    while cause is not None:
-        if str(cause) and all(str(cause) not in m for m in messages):
-            messages.append(str(cause))
-
-        cause = cause.__cause__
-
-    return " ".join(" <- ".join(messages).split())
 
 
 def _exit(message: str, exit_code: int) -> None:

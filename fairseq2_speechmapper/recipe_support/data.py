@@ -7,7 +7,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import final
 
-from typing_extensions import Self, override
+from typing_extensions import override
 
 from fairseq2.checkpoint import CheckpointManager
 from fairseq2.data.tokenizers import Tokenizer
@@ -18,6 +18,7 @@ from fairseq2.recipe.base import RecipeContext
 
 from fairseq2_speechmapper.datasets import (
     BadSampleError,
+    ForwardingDataReader,
     SpeechBatch,
     SpeechDataReader,
     SpeechManifestDataset,
@@ -30,7 +31,7 @@ from fairseq2_speechmapper.features import (
     SFMFeatures,
     SpeechFeatureEncoder,
 )
-from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
 
 
 def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset | FeatureCacheDataset:
@@ -131,10 +132,10 @@ class SplitReaderFactory:
         tokenizer: Tokenizer,
         *,
         seed: int,
-        checkpoint_manager: CheckpointManager | None = None,
+        training_recipe: bool = False,
     ) -> None:
         """
-        :param checkpoint_manager: A training recipe's: a bad utterance that
+        :param training_recipe: In a training recipe, a bad utterance that
             stops the run first lets the checkpoint being saved finish.
         """
         self._dataset = dataset
@@ -144,7 +145,19 @@ class SplitReaderFactory:
         self._gangs = context.gangs
         self._metric_recorder = context.metric_recorder
         self._seed = seed
-        self._checkpoint_manager = checkpoint_manager
+        self._checkpoint_manager = context.get_checkpoint_manager() if training_recipe else None
+
+    @classmethod
+    def for_training(
+        cls,
+        context: RecipeContext,
+        dataset: SpeechManifestDataset | FeatureCacheDataset,
+        config: SpeechTrainingConfig,
+        features: SFMFeatures,
+        tokenizer: Tokenizer,
+    ) -> SplitReaderFactory:
+        """A training recipe's factory: ``config``'s dataset section and seed."""
+        return cls(context, dataset, config.dataset, features, tokenizer, seed=config.common.seed, training_recipe=True)
 
     def create(self, split: str, *, training: bool, num_accumulate: int = 1) -> DataReader[SpeechBatch]:
         """The reader of ``split``; what its duration limits left out is
@@ -171,7 +184,7 @@ class SplitReaderFactory:
 
 
 @final
-class CheckpointCommittingReader(DataReader[SpeechBatch]):
+class CheckpointCommittingReader(ForwardingDataReader):
     """Lets the checkpoint in flight finish before a bad utterance stops the
     run.
 
@@ -183,12 +196,9 @@ class CheckpointCommittingReader(DataReader[SpeechBatch]):
     """
 
     def __init__(self, inner: DataReader[SpeechBatch], checkpoint_manager: CheckpointManager) -> None:
-        self._inner = inner
-        self._checkpoint_manager = checkpoint_manager
+        super().__init__(inner)
 
-    @override
-    def __iter__(self) -> Self:
-        return self
+        self._checkpoint_manager = checkpoint_manager
 
     @override
     def __next__(self) -> list[SpeechBatch]:
@@ -201,20 +211,3 @@ class CheckpointCommittingReader(DataReader[SpeechBatch]):
                 log.info("The checkpoint in flight is saved; the run stops at a bad utterance.")
 
             raise
-
-    @override
-    def reset(self) -> None:
-        self._inner.reset()
-
-    @override
-    def state_dict(self) -> dict[str, object]:
-        return self._inner.state_dict()
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, object]) -> None:
-        self._inner.load_state_dict(state_dict)
-
-    @property
-    @override
-    def num_accumulate(self) -> int:
-        return self._inner.num_accumulate

@@ -30,10 +30,13 @@ from fairseq2.gang import Gangs
 from fairseq2.io import CorruptFileError, DataNotPicklableError
 from fairseq2.logging import log
 from fairseq2.model_checkpoint import CorruptModelCheckpointError
+from fairseq2.recipe.base import RecipeContext
 from fairseq2.task import Task
+from fairseq2.trainer import Trainer
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.errors import SpeechMapperError, describe_error_chain
+from fairseq2_speechmapper.mapper_card import MapperCard
 
 
 class CorruptCheckpointError(SpeechMapperError):
@@ -87,6 +90,18 @@ def reporting_model_load_errors() -> Iterator[None]:
             raise CheckpointMismatchError(describe_error_chain(ex)) from None
 
         raise
+
+
+def training_task(context: RecipeContext, trainer: Trainer, card: MapperCard) -> Task:
+    """``trainer`` as a training recipe's task: ``card`` is written beside
+    every checkpoint (by the first rank), and faults are reported in one line
+    (:class:`FaultReportingTrainer`)."""
+    checkpoint_dir = context.output_dir / "checkpoints"
+
+    if context.gangs.root.rank == 0:
+        trainer.register_checkpoint_save_hook(card.checkpoint_hook(checkpoint_dir))
+
+    return FaultReportingTrainer(trainer, context.get_checkpoint_manager(), context.gangs, checkpoint_dir)
 
 
 @final

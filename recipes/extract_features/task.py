@@ -318,19 +318,17 @@ class FeatureExtractionTask(Task):
         for position in sorted([*shard.features, *shard.bad_samples]):
             example = shard_examples[position]
 
+            line = {
+                "id": example["id"],
+                "source": example["source"],
+                "duration": example["duration"],
+                "text": example["text"],
+                "fields": json.loads(str(example["fields"])),
+            }
+
             error = shard.bad_samples.get(position)
             if error is not None:
-                index_lines.append(
-                    {
-                        "id": example["id"],
-                        "source": example["source"],
-                        "duration": example["duration"],
-                        "text": example["text"],
-                        "fields": json.loads(str(example["fields"])),
-                        "error": error,
-                        "frames": 0,
-                    }
-                )
+                index_lines.append({**line, "error": error, "frames": 0})
 
                 continue
 
@@ -338,11 +336,7 @@ class FeatureExtractionTask(Task):
 
             index_lines.append(
                 {
-                    "id": example["id"],
-                    "source": example["source"],
-                    "duration": example["duration"],
-                    "text": example["text"],
-                    "fields": json.loads(str(example["fields"])),
+                    **line,
                     "audio_path": example["audio_path"],
                     "audio_offset": example["offset"],
                     "shard": f"{name}.safetensors",

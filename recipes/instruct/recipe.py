@@ -18,7 +18,7 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_model_load_errors
+from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -37,8 +37,6 @@ class InstructRecipe(Recipe):
     @override
     def create_task(self, context: RecipeContext) -> Task:
         config = context.get_config_as(InstructConfig)
-
-        gangs = context.gangs
 
         # The pretrained mapper's checkpoint: a damaged one is one line naming it.
         with reporting_model_load_errors():
@@ -76,20 +74,13 @@ class InstructRecipe(Recipe):
 
         pad_idx = pretrained.pad_idx(tokenizer, llm_name=llm_name)
 
-        readers = SplitReaderFactory(
-            context,
-            dataset,
-            config.dataset,
-            model.speech_encoder,
-            tokenizer,
-            seed=config.common.seed,
-            checkpoint_manager=context.get_checkpoint_manager(),
-        )
+        readers = SplitReaderFactory.for_training(context, dataset, config, model.speech_encoder, tokenizer)
 
         builder = InstructionBuilder(model, config.task)
 
         loss = InstructLoss(sigma=config.loss.sigma, stage1_loss=create_stage1_loss(config.loss.stage1))
 
+        # Each rank draws its own ASR-mix batches.
         unit = InstructUnit(
             model,
             builder,
@@ -97,7 +88,7 @@ class InstructRecipe(Recipe):
             task=config.task.task,
             asr_mix_prob=config.task.asr_mix_prob,
             pad_idx=pad_idx,
-            seed=config.common.seed + gangs.dp.rank,
+            seed=config.common.seed + context.gangs.dp.rank,
         )
 
         valid_units, valid_readers = [], []
@@ -113,36 +104,31 @@ class InstructRecipe(Recipe):
 
         trainer = context.create_trainer(unit, train_reader, valid_units, valid_readers)
 
-        if gangs.root.rank == 0:
-            extra_fields: dict[str, object] = {
-                "stage": "instruct",
-                "pretrained_mapper": pretrained.name,
-                "task": config.task.task,
-                "instruction": _first_instruction(config),
-            }
+        extra_fields: dict[str, object] = {
+            "stage": "instruct",
+            "pretrained_mapper": pretrained.name,
+            "task": config.task.task,
+            "instruction": _first_instruction(config),
+        }
 
-            if config.speech_llm.chat_template is not None:
-                extra_fields["chat_template"] = config.speech_llm.chat_template
+        if config.speech_llm.chat_template is not None:
+            extra_fields["chat_template"] = config.speech_llm.chat_template
 
-            if config.speech_llm.system_prompt is not None:
-                extra_fields["system_prompt"] = config.speech_llm.system_prompt
+        if config.speech_llm.system_prompt is not None:
+            extra_fields["system_prompt"] = config.speech_llm.system_prompt
 
-            card = MapperCard(
-                name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
-                model_fields={"base": pretrained.name, **({"model_config": model_config} if model_config else {})},
-                speech_encoder=pretrained.speech_encoder,
-                speech_encoder_layer=model.speech_encoder.layer,
-                speech_encoder_options=pretrained.speech_encoder_options,
-                llm=llm_name,
-                pad_token_id=pad_idx,
-                extra_fields=extra_fields,
-            )
-
-            trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
-
-        return FaultReportingTrainer(
-            trainer, context.get_checkpoint_manager(), gangs, context.output_dir / "checkpoints"
+        card = MapperCard(
+            name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
+            model_fields={"base": pretrained.name, **({"model_config": model_config} if model_config else {})},
+            speech_encoder=pretrained.speech_encoder,
+            speech_encoder_layer=model.speech_encoder.layer,
+            speech_encoder_options=pretrained.speech_encoder_options,
+            llm=llm_name,
+            pad_token_id=pad_idx,
+            extra_fields=extra_fields,
         )
+
+        return training_task(context, trainer, card)
 
     @property
     @override

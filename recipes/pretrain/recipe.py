@@ -14,7 +14,7 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import FaultReportingTrainer, reporting_model_load_errors
+from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -54,15 +54,7 @@ class PretrainRecipe(Recipe):
                 cache_in_memory=config.speech_encoder.cache_features_in_memory,
             )
 
-        readers = SplitReaderFactory(
-            context,
-            dataset,
-            config.dataset,
-            model.speech_encoder,
-            tokenizer,
-            seed=config.common.seed,
-            checkpoint_manager=context.get_checkpoint_manager(),
-        )
+        readers = SplitReaderFactory.for_training(context, dataset, config, model.speech_encoder, tokenizer)
 
         loss = create_stage1_loss(config.loss)
 
@@ -83,22 +75,17 @@ class PretrainRecipe(Recipe):
 
         trainer = context.create_trainer(unit, train_reader, valid_units, valid_readers)
 
-        if gangs.root.rank == 0:
-            card = MapperCard(
-                name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
-                model_fields=_mapper_model_fields(config),
-                speech_encoder=config.speech_encoder.name,
-                speech_encoder_layer=model.speech_encoder.layer,
-                speech_encoder_options={"whisper_window": config.speech_encoder.whisper_window},
-                llm=config.llm.name,
-                pad_token_id=targets.pad_idx,
-            )
-
-            trainer.register_checkpoint_save_hook(card.checkpoint_hook(context.output_dir / "checkpoints"))
-
-        return FaultReportingTrainer(
-            trainer, context.get_checkpoint_manager(), gangs, context.output_dir / "checkpoints"
+        card = MapperCard(
+            name=config.mapper_card.name or default_mapper_card_name(context.output_dir),
+            model_fields=_mapper_model_fields(config),
+            speech_encoder=config.speech_encoder.name,
+            speech_encoder_layer=model.speech_encoder.layer,
+            speech_encoder_options={"whisper_window": config.speech_encoder.whisper_window},
+            llm=config.llm.name,
+            pad_token_id=targets.pad_idx,
         )
+
+        return training_task(context, trainer, card)
 
     @property
     @override
