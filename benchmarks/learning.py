@@ -413,7 +413,7 @@ def main() -> int:
     if args.quick:
         setup = Setup(corpus_card="speechmapper_demo_corpus", train_split="train", dev_split="dev", test_split="dev", steps=args.steps or [20], it_steps=args.it_steps or 5)  # fmt: skip
     else:
-        setup = Setup(corpus_card=LARGE_CORPUS_CARD, train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 200)  # fmt: skip
+        setup = Setup(corpus_card=LARGE_CORPUS_CARD, train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 600)  # fmt: skip
 
     setup.steps = sorted(setup.steps)
     # The demo's 20 warm-up steps would fill the miniature's whole schedule.

@@ -372,7 +372,11 @@ PRESET_SETTINGS = {
         ("dataset", "name"): "spoken_squad_manifest",
         ("dataset", "max_duration"): 300.0,
     },
-    ("instruct", "demo"): {("model", "name"): "speechmapper_demo", ("speech_llm", "llm"): None},
+    ("instruct", "demo"): {
+        ("model", "name"): "speechmapper_demo",
+        ("speech_llm", "llm"): None,
+        ("regime", "num_steps"): 600,
+    },
     ("evaluate", "paper_st"): {
         ("generation", "strategy"): "greedy",
         ("generation", "max_new_tokens"): 150,
