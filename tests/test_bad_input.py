@@ -521,15 +521,7 @@ def test_instruct_stops_at_or_skips_and_counts_bad_audio(
 
     exit_code, output = cli("instruct", str(output_dir), "--config-file", str(config))
 
-    if on_bad_sample == "error":
-        assert exit_code == 2
-
-        error = _error_line(output)
-
-        assert f"{stage2_manifests / 'train.jsonl'}:{GOOD_LINES + 1}: {audio_dir / 'not_audio.wav'}: " in error
-    else:
-        assert exit_code == 0, output[-3000:]
-        assert _total(output_dir, "train", "Skipped (Bad Input)") == 1
+    _assert_stopped_at_or_counted(on_bad_sample, exit_code, output, output_dir, "train", stage2_manifests, audio_dir)
 
 
 @pytest.mark.parametrize("on_bad_sample", ["error", "skip"])
@@ -544,15 +536,24 @@ def test_evaluate_stops_at_or_skips_and_counts_bad_audio(
 
     exit_code, output = cli("evaluate", str(output_dir), "--config-file", str(config_file))
 
+    _assert_stopped_at_or_counted(
+        on_bad_sample, exit_code, output, output_dir, "generation", stage2_manifests, audio_dir
+    )
+
+
+def _assert_stopped_at_or_counted(
+    on_bad_sample: str, exit_code: int, output: str, output_dir: Path, metrics: str, manifests: Path, audio_dir: Path
+) -> None:
+    """The run stopped at the non-audio line in one line naming it, or skipped and counted it."""
     if on_bad_sample == "error":
         assert exit_code == 2
 
         error = _error_line(output)
 
-        assert f"{stage2_manifests / 'train.jsonl'}:{GOOD_LINES + 1}: {audio_dir / 'not_audio.wav'}: " in error
+        assert f"{manifests / 'train.jsonl'}:{GOOD_LINES + 1}: {audio_dir / 'not_audio.wav'}: " in error
     else:
         assert exit_code == 0, output[-3000:]
-        assert _total(output_dir, "generation", "Skipped (Bad Input)") == 1
+        assert _total(output_dir, metrics, "Skipped (Bad Input)") == 1
 
 
 # ---- cards, checkpoints and configuration values ------------------------------------------

@@ -19,6 +19,7 @@ from fairseq2_speechmapper.datasets import (
     BadSampleError,
     ManifestError,
     SpeechBatch,
+    SpeechDataReader,
     SpeechManifestDataset,
     SpeechManifestDatasetConfig,
     SpeechReadOptions,
@@ -308,15 +309,18 @@ def test_a_prefetched_bad_utterance_leaves_the_reader_state_intact(tmp_path: Pat
 
     options = SpeechReadOptions(max_batch_size=1, sort_window=1, num_prefetch=4, num_parallel_calls=1)
 
-    reader = SpeechManifestDataset({"dev": manifest}).create_reader(
-        "dev",
-        create_fake_gangs(CPU),
-        options,
-        prepare_input=_identity_input,
-        encode_text=_encode_chars,
-        training=False,
-        seed=1,
-    )
+    def open_reader() -> SpeechDataReader:
+        return SpeechManifestDataset({"dev": manifest}).create_reader(
+            "dev",
+            create_fake_gangs(CPU),
+            options,
+            prepare_input=_identity_input,
+            encode_text=_encode_chars,
+            training=False,
+            seed=1,
+        )
+
+    reader = open_reader()
 
     next(reader)
 
@@ -333,15 +337,7 @@ def test_a_prefetched_bad_utterance_leaves_the_reader_state_intact(tmp_path: Pat
     # Restored (as on resuming), after the line was fixed: read as it is now.
     manifest.write_text(manifest.read_text().replace("bad.wav", "good_0.wav"), encoding="utf-8")
 
-    fixed = SpeechManifestDataset({"dev": manifest}).create_reader(
-        "dev",
-        create_fake_gangs(CPU),
-        options,
-        prepare_input=_identity_input,
-        encode_text=_encode_chars,
-        training=False,
-        seed=1,
-    )
+    fixed = open_reader()
 
     fixed.load_state_dict(state)
 
