@@ -11,7 +11,6 @@ from fairseq2_speechmapper.datasets.manifest import ManifestRecord as ManifestRe
 from fairseq2_speechmapper.datasets.manifest import read_manifest as read_manifest
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY as SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.datasets.speech import ExampleLoader as ExampleLoader
-from fairseq2_speechmapper.datasets.speech import ForwardingDataReader as ForwardingDataReader
 from fairseq2_speechmapper.datasets.speech import LeftOutByDuration as LeftOutByDuration
 from fairseq2_speechmapper.datasets.speech import SpeechDataReader as SpeechDataReader
 from fairseq2_speechmapper.datasets.speech import SpeechManifestDataset as SpeechManifestDataset

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, final, get_args
+from typing import Final, final, get_args
 
 import torch
 from torch import Tensor
@@ -531,37 +531,8 @@ def collate_speech_batch(
     )
 
 
-class ForwardingDataReader(DataReader[SpeechBatch]):
-    """A reader of speech batches around another reader: all but
-    ``__next__`` (its state included) is the inner reader's."""
-
-    def __init__(self, inner: DataReader[Any]) -> None:
-        self._inner = inner
-
-    @override
-    def __iter__(self) -> Self:
-        return self
-
-    @override
-    def reset(self) -> None:
-        self._inner.reset()
-
-    @override
-    def state_dict(self) -> dict[str, object]:
-        return self._inner.state_dict()
-
-    @override
-    def load_state_dict(self, state_dict: dict[str, object]) -> None:
-        self._inner.load_state_dict(state_dict)
-
-    @property
-    @override
-    def num_accumulate(self) -> int:
-        return self._inner.num_accumulate
-
-
 @final
-class SpeechDataReader(ForwardingDataReader):
+class SpeechDataReader(DataReader[SpeechBatch]):
     """Reads speech batches; a bad utterance met with
     ``on_bad_sample="error"`` is raised here, on the main thread, as the
     :class:`BadSampleError` that names it, never inside the data pipeline
@@ -582,8 +553,7 @@ class SpeechDataReader(ForwardingDataReader):
             :func:`reload_bad_samples`).
         :param left_out: What the duration limits left out of the split.
         """
-        super().__init__(inner)
-
+        self._inner = inner
         self._split = split
         self._gangs = gangs
         self._reload = reload
@@ -591,6 +561,10 @@ class SpeechDataReader(ForwardingDataReader):
 
         self.left_out = left_out
         """What the duration limits left out of the split."""
+
+    @override
+    def __iter__(self) -> Self:
+        return self
 
     @override
     def __next__(self) -> list[SpeechBatch]:
@@ -649,6 +623,23 @@ class SpeechDataReader(ForwardingDataReader):
         gang.broadcast_objects(messages, source_rank=int(first_rank))
 
         return str(messages[0])
+
+    @override
+    def reset(self) -> None:
+        self._inner.reset()
+
+    @override
+    def state_dict(self) -> dict[str, object]:
+        return self._inner.state_dict()
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        self._inner.load_state_dict(state_dict)
+
+    @property
+    @override
+    def num_accumulate(self) -> int:
+        return self._inner.num_accumulate
 
 
 def open_speech_manifest_dataset(config: SpeechManifestDatasetConfig) -> SpeechManifestDataset:

@@ -7,18 +7,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import final
 
-from typing_extensions import override
-
-from fairseq2.checkpoint import CheckpointManager
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
 from fairseq2.gang import Gangs
-from fairseq2.logging import log
 from fairseq2.recipe.base import RecipeContext
 
 from fairseq2_speechmapper.datasets import (
-    BadSampleError,
-    ForwardingDataReader,
     SpeechBatch,
     SpeechDataReader,
     SpeechManifestDataset,
@@ -132,12 +126,7 @@ class SplitReaderFactory:
         tokenizer: Tokenizer,
         *,
         seed: int,
-        training_recipe: bool = False,
     ) -> None:
-        """
-        :param training_recipe: In a training recipe, a bad utterance that
-            stops the run first lets the checkpoint being saved finish.
-        """
         self._dataset = dataset
         self._section = section
         self._features = features
@@ -145,7 +134,6 @@ class SplitReaderFactory:
         self._gangs = context.gangs
         self._metric_recorder = context.metric_recorder
         self._seed = seed
-        self._checkpoint_manager = context.get_checkpoint_manager() if training_recipe else None
 
     @classmethod
     def for_training(
@@ -157,7 +145,7 @@ class SplitReaderFactory:
         tokenizer: Tokenizer,
     ) -> SplitReaderFactory:
         """A training recipe's factory: ``config``'s dataset section and seed."""
-        return cls(context, dataset, config.dataset, features, tokenizer, seed=config.common.seed, training_recipe=True)
+        return cls(context, dataset, config.dataset, features, tokenizer, seed=config.common.seed)
 
     def create(self, split: str, *, training: bool, num_accumulate: int = 1) -> DataReader[SpeechBatch]:
         """The reader of ``split``; what its duration limits left out is
@@ -177,37 +165,4 @@ class SplitReaderFactory:
         if isinstance(reader, SpeechDataReader) and reader.left_out is not None and self._gangs.root.rank == 0:
             self._metric_recorder.record_metric_values("data", reader.left_out.metric_values())
 
-        if self._checkpoint_manager is None:
-            return reader
-
-        return CheckpointCommittingReader(reader, self._checkpoint_manager)
-
-
-@final
-class CheckpointCommittingReader(ForwardingDataReader):
-    """Lets the checkpoint in flight finish before a bad utterance stops the
-    run.
-
-    fairseq2's trainer saves checkpoints asynchronously and commits one (its
-    ``step_N.tmp`` renamed to ``step_N``) only at the start of the next step,
-    after reading that step's batch; a bad utterance in that batch would
-    otherwise leave the last good checkpoint uncommitted, and the run would
-    resume from the one before it.
-    """
-
-    def __init__(self, inner: DataReader[SpeechBatch], checkpoint_manager: CheckpointManager) -> None:
-        super().__init__(inner)
-
-        self._checkpoint_manager = checkpoint_manager
-
-    @override
-    def __next__(self) -> list[SpeechBatch]:
-        try:
-            return next(self._inner)
-        except BadSampleError:
-            # Every data-parallel rank raises at the same step (the reader
-            # agrees on it), so the commit's barriers meet.
-            if self._checkpoint_manager.maybe_complete_save_operation(blocking=True):
-                log.info("The checkpoint in flight is saved; the run stops at a bad utterance.")
-
-            raise
+        return reader

@@ -34,7 +34,7 @@ from fairseq2.recipe.base import RecipeContext
 from fairseq2.task import Task
 from fairseq2.trainer import Trainer
 
-from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch
 from fairseq2_speechmapper.errors import SpeechMapperError, describe_error_chain
 from fairseq2_speechmapper.mapper_card import MapperCard
 
@@ -110,10 +110,10 @@ class FaultReportingTrainer(Task):
     one line, and a checkpoint left unfinished by a failed write is removed.
 
     When the run fails otherwise (a NaN loss, bad data), the checkpoint still
-    being saved in the background is completed first: fairseq2 would leave it
-    in ``step_N.tmp``, and a resumed run would start from the one before.
-    (A bad utterance is met by the split readers first, which complete it on
-    every rank: :class:`~fairseq2_speechmapper.recipe_support.data.CheckpointCommittingReader`.)
+    being saved in the background is completed first: fairseq2 commits it
+    only at the start of the next step, after reading that step's batch, and
+    would leave it in ``step_N.tmp``; a resumed run would start from the one
+    before.
     """
 
     def __init__(
@@ -131,24 +131,31 @@ class FaultReportingTrainer(Task):
         except (CheckpointError, CheckpointStateNotValidError, OperationalError) as ex:
             error = self._describe(ex)
             if error is None:
-                self._complete_pending_checkpoint()
+                self._complete_pending_checkpoint(on_every_rank=False)
 
                 raise
 
             raise error from None
+        except BadSampleError:
+            # Every data-parallel rank raises it at the same step (the reader
+            # agrees on it), so the commit's barriers meet.
+            self._complete_pending_checkpoint(on_every_rank=True)
+
+            raise
         except Exception:
-            self._complete_pending_checkpoint()
+            self._complete_pending_checkpoint(on_every_rank=False)
 
             raise
 
-    def _complete_pending_checkpoint(self) -> None:
-        # With several processes, the others may not reach the barriers of a
-        # commit: their last complete checkpoint is the one before.
-        if self._gangs.root.size > 1 or not self._checkpoint_manager.is_saving:
+    def _complete_pending_checkpoint(self, *, on_every_rank: bool) -> None:
+        # Otherwise, with several processes, the others may not reach the
+        # barriers of a commit: their last complete checkpoint is the one before.
+        if (self._gangs.root.size > 1 and not on_every_rank) or not self._checkpoint_manager.is_saving:
             return
 
         try:
-            self._checkpoint_manager.maybe_complete_save_operation(blocking=True)
+            if self._checkpoint_manager.maybe_complete_save_operation(blocking=True):
+                log.info("The checkpoint in flight is saved before the run stops.")
         except Exception as ex:
             log.warning("The checkpoint being saved could not be completed: {}", _innermost(ex))
 
