@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 
-# libsndfile: fairseq2n's audio decoding; espeak-ng, flite, sox: the demo corpus.
-SYSTEM_PACKAGES=(libsndfile1 espeak-ng flite sox)
+# libsndfile: fairseq2n's audio decoding; espeak-ng, flite, sox: the demo corpora;
+# wordnet-base (its example sentences), festival and three English voices: the
+# natural corpus.
+SYSTEM_PACKAGES=(libsndfile1 espeak-ng flite sox wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 
 missing=()
 for package in "${SYSTEM_PACKAGES[@]}"; do

@@ -422,7 +422,21 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
         action="store_true",
         help="also synthesise the large spoken corpus (DIR/demo/large_corpus, card speechmapper_large_corpus: ~2.5 h, train/dev/test with test-only sentences and voices; a few minutes)",
     )
+    parser.add_argument(
+        "--natural-corpus",
+        action="store_true",
+        help="also synthesise the natural spoken corpus (DIR/demo/natural_corpus, card speechmapper_natural_corpus: WordNet's example sentences by 23 voices, train/dev/test with test-only sentences and voices, train_2h/train_8h subsets; ~20 min for 20 h on 2 cores; needs `apt-get install wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`)",
+    )
+    parser.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="hours of training speech in the natural corpus (default 20)",
+    )
     namespace = parser.parse_args(args)
+
+    if namespace.hours is not None and not namespace.natural_corpus:
+        parser.error("--hours sets the size of the natural corpus; add --natural-corpus")
 
     from fairseq2_speechmapper.demo import make_demo_assets
 
@@ -434,6 +448,13 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
         from fairseq2_speechmapper.demo.large_corpus import build_large_corpus
 
         reports.append(build_large_corpus(namespace.dir, cards_dir=assets.card_file.parent)[1])
+
+    if namespace.natural_corpus:
+        from fairseq2_speechmapper.demo.natural_corpus import DEFAULT_HOURS, build_natural_corpus
+
+        hours = DEFAULT_HOURS if namespace.hours is None else namespace.hours
+
+        reports.append(build_natural_corpus(namespace.dir, cards_dir=assets.card_file.parent, hours=hours)[1])
 
     for report in reports:
         when = "built" if report.built_now else "already built, took"

@@ -1,17 +1,10 @@
 """Builds the demo assets once: the converted SmolLM2 and Whisper tiny.en, the
-spoken demo corpus, and the cards of both models and of the corpus.
-
-Each part is written into ``NAME.tmp`` and renamed to ``NAME`` with a stamp
-file only when complete, so a killed run never leaves a half-written part that
-looks done; a part whose stamp is missing or from another version is rebuilt.
-"""
+spoken demo corpus, and the cards of both models and of the corpus, each
+part at most once (:mod:`~fairseq2_speechmapper.demo.parts`)."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
@@ -19,12 +12,8 @@ from typing import Final, final
 from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.demo.errors import DemoAssetError
+from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
 from fairseq2_speechmapper.paths import get_cache_dir
-
-# Bumped whenever what a part writes changes, so stale parts are rebuilt.
-_VERSION: Final = 1
-
-_STAMP_FILE: Final = "DONE.json"
 
 CARD_FILE_NAME: Final = "demo.yaml"
 
@@ -33,18 +22,6 @@ _PARTS: Final = ("smollm2", "whisper_hub", "corpus")
 
 DEMO_CORPUS_CARD: Final = "speechmapper_demo_corpus"
 """The dataset card of the demo corpus (``train`` and ``dev`` splits)."""
-
-
-@final
-@dataclass(kw_only=True)
-class PartReport:
-    name: str
-    seconds: float
-    """How long building the part took (when it was built, maybe earlier)."""
-
-    size_bytes: int
-    details: str
-    built_now: bool
 
 
 @final
@@ -78,7 +55,6 @@ def ensure_demo_assets() -> DemoAssets:
     """Returns the demo assets in the cache directory, with the large corpus
     that the demo presets train and evaluate on, building what is missing
     (minutes on the first call, instant afterwards)."""
-    # The large corpus is built by the builder's own part machinery.
     from fairseq2_speechmapper.demo.large_corpus import build_large_corpus
 
     assets = make_demo_assets(get_cache_dir())
@@ -97,7 +73,7 @@ def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
 
     deadline = time.monotonic() + timeout_seconds
 
-    while not (card_file.exists() and all(_read_stamp(root_dir / part) for part in (*_PARTS, "large_corpus"))):
+    while not (card_file.exists() and all(read_stamp(root_dir / part) for part in (*_PARTS, "large_corpus"))):
         if time.monotonic() > deadline:
             raise DemoAssetError(
                 f"The demo assets in {root_dir} were not built within {timeout_seconds:.0f} s; run `fairseq2 speechmapper make-demo-assets` first."
@@ -141,7 +117,7 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
 
         return details, smollm2_card(conversion)
 
-    reports.append(_build_part(root_dir / "smollm2", build_smollm2))
+    reports.append(build_part(root_dir / "smollm2", build_smollm2))
 
     def build_whisper(part_dir: Path) -> tuple[str, dict[str, object]]:
         conversion = convert_whisper(locate_whisper_ct2(), part_dir)
@@ -158,7 +134,7 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
 
         return details, whisper_card(final_conversion)
 
-    reports.append(_build_part(root_dir / "whisper_hub", build_whisper))
+    reports.append(build_part(root_dir / "whisper_hub", build_whisper))
 
     def build_corpus(part_dir: Path) -> tuple[str, dict[str, object]]:
         summary = write_corpus(part_dir)
@@ -171,10 +147,10 @@ def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> Demo
 
         return details, {}
 
-    reports.append(_build_part(root_dir / "corpus", build_corpus))
+    reports.append(build_part(root_dir / "corpus", build_corpus))
 
-    smollm2_card_dict: dict[str, object] = _read_stamp(root_dir / "smollm2")["card"]  # type: ignore[assignment]
-    whisper_card_dict: dict[str, object] = _read_stamp(root_dir / "whisper_hub")["card"]  # type: ignore[assignment]
+    smollm2_card_dict: dict[str, object] = read_stamp(root_dir / "smollm2")["card"]  # type: ignore[assignment]
+    whisper_card_dict: dict[str, object] = read_stamp(root_dir / "whisper_hub")["card"]  # type: ignore[assignment]
 
     cards = [smollm2_card_dict, whisper_card_dict, _corpus_card(root_dir / "corpus")]
 
@@ -205,62 +181,3 @@ def _corpus_card(corpus_dir: Path) -> dict[str, object]:
         "dataset_family": SPEECH_MANIFEST_FAMILY,
         "dataset_config": {"manifest_dir": str(corpus_dir)},
     }
-
-
-def _build_part(part_dir: Path, build: Callable[[Path], tuple[str, dict[str, object]]]) -> PartReport:
-    stamp = _read_stamp(part_dir)
-    if stamp:
-        return PartReport(
-            name=part_dir.name,
-            seconds=float(stamp["seconds"]),  # type: ignore[arg-type]
-            size_bytes=int(stamp["size_bytes"]),  # type: ignore[call-overload]
-            details=str(stamp["details"]),
-            built_now=False,
-        )
-
-    tmp_dir = part_dir.with_name(part_dir.name + ".tmp")
-
-    # Leftovers of a killed run, or a part of another version.
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-
-    tmp_dir.mkdir(parents=True)
-
-    start_time = time.perf_counter()
-
-    try:
-        details, card = build(tmp_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-        raise
-
-    seconds = time.perf_counter() - start_time
-
-    size_bytes = _dir_size(tmp_dir)
-
-    stamp = {"version": _VERSION, "seconds": seconds, "size_bytes": size_bytes, "details": details, "card": card}
-
-    (tmp_dir / _STAMP_FILE).write_text(json.dumps(stamp, indent=2), encoding="utf-8")
-
-    shutil.rmtree(part_dir, ignore_errors=True)
-
-    tmp_dir.rename(part_dir)
-
-    return PartReport(name=part_dir.name, seconds=seconds, size_bytes=size_bytes, details=details, built_now=True)
-
-
-def _read_stamp(part_dir: Path) -> dict[str, object]:
-    """Returns the stamp of a finished part of this version, else ``{}``."""
-    try:
-        stamp = json.loads((part_dir / _STAMP_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-    if not isinstance(stamp, dict) or stamp.get("version") != _VERSION:
-        return {}
-
-    return stamp
-
-
-def _dir_size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -1,5 +1,5 @@
 """A small real spoken corpus: self-written sentences synthesised by the
-Debian TTS engines espeak-ng and flite, 16 kHz mono 16-bit WAV, with NeMo-style
+Debian TTS engines espeak-ng and flite (festival for the natural corpus), 16 kHz mono 16-bit WAV, with NeMo-style
 JSONL manifests (``audio_filepath`` relative to the manifest)."""
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ DEV_EVERY: Final = 10
 class Voice:
     name: str
     engine: str
-    """``espeak-ng`` or ``flite``."""
+    """``espeak-ng``, ``flite`` or ``festival``."""
 
     voice: str
-    """The engine's voice name (espeak-ng ``language+variant``)."""
+    """The engine's voice name (espeak-ng ``language+variant``, festival's
+    ``voice_*`` function without the prefix)."""
 
 
 VOICES: Final = [
@@ -66,11 +67,11 @@ class Utterance:
     """Relative speaking rate, 1.0 = the engine's default."""
 
     pitch: int | None
-    """espeak-ng pitch (0-99); ``None`` for flite."""
+    """espeak-ng pitch (0-99); ``None`` for flite and festival."""
 
     pitch_shift_cents: int = 0
     """A pitch shift applied to the engine's output (sox ``pitch``), for
-    varying the pitch of voices without a pitch control (flite)."""
+    varying the pitch of voices without a pitch control (flite, festival)."""
 
 
 @final
@@ -117,8 +118,16 @@ def plan_utterances() -> list[Utterance]:
     return utterances
 
 
-def check_tts_tools() -> None:
-    for tool, package in (("espeak-ng", "espeak-ng"), ("flite", "flite"), ("sox", "sox")):
+# The command of each engine and the Debian package that has it.
+_TTS_TOOLS: Final = {
+    "espeak-ng": ("espeak-ng", "espeak-ng"),
+    "flite": ("flite", "flite"),
+    "festival": ("text2wave", "festival"),
+}
+
+
+def check_tts_tools(engines: Sequence[str] = ("espeak-ng", "flite")) -> None:
+    for tool, package in [_TTS_TOOLS[engine] for engine in engines] + [("sox", "sox")]:
         if shutil.which(tool) is None:
             raise DemoAssetError(f"The demo corpus needs the `{tool}` command; run `apt-get install {package}`.")
 
@@ -135,7 +144,7 @@ def synthesize_corpus(
     """Synthesises ``utterances`` into ``corpus_dir/audio/SPLIT/ID.wav`` and
     writes one ``corpus_dir/SPLIT.jsonl`` per split, in the utterances' order;
     ``num_workers`` engine processes run at a time."""
-    check_tts_tools()
+    check_tts_tools(sorted({voice.engine for voice in voices}))
 
     splits = list(dict.fromkeys(u.split for u in utterances))
 
@@ -176,7 +185,7 @@ def _describe_voice(utterance: Utterance) -> str:
     if voice.engine == "espeak-ng":
         description = f"espeak-ng {voice.voice} rate {utterance.rate:.2f} pitch {utterance.pitch}"
     else:
-        description = f"flite {voice.voice} rate {utterance.rate:.2f}"
+        description = f"{voice.engine} {voice.voice} rate {utterance.rate:.2f}"
 
     if utterance.pitch_shift_cents:
         description += f" shift {utterance.pitch_shift_cents:+d} cents"
@@ -192,13 +201,19 @@ def _synthesize(utterance: Utterance, corpus_dir: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp_dir:
         raw_file = Path(tmp_dir) / "raw.wav"
 
+        stdin = None
+
         if voice.engine == "espeak-ng":
             # espeak-ng speaks ~175 words per minute by default.
             command = ["espeak-ng", "-v", voice.voice, "-s", str(round(175 * utterance.rate)), "-p", str(utterance.pitch), "-w", str(raw_file), utterance.text]  # fmt: skip
+        elif voice.engine == "festival":
+            setup = f"(voice_{voice.voice}) (Parameter.set 'Duration_Stretch {1 / utterance.rate:.3f})"
+
+            command, stdin = ["text2wave", "-eval", setup, "-o", str(raw_file)], utterance.text
         else:
             command = ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={1 / utterance.rate:.3f}", "-t", utterance.text, "-o", str(raw_file)]  # fmt: skip
 
-        _run(command)
+        _run(command, stdin)
 
         shift = ["pitch", str(utterance.pitch_shift_cents)] if utterance.pitch_shift_cents else []
 
@@ -209,8 +224,8 @@ def _synthesize(utterance: Utterance, corpus_dir: Path) -> float:
     return wav_duration(output_file)
 
 
-def _run(command: list[str]) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+def _run(command: list[str], stdin: str | None = None) -> None:
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["no message"])[-1]
 

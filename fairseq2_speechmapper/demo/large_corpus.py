@@ -19,8 +19,8 @@ from typing import Final
 
 from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
-from fairseq2_speechmapper.demo.builder import PartReport, _build_part, _read_stamp
 from fairseq2_speechmapper.demo.corpus import VOICES, Utterance, Voice, normalize_transcript, synthesize_corpus
+from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
 from fairseq2_speechmapper.demo.sentence_grammar import generate_sentences
 from fairseq2_speechmapper.demo.sentences import SENTENCES
 from fairseq2_speechmapper.paths import get_cache_dir
@@ -161,7 +161,7 @@ def build_large_corpus(
 
     corpus_dir = output_dir / "demo" / "large_corpus"
 
-    stamp = _read_stamp(corpus_dir)
+    stamp = read_stamp(corpus_dir)
     if stamp and stamp.get("card") != {"plan_version": _PLAN_VERSION}:
         shutil.rmtree(corpus_dir)
 
@@ -177,7 +177,7 @@ def build_large_corpus(
         # Stored in the stamp to tell a corpus of another plan.
         return details, {"plan_version": _PLAN_VERSION}
 
-    report = _build_part(corpus_dir, build)
+    report = build_part(corpus_dir, build)
 
     card: dict[str, object] = {
         "name": LARGE_CORPUS_CARD,
