@@ -40,6 +40,12 @@ class Stage1LossSection:
     """Where the cosine term is averaged: ``all`` positions (word and pad) or
     the ``word`` positions only (the paper is ambiguous)."""
 
+    ctc_weight: float = 0.0
+    """The weight of an auxiliary CTC term on the output of the mapper's
+    ``ctc_block`` (:mod:`~fairseq2_speechmapper.stage1.ctc`; not in the paper);
+    ``0`` leaves it out. Needs a mapper architecture with a CTC head
+    (``small_ctc``)."""
+
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
@@ -51,6 +57,9 @@ class Stage1LossSection:
 
         if self.gamma < 0.0:
             result.add_error(f"`gamma` must be 0 or more, but is {self.gamma}.")
+
+        if self.ctc_weight < 0.0:
+            result.add_error(f"`ctc_weight` must be 0 or more, but is {self.ctc_weight}.")
 
         if self.cosine_positions not in ("all", "word"):
             result.add_error(f"`cosine_positions` must be `all` or `word`, but is `{self.cosine_positions}`.")

@@ -16,14 +16,16 @@ from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
-from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
+from fairseq2_speechmapper.recipes.pretrain.units import AuxiliaryCTC, PretrainUnit
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
+    Stage1SetupError,
     create_decoding_scorer,
     create_stage1_loss,
     load_stage1_model,
     register_stage1_metric_descriptors,
 )
+from fairseq2_speechmapper.stage1.ctc import BatchVocabularyCTCLoss
 
 
 @final
@@ -58,7 +60,17 @@ class PretrainRecipe(Recipe):
 
         loss = create_stage1_loss(config.loss)
 
-        unit = PretrainUnit(model, targets, loss)
+        ctc = None
+
+        if config.loss.ctc_weight > 0.0:
+            if mapper.ctc_head is None:
+                raise Stage1SetupError(
+                    f"`loss.ctc_weight` is {config.loss.ctc_weight}, but the mapper architecture `{config.model.arch}` has no CTC head; use one with `ctc_block` set (e.g. `small_ctc`) or set `loss.ctc_weight=0`."
+                )
+
+            ctc = AuxiliaryCTC(config.loss.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper)
+
+        unit = PretrainUnit(model, targets, loss, ctc)
 
         train_reader = readers.create(
             config.dataset.train_split, training=True, num_accumulate=config.trainer.grad_accumulation.num_batches

@@ -8,32 +8,56 @@ from typing import final
 from torch import Tensor
 from typing_extensions import override
 
-from fairseq2.metrics import MetricBag
+from fairseq2.metrics import Mean, MetricBag
 from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
 from fairseq2_speechmapper.stage1 import (
     EmbeddingRegressionLoss,
     Stage1Model,
     TargetEmbeddings,
     add_stage1_loss_metrics,
+    sum_kept,
     sum_kept_loss,
     update_stage1_loss_metrics,
 )
+from fairseq2_speechmapper.stage1.ctc import BatchVocabularyCTCLoss
+
+
+@final
+class AuxiliaryCTC:
+    """The auxiliary CTC term of :class:`PretrainUnit`: its weight, the loss,
+    and the (unwrapped) mapper whose CTC head it reads."""
+
+    def __init__(self, weight: float, loss: BatchVocabularyCTCLoss, mapper: SpeechMapper) -> None:
+        self.weight = weight
+        self.loss = loss
+        self.mapper = mapper
 
 
 @final
 class PretrainUnit(TrainUnit[SpeechBatch]):
-    def __init__(self, model: Stage1Model, targets: TargetEmbeddings, loss: EmbeddingRegressionLoss) -> None:
+    def __init__(
+        self,
+        model: Stage1Model,
+        targets: TargetEmbeddings,
+        loss: EmbeddingRegressionLoss,
+        ctc: AuxiliaryCTC | None = None,
+    ) -> None:
         self._model = model
         self._targets = targets
         self._loss = loss
+        self._ctc = ctc
         self._step_nr = 0
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
         add_stage1_loss_metrics(metric_bag)
+
+        if self._ctc is not None:
+            metric_bag.add("ctc_loss", Mean())
 
     @override
     def process_batch(self, batch: SpeechBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
@@ -42,6 +66,16 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
         targets = self._targets(batch.target_ids, output_lens)
 
         output = self._loss(outputs, targets)
+
+        if self._ctc is not None:
+            ctc_losses = self._ctc.loss(self._ctc.mapper, batch.target_ids)
+
+            output.loss = output.loss + self._ctc.weight * ctc_losses
+
+            if targets.num_kept > 0:
+                metric_bag.get("ctc_loss", Mean).update(
+                    sum_kept(ctc_losses.detach(), targets.keep) / targets.num_kept, weight=targets.num_kept
+                )
 
         loss, num_kept = sum_kept_loss(output, targets)
 

@@ -128,11 +128,22 @@ class SpeechMapperConfig:
     llm_lora: LLMLoRAConfig | None = None
     """Adapters on the LLM that the mapper carries (stage 2, optional)."""
 
+    ctc_block: int | None = None
+    """If not ``None``, the mapper carries an auxiliary CTC head on the output
+    of this block (0-based) for stage 1's ``loss.ctc_weight``: it learns which
+    LLM token each stretch of audio holds, in time order, before the last
+    blocks learn to move the tokens to the front (not in the paper)."""
+
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
         if not self.blocks:
             result.add_error("`blocks` must hold at least one block.")
+
+        if self.ctc_block is not None and not 0 <= self.ctc_block < len(self.blocks):
+            result.add_error(
+                f"`ctc_block` must be the index of a block (0 to {len(self.blocks) - 1}) or null, but is {self.ctc_block}."
+            )
 
         for name in ("input_dim", "frame_average", "llm_dim", "max_seq_len"):
             if (value := getattr(self, name)) < 1:
@@ -186,6 +197,34 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
             ],
             llm_dim=576,
             final_proj_hidden_dim=None,
+        )
+
+    @arch("small_ctc")
+    def small_ctc() -> SpeechMapperConfig:
+        # `small` with the auxiliary CTC head on its first block (12.5 Hz).
+        config = small()
+
+        config.ctc_block = 0
+
+        return config
+
+    @arch("slam_asr_small")
+    def slam_asr_small() -> SpeechMapperConfig:
+        # The connector of SLAM-ASR (Ma et al., 2024), trained end to end
+        # through the frozen LLM: 5 stacked frames (a convolution whose kernel
+        # is its stride is a linear map of the stacked frames, 10 Hz from
+        # Whisper's 50 Hz) -> a 2-layer MLP; no Transformer layers.
+        return SpeechMapperConfig(
+            input_dim=384,
+            frame_average=1,
+            blocks=[
+                SpeechMapperBlockConfig(
+                    model_dim=1024, output_dim=1024, conv_kernel_size=5, conv_stride=5, num_layers=0
+                ),
+            ],
+            llm_dim=576,
+            final_proj_hidden_dim=None,
+            pos_encoder_type="none",
         )
 
     @arch("tiny")

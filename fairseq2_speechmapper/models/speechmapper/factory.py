@@ -31,6 +31,7 @@ from fairseq2_speechmapper.models.speechmapper.lora import LLMLoRA
 from fairseq2_speechmapper.models.speechmapper.model import (
     SpeechMapper,
     SpeechMapperBlock,
+    SpeechMapperCTCHead,
     SpeechMapperFinalProjection,
 )
 
@@ -60,6 +61,13 @@ class SpeechMapperFactory:
 
         final_proj = self.create_final_projection(input_dim)
 
+        ctc_head = None
+
+        if config.ctc_block is not None:
+            ctc_input_dim = config.blocks[config.ctc_block].output_dim
+
+            ctc_head = SpeechMapperCTCHead(Linear(ctc_input_dim, config.llm_dim, bias=True))
+
         return SpeechMapper(
             config.frame_average,
             blocks,
@@ -67,6 +75,8 @@ class SpeechMapperFactory:
             input_dim=config.input_dim,
             llm_dim=config.llm_dim,
             llm_lora=None if config.llm_lora is None else LLMLoRA(config.llm_lora),
+            ctc_head=ctc_head,
+            ctc_block=config.ctc_block,
         )
 
     def create_block(self, block_config: SpeechMapperBlockConfig, input_dim: int) -> SpeechMapperBlock:

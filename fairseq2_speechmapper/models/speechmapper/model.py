@@ -4,7 +4,7 @@ from typing import final
 
 import torch
 from torch import Tensor
-from torch.nn import Conv1d, Dropout, Module, ModuleList
+from torch.nn import Conv1d, Dropout, Module, ModuleList, Parameter
 
 from fairseq2.models.transformer import TransformerEncoder
 from fairseq2.nn import BatchLayout, PositionEncoder, Projection
@@ -114,6 +114,41 @@ class SpeechMapperFinalProjection(Module):
 
 
 @final
+class SpeechMapperCTCHead(Module):
+    """Stage 1's auxiliary CTC head: projects a block's output into the LLM's
+    embedding space, where a token's score is its cosine similarity with the
+    token's embedding (scaled by a learned temperature), the blank a learned
+    vector's. Scoring against the frozen table ties the head to the space the
+    mapper's outputs must reach, and a caller may score any subset of the
+    vocabulary (e.g. the batch's tokens) instead of all of it."""
+
+    def __init__(self, proj: Projection) -> None:
+        super().__init__()
+
+        self.proj = proj
+
+        self.blank = Parameter(torch.randn(proj.output_dim) * 0.02)
+
+        # cos in [-1, 1] needs a scale to give peaked distributions; 10 to start.
+        self.log_scale = Parameter(torch.tensor(2.3))
+
+    def forward(self, seqs: Tensor) -> Tensor:
+        return self.proj(seqs)
+
+    def logits(self, states: Tensor, token_embeddings: Tensor) -> Tensor:
+        """The scores of ``token_embeddings`` *Shape:* :math:`(V,M)` and, last,
+        of the blank for the projected ``states`` *Shape:* :math:`(N,S,M)`.
+        *Shape:* :math:`(N,S,V+1)`."""
+        vocab = torch.cat([token_embeddings.to(states.dtype), self.blank[None, :].to(states.dtype)])
+
+        states = torch.nn.functional.normalize(states, dim=-1)
+
+        vocab = torch.nn.functional.normalize(vocab, dim=-1)
+
+        return (states @ vocab.T) * self.log_scale.exp()
+
+
+@final
 class SpeechMapper(Module):
     """Maps frozen speech foundation model features to a frozen LLM's input
     embeddings, as described in :cite:t:`https://arxiv.org/abs/2601.20417`."""
@@ -127,6 +162,8 @@ class SpeechMapper(Module):
         input_dim: int,
         llm_dim: int,
         llm_lora: LLMLoRA | None = None,
+        ctc_head: SpeechMapperCTCHead | None = None,
+        ctc_block: int | None = None,
     ) -> None:
         super().__init__()
 
@@ -144,6 +181,26 @@ class SpeechMapper(Module):
         the mapper's own forward does not use them."""
 
         self.register_module("llm_lora", llm_lora)
+
+        self.ctc_head: SpeechMapperCTCHead | None
+
+        self.register_module("ctc_head", ctc_head)
+
+        self.ctc_block = ctc_block
+
+        self._ctc_states: tuple[Tensor, BatchLayout] | None = None
+
+    def pop_ctc_states(self) -> tuple[Tensor, BatchLayout]:
+        """The CTC head's projection of :attr:`ctc_block`'s output in the last
+        training-mode forward, and its layout; each forward's once."""
+        if self._ctc_states is None:
+            raise RuntimeError(
+                "The mapper has no CTC states: it has no CTC head, or was not run in training mode since they were last taken."
+            )
+
+        states, self._ctc_states = self._ctc_states, None
+
+        return states
 
     def output_lengths(self, seq_lens: Tensor) -> Tensor:
         """Returns the number of output vectors for each input length in
@@ -204,8 +261,12 @@ class SpeechMapper(Module):
 
         seqs, seqs_layout = self._average_frames(seqs, seqs_layout)
 
-        for block in self.blocks:
+        for block_idx, block in enumerate(self.blocks):
             seqs, seqs_layout = block(seqs, seqs_layout)
+
+            # Inside forward, so that data-parallel wrappers see the head used.
+            if block_idx == self.ctc_block and self.ctc_head is not None and self.training:
+                self._ctc_states = (self.ctc_head(seqs), seqs_layout)
 
         seqs = self.final_proj(seqs)
 
