@@ -1,13 +1,35 @@
 """Does the whole chain learn, on speech it never saw?
 
-Run from the repository root (CPU; about 1.5 h with the defaults on 2 cores)::
+Run from the repository root (CPU; hours on 2 cores, resumable)::
 
-    .venv/bin/python benchmarks/learning.py [--output-dir DIR] [--steps N N N] [--it-steps N] [--quick]
+    .venv/bin/python benchmarks/learning.py [--corpus natural|large] [--output-dir DIR]
+        [--steps N N N] [--it-steps N] [--train-split SPLIT] [--rows ROW ...] [--quick]
+    .venv/bin/python benchmarks/learning.py --compare DIR DIR ...   # one table and plot of several runs
 
 Everything goes through the command line a user runs, on the real small models
-(Whisper tiny.en's encoder, SmolLM2-135M-Instruct) and the large spoken corpus
-that ``make-demo-assets --large-corpus`` synthesises (about 2.5 h; its ``test``
-split has sentences *and* voices that ``train`` never has):
+(Whisper tiny.en's encoder, SmolLM2-135M-Instruct) and a spoken corpus whose
+``test`` split has sentences *and* voices that ``train`` never has: the
+natural corpus (``make-demo-assets --natural-corpus``: WordNet's example
+sentences, ~20 h; ``--train-split train_2h`` or ``train_8h`` for the steps of
+a data-scaling curve) or the template-grammar large corpus (~2.5 h).
+
+The rows (``--rows``, all by default), as in the paper's tables, with the
+peer baseline:
+
+- ``untrained``: the mapper as initialised, attached to the frozen LLM;
+- ``stage1_only``: each stage-1 budget attached to the frozen LLM, no
+  instruction tuning (the paper's zero-shot row);
+- ``it_only``: the same mapper architecture from its initialisation, tuned
+  through the frozen LLM with the same IT budget (how end-to-end connectors
+  train);
+- ``slam``: SLAM-ASR's connector (``slam_asr_small``: stacked frames, a 2-layer
+  MLP) trained end to end through the frozen LLM for as many CPU minutes as
+  the largest stage-1 budget plus its IT took;
+- ``stage1_it``: each stage-1 budget, then the IT budget.
+
+Whisper tiny.en's own decoder transcribes the same test split: its WER is the
+line of what the features allow. Minutes are CPU minutes (user + system time
+of the commands), so a loaded machine does not inflate them.
 
 1. ``extract-features``: Whisper runs once over train, dev and test.
 2. ``pretrain`` (the ``demo`` preset, on the corpus' cached features): one run
@@ -37,7 +59,9 @@ demo corpus (a few minutes; the smoke test).
 from __future__ import annotations
 
 import json
+import math
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -48,10 +72,22 @@ from pathlib import Path
 from typing import Any
 
 from fairseq2_speechmapper.demo.large_corpus import LARGE_CORPUS_CARD
+from fairseq2_speechmapper.demo.natural_corpus import NATURAL_CORPUS_CARD
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 VENV_BIN = Path(sys.executable).parent
+
+
+ROWS = ("untrained", "stage1_only", "it_only", "stage1_it", "slam")
+
+ROW_TITLES = {
+    "untrained": "(a) untrained chain",
+    "stage1_only": "(b) stage 1 only",
+    "it_only": "(c) IT only",
+    "stage1_it": "(e) stage 1 + IT",
+    "slam": "(d) SLAM-ASR connector, end to end",
+}
 
 
 @dataclass(kw_only=True)
@@ -62,18 +98,25 @@ class Setup:
     test_split: str
     steps: list[int]
     it_steps: int
+    feature_cache: Path
     stage1_config: list[str] = field(default_factory=list)
     instruct_config: list[str] = field(default_factory=list)
     evaluate_config: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
-class BudgetRow:
-    steps: int
-    minutes: float
-    stage1_ter: float
-    word_token_accuracy: float
-    output_target_norm: float
+class ChainRow:
+    row: str
+    """One of :data:`ROWS`."""
+
+    stage1_steps: int
+    it_steps: int
+    cpu_minutes: float
+    """Stage 1 and IT, user + system time of the commands."""
+
+    word_token_accuracy: float | None = None
+    stage1_ter: float | None = None
+    output_target_norm: float | None = None
     it_accuracy: float | None = None
     wer: float | None = None
     shuffled_wer: float | None = None
@@ -91,16 +134,27 @@ def log(message: str) -> None:
     print(f"[learning {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def cli(*args: str, log_file: Path) -> None:
-    """Runs ``fairseq2 speechmapper ARGS``; its output goes to ``log_file``."""
+def cli(*args: str, log_file: Path, phase: str | None = None, work_dir: Path | None = None) -> None:
+    """Runs ``fairseq2 speechmapper ARGS``; its output goes to ``log_file``.
+    With ``phase``, the command's CPU seconds are added to its entry in
+    ``work_dir/cpu_seconds.json`` (kept across resumes)."""
     command = [str(VENV_BIN / "fairseq2"), "speechmapper", *args, "--no-rich"]
 
     log(" ".join(command[1:]))
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
     with log_file.open("a", encoding="utf-8") as fp:
         result = subprocess.run(command, stdout=fp, stderr=subprocess.STDOUT, env=os.environ)
+
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    if phase is not None and work_dir is not None:
+        seconds = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+        add_cpu_seconds(work_dir, phase, seconds)
 
     if result.returncode != 0:
         tail = log_file.read_text(encoding="utf-8").splitlines()[-5:]
@@ -110,17 +164,37 @@ def cli(*args: str, log_file: Path) -> None:
         )
 
 
+def add_cpu_seconds(work_dir: Path, phase: str, seconds: float) -> None:
+    ledger_file = work_dir / "cpu_seconds.json"
+
+    ledger = json.loads(ledger_file.read_text(encoding="utf-8")) if ledger_file.exists() else {}
+
+    ledger[phase] = ledger.get(phase, 0.0) + seconds
+
+    ledger_file.write_text(json.dumps(ledger, indent=2), encoding="utf-8")
+
+
+def cpu_minutes(work_dir: Path, phase: str) -> float:
+    """The CPU minutes of ``phase``; NaN if it ran before they were counted."""
+    ledger_file = work_dir / "cpu_seconds.json"
+
+    ledger = json.loads(ledger_file.read_text(encoding="utf-8")) if ledger_file.exists() else {}
+
+    return float(ledger[phase]) / 60.0 if phase in ledger else math.nan
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def prepare_assets(setup: Setup) -> Path:
-    """Builds the demo assets and the large corpus (once, in the user's cache),
-    as the demo presets do on first use, and returns the corpus' manifest
+def prepare_assets(setup: Setup, hours: float | None) -> Path:
+    """Builds the demo assets and the corpus (once, in the user's cache), as
+    the demo presets do on first use, and returns the corpus' manifest
     directory."""
     from fairseq2_speechmapper.demo import ensure_demo_assets, make_large_corpus
+    from fairseq2_speechmapper.demo.natural_corpus import DEFAULT_HOURS, build_natural_corpus
 
-    log("demo assets and the large corpus (built the first time)")
+    log("demo assets and the corpus (built the first time)")
 
     assets = ensure_demo_assets()
 
@@ -131,27 +205,26 @@ def prepare_assets(setup: Setup) -> Path:
     if setup.corpus_card == LARGE_CORPUS_CARD:
         return make_large_corpus()
 
+    if setup.corpus_card == NATURAL_CORPUS_CARD:
+        return build_natural_corpus(hours=DEFAULT_HOURS if hours is None else hours)[0]
+
     return assets.corpus_dir
 
 
-def extract_features(setup: Setup, work_dir: Path) -> Path:
-    cache_dir = work_dir / "features"
-
+def extract_features(setup: Setup, work_dir: Path) -> None:
     splits = f"[{setup.train_split},{setup.dev_split},{setup.test_split}]"
 
-    # Resumable: finished shards are kept.
+    # Resumable: finished shards are kept; splits already there are skipped.
     cli(
-        "extract-features", str(cache_dir), "--config",
+        "extract-features", str(setup.feature_cache), "--config",
         "speech_encoder.name=whisper_tiny_en_encoder", "speech_encoder.layer=null",
         "speech_encoder.whisper_window=utterance", f"dataset.name={setup.corpus_card}",
         f"splits={splits}", "dataset.num_parallel_calls=2",
-        log_file=work_dir / "logs" / "extract.log",
+        log_file=work_dir / "logs" / "extract.log", phase="extract_features", work_dir=work_dir,
     )  # fmt: skip
 
-    return cache_dir
 
-
-def pretrain(setup: Setup, work_dir: Path, feature_cache: Path) -> Path:
+def pretrain(setup: Setup, work_dir: Path) -> Path:
     stage1_dir = run_dir(work_dir, "stage1")
 
     last_step = max(setup.steps)
@@ -159,12 +232,12 @@ def pretrain(setup: Setup, work_dir: Path, feature_cache: Path) -> Path:
     if not (stage1_dir / "checkpoints" / f"step_{last_step}").exists():
         cli(
             "pretrain", str(stage1_dir), "--config",
-            f"dataset.feature_cache={feature_cache}", f"dataset.name={setup.corpus_card}",
+            f"dataset.feature_cache={setup.feature_cache}", f"dataset.name={setup.corpus_card}",
             f"dataset.train_split={setup.train_split}", f"dataset.valid_split={setup.dev_split}",
             f"regime.num_steps={last_step}", "regime.validate_at_start=false",
             f"regime.validate_every_n_steps={min(setup.steps)}", f"regime.checkpoint_every_n_steps={min(setup.steps)}",
             "regime.keep_last_n_checkpoints=null", *setup.stage1_config,
-            log_file=work_dir / "logs" / "stage1.log",
+            log_file=work_dir / "logs" / "stage1.log", phase="stage1", work_dir=work_dir,
         )  # fmt: skip
 
     return stage1_dir
@@ -197,9 +270,14 @@ def write_budget_card(stage1_dir: Path, step: int, name: str) -> str:
     return name
 
 
-def untrained_mapper_card(setup: Setup, work_dir: Path, feature_cache: Path) -> str:
-    """The demo mapper as initialised: one pretraining step at learning rate 0."""
-    init_dir = run_dir(work_dir, "stage1_untrained")
+def untrained_mapper_card(setup: Setup, work_dir: Path, feature_cache: Path, arch: str | None = None) -> str:
+    """A mapper as initialised (the stage-1 configuration's, or ``arch``): one
+    pretraining step at learning rate 0."""
+    name = "untrained" if arch is None else f"untrained_{arch}"
+
+    init_dir = run_dir(work_dir, f"stage1_{name}")
+
+    arch_config = [] if arch is None else [f"model.arch={arch}", "loss.ctc_weight=0"]
 
     if not (init_dir / "checkpoints" / "step_1").exists():
         cli(
@@ -208,18 +286,23 @@ def untrained_mapper_card(setup: Setup, work_dir: Path, feature_cache: Path) -> 
             f"dataset.train_split={setup.train_split}", f"dataset.valid_split={setup.dev_split}",
             "regime.num_steps=1", "regime.validate_at_start=false", "regime.validate_every_n_steps=1",
             "regime.checkpoint_every_n_steps=1", "regime.publish_metrics_every_n_steps=1",
-            *setup.stage1_config, "optimizer.config.lr=0.0", "lr_scheduler.config.num_warmup_steps=0",
-            log_file=work_dir / "logs" / "stage1_untrained.log",
+            *setup.stage1_config, *arch_config, "optimizer.config.lr=0.0", "lr_scheduler.config.num_warmup_steps=0",
+            log_file=work_dir / "logs" / f"stage1_{name}.log", phase=f"stage1_{name}", work_dir=work_dir,
         )  # fmt: skip
 
-    return write_budget_card(init_dir, 1, f"speechmapper_{work_dir.name}_untrained")
+    return write_budget_card(init_dir, 1, f"speechmapper_{work_dir.name}_{name}")
 
 
-def stage1_minutes(stage1_dir: Path, step: int) -> float:
-    """The wall minutes pretraining took up to ``step``, validation included."""
-    for entry in read_jsonl(stage1_dir / "metrics" / "train.jsonl"):
+def stage1_share(stage1_dir: Path, step: int) -> float:
+    """The share of the pretraining run's wall time spent up to ``step``, by
+    which its CPU minutes are divided among the budgets."""
+    entries = read_jsonl(stage1_dir / "metrics" / "train.jsonl")
+
+    total = float(entries[-1]["Wall Time"])
+
+    for entry in entries:
         if entry["Step"] >= step:
-            return float(entry["Wall Time"]) / 60.0
+            return float(entry["Wall Time"]) / total
 
     return float("nan")
 
@@ -233,23 +316,27 @@ def evaluate_stage1(setup: Setup, work_dir: Path, card: str, name: str) -> dict[
         cli(
             "evaluate", str(eval_dir), "--stage1", "--config", f"model.name={card}",
             f"dataset.name={setup.corpus_card}", f"dataset.valid_split={setup.test_split}",
-            log_file=work_dir / "logs" / f"{name}.log",
+            log_file=work_dir / "logs" / f"{name}.log", phase=name, work_dir=work_dir,
         )  # fmt: skip
 
     return read_jsonl(metrics_file)[-1]
 
 
-def instruct(setup: Setup, work_dir: Path, feature_cache: Path, card: str, name: str) -> tuple[Path, float]:
+def instruct(
+    setup: Setup, work_dir: Path, feature_cache: Path, card: str, name: str, num_steps: int | None = None
+) -> tuple[Path, float]:
     it_dir = run_dir(work_dir, name)
 
-    if not (it_dir / "checkpoints" / f"step_{setup.it_steps}").exists():
+    num_steps = num_steps or setup.it_steps
+
+    if not (it_dir / "checkpoints" / f"step_{num_steps}").exists():
         cli(
             "instruct", str(it_dir), "--mapper", card, "--config",
             f"dataset.feature_cache={feature_cache}", f"dataset.name={setup.corpus_card}",
             f"dataset.train_split={setup.train_split}", f"dataset.valid_split={setup.dev_split}",
-            f"regime.num_steps={setup.it_steps}", f"regime.validate_every_n_steps={setup.it_steps}",
-            f"regime.checkpoint_every_n_steps={setup.it_steps}", *setup.instruct_config,
-            log_file=work_dir / "logs" / f"{name}.log",
+            f"regime.num_steps={num_steps}", f"regime.validate_every_n_steps={num_steps}",
+            f"regime.checkpoint_every_n_steps={num_steps}", *setup.instruct_config,
+            log_file=work_dir / "logs" / f"{name}.log", phase=name, work_dir=work_dir,
         )  # fmt: skip
 
     valid = read_jsonl(it_dir / "metrics" / "valid.jsonl")
@@ -266,7 +353,7 @@ def evaluate_chain(setup: Setup, work_dir: Path, feature_cache: Path, model: str
             "evaluate", str(eval_dir), "--model", model, "--config",
             f"dataset.feature_cache={feature_cache}", f"dataset.name={setup.corpus_card}",
             f"dataset.valid_split={setup.test_split}", *setup.evaluate_config,
-            log_file=work_dir / "logs" / f"{name}.log",
+            log_file=work_dir / "logs" / f"{name}.log", phase=name, work_dir=work_dir,
         )  # fmt: skip
 
     records = []
@@ -339,70 +426,302 @@ def frequent_token_baseline(manifest_dir: Path, setup: Setup) -> dict[str, float
     }
 
 
-def format_table(rows: list[BudgetRow], untrained_wer: float, untrained_shuffled_wer: float, baseline: float) -> str:
+def whisper_limit(manifest_dir: Path, setup: Setup, work_dir: Path) -> dict[str, Any]:
+    """Whisper tiny.en's own WER on the test split (encoder and decoder, greedy):
+    what the features allow. Kept in ``work_dir/whisper_limit.json``."""
+    limit_file = work_dir / "whisper_limit.json"
+
+    if limit_file.exists():
+        return dict(json.loads(limit_file.read_text(encoding="utf-8")))
+
+    from fairseq2_speechmapper.demo import ensure_demo_assets
+    from fairseq2_speechmapper.demo.whisper_asr import transcribe_manifest
+    from fairseq2_speechmapper.scoring.asr import score_wer
+
+    log(f"Whisper tiny.en transcribes {setup.test_split}")
+
+    started = time.process_time()
+
+    transcripts = transcribe_manifest(
+        manifest_dir / f"{setup.test_split}.jsonl", ensure_demo_assets().whisper_snapshot_dir
+    )
+
+    hypotheses = [t.hypothesis for t in transcripts]
+    references = [t.reference for t in transcripts]
+
+    half = len(references) // 2
+
+    limit = {
+        "wer": score_wer(hypotheses, references).wer,
+        "shuffled_wer": score_wer(hypotheses, references[half:] + references[:half]).wer,
+        "cpu_minutes": (time.process_time() - started) / 60.0,
+        "examples": [{"id": t.id, "reference": t.reference, "hypothesis": t.hypothesis} for t in transcripts[:5]],
+    }
+
+    limit_file.write_text(json.dumps(limit, indent=2), encoding="utf-8")
+
+    return limit
+
+
+def stage1_row(setup: Setup, work_dir: Path, card: str, name: str, row: ChainRow) -> None:
+    stage1 = evaluate_stage1(setup, work_dir, card, name)
+
+    row.stage1_ter = float(stage1["Token Error Rate"])
+    row.word_token_accuracy = float(stage1["Word Token Accuracy"])
+    row.output_target_norm = float(stage1["Output/Target Norm"])
+
+
+def chain_row(setup: Setup, work_dir: Path, model: str, name: str, row: ChainRow, num_examples: int) -> None:
+    records = evaluate_chain(setup, work_dir, setup.feature_cache, model, name)
+
+    row.wer, row.shuffled_wer = chain_wers(records)
+
+    row.examples = [
+        {"id": record["id"], "reference": reference_of(record), "hypothesis": record["hypothesis"]}
+        for record in records[:num_examples]
+    ]
+
+
+def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -> list[ChainRow]:
+    """Runs (or resumes) the asked rows in the order of :data:`ROWS`."""
+    results = []
+
+    untrained_card = untrained_mapper_card(setup, work_dir, setup.feature_cache)
+
+    stage1_dir = pretrain(setup, work_dir) if {"stage1_only", "stage1_it", "slam"} & set(rows) else None
+
+    def budget_card(step: int) -> str:
+        assert stage1_dir is not None
+
+        return write_budget_card(stage1_dir, step, f"speechmapper_{work_dir.name}_s{step}")
+
+    def stage1_cpu(step: int) -> float:
+        assert stage1_dir is not None
+
+        return cpu_minutes(work_dir, "stage1") * stage1_share(stage1_dir, step)
+
+    if "untrained" in rows:
+        row = ChainRow(row="untrained", stage1_steps=0, it_steps=0, cpu_minutes=0.0)
+
+        chain_row(setup, work_dir, untrained_card, "eval_untrained", row, num_examples)
+
+        results.append(row)
+
+    if "stage1_only" in rows:
+        for step in setup.steps:
+            row = ChainRow(row="stage1_only", stage1_steps=step, it_steps=0, cpu_minutes=stage1_cpu(step))
+
+            stage1_row(setup, work_dir, budget_card(step), f"stage1_eval_s{step}", row)
+
+            chain_row(setup, work_dir, budget_card(step), f"eval_stage1_only_s{step}", row, num_examples)
+
+            results.append(row)
+
+    if "it_only" in rows:
+        row = ChainRow(row="it_only", stage1_steps=0, it_steps=setup.it_steps, cpu_minutes=math.nan)
+
+        it_dir, row.it_accuracy = instruct(setup, work_dir, setup.feature_cache, untrained_card, "instruct_s0")
+
+        row.cpu_minutes = cpu_minutes(work_dir, "instruct_s0")
+
+        chain_row(setup, work_dir, str(it_dir), "eval_s0", row, num_examples)
+
+        results.append(row)
+
+    if "stage1_it" in rows or "slam" in rows:
+        for step in setup.steps:
+            row = ChainRow(row="stage1_it", stage1_steps=step, it_steps=setup.it_steps, cpu_minutes=math.nan)
+
+            stage1_row(setup, work_dir, budget_card(step), f"stage1_eval_s{step}", row)
+
+            name = f"instruct_s{step}"
+
+            it_dir, row.it_accuracy = instruct(setup, work_dir, setup.feature_cache, budget_card(step), name)
+
+            row.cpu_minutes = stage1_cpu(step) + cpu_minutes(work_dir, name)
+
+            chain_row(setup, work_dir, str(it_dir), f"eval_s{step}", row, num_examples)
+
+            results.append(row)
+
+    if "slam" in rows:
+        # As many IT steps as the largest budget's stage 1 + IT took CPU
+        # minutes, at the IT's own minutes per step (the frozen LLM dominates
+        # both connectors' steps).
+        step = max(setup.steps)
+
+        it_minutes_per_step = cpu_minutes(work_dir, f"instruct_s{step}") / setup.it_steps
+
+        num_steps = max(
+            setup.it_steps, round((stage1_cpu(step) + it_minutes_per_step * setup.it_steps) / it_minutes_per_step)
+        )
+
+        if math.isnan(it_minutes_per_step):
+            num_steps = setup.it_steps
+
+        slam_card = untrained_mapper_card(setup, work_dir, setup.feature_cache, arch="slam_asr_small")
+
+        row = ChainRow(row="slam", stage1_steps=0, it_steps=num_steps, cpu_minutes=math.nan)
+
+        it_dir, row.it_accuracy = instruct(setup, work_dir, setup.feature_cache, slam_card, "instruct_slam", num_steps)
+
+        row.cpu_minutes = cpu_minutes(work_dir, "instruct_slam")
+
+        chain_row(setup, work_dir, str(it_dir), "eval_slam", row, num_examples)
+
+        results.append(row)
+
+    return results
+
+
+def format_table(rows: list[ChainRow], limit: dict[str, Any] | None, baseline: float) -> str:
     def cell(value: float | None, digits: int = 1) -> str:
-        return "–" if value is None else f"{value:.{digits}f}"
+        return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
     lines = [
-        "| stage-1 steps | stage-1 minutes | test TER % | word-token acc % (baseline) | out/target norm | IT response acc % | test WER % | WER vs shuffled refs % |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| untrained, no IT | 0 | – | – | – | – | {cell(untrained_wer)} | {cell(untrained_shuffled_wer)} |",
+        "| row | stage-1 steps | IT steps | CPU minutes | test word-token acc % (baseline) | test TER % | IT response acc % | test WER % | WER vs shuffled refs % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     for row in rows:
+        accuracy = "–" if row.word_token_accuracy is None else f"{row.word_token_accuracy:.1f} ({baseline:.1f})"
+
         lines.append(
-            f"| {row.steps} | {cell(row.minutes)} | {cell(row.stage1_ter)} | {cell(row.word_token_accuracy)} ({baseline:.1f}) "
-            f"| {cell(row.output_target_norm, 2)} | {cell(row.it_accuracy)} | {cell(row.wer)} | {cell(row.shuffled_wer)} |"
+            f"| {ROW_TITLES[row.row]} | {row.stage1_steps} | {row.it_steps} | {cell(row.cpu_minutes)} | {accuracy} "
+            f"| {cell(row.stage1_ter)} | {cell(row.it_accuracy)} | {cell(row.wer)} | {cell(row.shuffled_wer)} |"
+        )
+
+    if limit is not None:
+        lines.append(
+            f"| Whisper tiny.en's own decoder (the limit) | – | – | {cell(limit['cpu_minutes'])} | – | – | – | {cell(limit['wer'])} | {cell(limit['shuffled_wer'])} |"
         )
 
     return "\n".join(lines)
 
 
-def plot(rows: list[BudgetRow], untrained_wer: float, baseline: float, file: Path) -> None:
+def plot(rows: list[ChainRow], limit: dict[str, Any] | None, baseline: float, file: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
 
     import matplotlib.pyplot as plt
 
-    minutes = [row.minutes for row in rows]
+    figure, (stage1_axes, chain_axes) = plt.subplots(1, 2, figsize=(11, 4))
 
-    figure, (stage1_axes, chain_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    stage1 = [row for row in rows if row.row == "stage1_only"]
 
-    stage1_axes.plot(minutes, [row.word_token_accuracy for row in rows], "o-", label="word-token accuracy")
-    stage1_axes.plot(minutes, [100.0 - row.stage1_ter for row in rows], "s-", label="100 − token error rate")
+    stage1_axes.plot(
+        [row.stage1_steps for row in stage1],
+        [row.word_token_accuracy for row in stage1],
+        "o-",
+        label="word-token accuracy",
+    )
     stage1_axes.axhline(baseline, color="grey", linestyle="--", label="frequent-token baseline")
-    stage1_axes.set_xlabel("stage-1 minutes (2-core CPU)")
+    stage1_axes.set_xlabel("stage-1 steps")
     stage1_axes.set_ylabel("%, unseen test split")
     stage1_axes.set_title("Stage 1: embedding-space decoding")
     stage1_axes.legend()
 
-    chain_axes.plot(minutes, [row.wer for row in rows], "o-", label="WER (own references)")
-    chain_axes.plot(minutes, [row.shuffled_wer for row in rows], "s-", label="WER vs shuffled references")
-    chain_axes.axhline(untrained_wer, color="grey", linestyle="--", label="untrained chain")
-    chain_axes.set_xlabel("stage-1 minutes, then the demo IT")
+    for name in ROWS:
+        selected = [row for row in rows if row.row == name and row.wer is not None]
+        if selected:
+            chain_axes.plot(
+                [row.cpu_minutes for row in selected], [row.wer for row in selected], "o-", label=ROW_TITLES[name]
+            )
+
+    if limit is not None:
+        chain_axes.axhline(limit["wer"], color="green", linestyle=":", label="Whisper tiny.en's own decoder")
+
+    chain_axes.set_xlabel("CPU minutes (stage 1 + IT)")
     chain_axes.set_ylabel("WER %, unseen test split")
     chain_axes.set_title("Speech LLM: greedy transcription")
-    chain_axes.legend()
+    chain_axes.legend(fontsize=8)
 
     figure.tight_layout()
     figure.savefig(file, dpi=110)
 
 
+def compare(work_dirs: list[Path], output_dir: Path) -> int:
+    """One table and plot of the stage-1 rows of several runs (a data-scaling
+    curve, or ablations at equal budget), from their ``learning.json``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    import matplotlib.pyplot as plt
+
+    lines = [
+        "| run | train split | stage-1 config | stage-1 steps | CPU minutes | test word-token acc % | test TER % | out/target norm | stage-1-only WER % (shuffled) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+
+    baseline = math.nan
+
+    for work_dir in work_dirs:
+        summary = json.loads((work_dir / "learning.json").read_text(encoding="utf-8"))
+
+        setup = summary["setup"]
+
+        baseline = summary["baseline"]
+
+        rows = [row for row in summary["rows"] if row["row"] == "stage1_only"]
+
+        config = " ".join(setup["stage1_config"]) or "the demo preset"
+
+        for row in rows:
+            lines.append(
+                f"| {work_dir.name} | {setup['train_split']} | {config} | {row['stage1_steps']} | {row['cpu_minutes']:.1f} "
+                f"| {row['word_token_accuracy']:.1f} | {row['stage1_ter']:.1f} | {row['output_target_norm']:.2f} | {row['wer']:.1f} ({row['shuffled_wer']:.1f}) |"
+            )
+
+        axes.plot(
+            [row["stage1_steps"] for row in rows],
+            [row["word_token_accuracy"] for row in rows],
+            "o-",
+            label=f"{work_dir.name} ({setup['train_split']})",
+        )
+
+    axes.axhline(baseline, color="grey", linestyle="--", label="frequent-token baseline")
+    axes.set_xlabel("stage-1 steps")
+    axes.set_ylabel("word-token accuracy %, unseen test split")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    figure.savefig(output_dir / "compare.png", dpi=110)
+
+    table = "\n".join(lines)
+
+    (output_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
+
+    print(table)
+    print(f"\n{output_dir / 'compare.png'}")
+
+    return 0
+
+
 def parse_args() -> Namespace:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=REPO_DIR / "runs" / "learning")
-    parser.add_argument("--steps", type=int, nargs="+", help="stage-1 budgets in steps (checkpoints of one run)")
-    parser.add_argument("--it-steps", type=int, help="instruction-tuning steps per budget")
-    parser.add_argument("--quick", action="store_true", help="a miniature on the small demo corpus (smoke test)")
+    parser.add_argument("--corpus", choices=("natural", "large"), default="natural", help="the spoken corpus")
+    parser.add_argument("--hours", type=float, help="hours of training speech of the natural corpus (default 20)")
+    parser.add_argument("--train-split", default="train", help="e.g. train_2h, train_8h: steps of a scaling curve")
     parser.add_argument(
-        "--it-without-stage1", action="store_true", help="also instruction-tune the untrained mapper (budget 0)"
+        "--feature-cache", type=Path, help="a feature cache to share between runs (default DIR/features)"
     )
+    parser.add_argument("--steps", type=int, nargs="+", help="stage-1 budgets in steps (checkpoints of one run)")
+    parser.add_argument("--it-steps", type=int, help="instruction-tuning steps per row")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS), help="the rows to run")
+    parser.add_argument("--quick", action="store_true", help="a miniature on the small demo corpus (smoke test)")
     parser.add_argument(
         "--stage1-config", nargs="*", default=[], help="extra `pretrain --config` overrides (ablations)"
     )
     parser.add_argument("--instruct-config", nargs="*", default=[], help="extra `instruct --config` overrides")
-    parser.add_argument("--examples", type=int, default=5, help="test hypotheses to print per budget")
+    parser.add_argument("--examples", type=int, default=5, help="test hypotheses to print per row")
+    parser.add_argument("--compare", type=Path, nargs="+", help="tabulate and plot these runs' stage-1 rows instead")
 
     return parser.parse_args()
 
@@ -410,13 +729,22 @@ def parse_args() -> Namespace:
 def main() -> int:
     args = parse_args()
 
+    work_dir: Path = args.output_dir.resolve()
+
+    if args.compare:
+        return compare([path.resolve() for path in args.compare], work_dir)
+
+    feature_cache = (args.feature_cache or work_dir / "features").resolve()
+
     if args.quick:
-        setup = Setup(corpus_card="speechmapper_demo_corpus", train_split="train", dev_split="dev", test_split="dev", steps=args.steps or [20], it_steps=args.it_steps or 5)  # fmt: skip
+        setup = Setup(corpus_card="speechmapper_demo_corpus", train_split="train", dev_split="dev", test_split="dev", steps=args.steps or [20], it_steps=args.it_steps or 5, feature_cache=feature_cache)  # fmt: skip
     else:
-        setup = Setup(corpus_card=LARGE_CORPUS_CARD, train_split="train", dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 600)  # fmt: skip
+        corpus_card = NATURAL_CORPUS_CARD if args.corpus == "natural" else LARGE_CORPUS_CARD
+
+        setup = Setup(corpus_card=corpus_card, train_split=args.train_split, dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 600, feature_cache=feature_cache)  # fmt: skip
 
     setup.steps = sorted(setup.steps)
-    # The demo's 20 warm-up steps would fill the miniature's whole schedule.
+    # The demo's 100 warm-up steps would fill the miniature's whole schedule.
     setup.stage1_config = (["lr_scheduler.config.num_warmup_steps=5"] if args.quick else []) + list(args.stage1_config)
     setup.instruct_config = (["regime.validate_at_start=false"] if args.quick else []) + list(args.instruct_config)
 
@@ -427,81 +755,45 @@ def main() -> int:
     if any(step % setup.steps[0] for step in setup.steps):
         raise SystemExit("--steps: every budget must be a multiple of the smallest (it is the checkpoint interval).")
 
-    work_dir: Path = args.output_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
 
     os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 
     started = time.monotonic()
 
-    manifest_dir = prepare_assets(setup)
+    manifest_dir = prepare_assets(setup, args.hours)
 
-    feature_cache = extract_features(setup, work_dir)
-
-    stage1_dir = pretrain(setup, work_dir, feature_cache)
+    extract_features(setup, work_dir)
 
     baselines = frequent_token_baseline(manifest_dir, setup)
     baseline = max(baselines.values())
 
-    untrained_card = untrained_mapper_card(setup, work_dir, feature_cache)
+    limit = None if args.quick else whisper_limit(manifest_dir, setup, work_dir)
 
-    untrained_records = evaluate_chain(setup, work_dir, feature_cache, untrained_card, "eval_untrained")
-    untrained_wer, untrained_shuffled_wer = chain_wers(untrained_records)
+    rows = run_rows(setup, work_dir, args.rows, args.examples)
 
-    rows = []
-
-    for step in [0, *setup.steps] if args.it_without_stage1 else setup.steps:
-        if step == 0:
-            card = untrained_card
-            minutes = 0.0
-        else:
-            card = write_budget_card(stage1_dir, step, f"speechmapper_{work_dir.name}_s{step}")
-            minutes = stage1_minutes(stage1_dir, step)
-
-        stage1 = evaluate_stage1(setup, work_dir, card, f"stage1_eval_s{step}")
-
-        row = BudgetRow(
-            steps=step,
-            minutes=minutes,
-            stage1_ter=float(stage1["Token Error Rate"]),
-            word_token_accuracy=float(stage1["Word Token Accuracy"]),
-            output_target_norm=float(stage1["Output/Target Norm"]),
-        )
-
-        it_dir, row.it_accuracy = instruct(setup, work_dir, feature_cache, card, f"instruct_s{step}")
-
-        records = evaluate_chain(setup, work_dir, feature_cache, str(it_dir), f"eval_s{step}")
-
-        row.wer, row.shuffled_wer = chain_wers(records)
-
-        row.examples = [
-            {"id": record["id"], "reference": reference_of(record), "hypothesis": record["hypothesis"]}
-            for record in records[: args.examples]
-        ]
-
-        rows.append(row)
-
-    table = format_table(rows, untrained_wer, untrained_shuffled_wer, baseline)
+    table = format_table(rows, limit, baseline)
 
     summary = {
-        "setup": asdict(setup),
+        "setup": {**asdict(setup), "feature_cache": str(setup.feature_cache)},
         "frequent_token_baselines": baselines,
-        "untrained_chain": {"wer": untrained_wer, "shuffled_wer": untrained_shuffled_wer},
-        "budgets": [asdict(row) for row in rows],
+        "baseline": baseline,
+        "whisper_limit": limit,
+        "rows": [asdict(row) for row in rows],
         "minutes": (time.monotonic() - started) / 60.0,
     }
 
     (work_dir / "learning.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (work_dir / "learning.md").write_text(table + "\n", encoding="utf-8")
 
-    plot([row for row in rows if row.steps > 0], untrained_wer, baseline, work_dir / "learning.png")
+    plot(rows, limit, baseline, work_dir / "learning.png")
 
     print(table)
     print()
     print(f"Frequent-token baselines (word-token accuracy, %): {baselines}")
 
     for row in rows:
-        print(f"\nTest hypotheses after {row.steps} stage-1 steps + {setup.it_steps} IT steps:")
+        print(f"\nTest hypotheses, {ROW_TITLES[row.row]}, {row.stage1_steps} stage-1 steps + {row.it_steps} IT steps:")
         for example in row.examples:
             print(f"  REF: {example['reference']}\n  HYP: {example['hypothesis']}")
 

@@ -59,16 +59,27 @@ def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_asse
 
     summary = json.loads((output_dir / "learning.json").read_text())
 
-    assert [row["steps"] for row in summary["budgets"]] == [20]
+    rows = {row["row"]: row for row in summary["rows"]}
 
-    for row in summary["budgets"]:
-        assert 0.0 <= row["word_token_accuracy"] <= 100.0
-        assert row["wer"] is not None and row["shuffled_wer"] is not None
+    # Every row of the paper's table and the peer baseline, once each at one budget.
+    assert [row["row"] for row in summary["rows"]] == ["untrained", "stage1_only", "it_only", "stage1_it", "slam"]
+
+    assert [rows[name]["stage1_steps"] for name in ("stage1_only", "stage1_it")] == [20, 20]
+    assert [rows[name]["it_steps"] for name in ("stage1_only", "it_only", "stage1_it")] == [0, 5, 5]
+
+    for name in ("stage1_only", "stage1_it"):
+        assert 0.0 <= rows[name]["word_token_accuracy"] <= 100.0
+        assert rows[name]["cpu_minutes"] > 0.0
+
+    # The SLAM connector gets the CPU minutes of stage 1 + IT: at least the IT's steps.
+    assert rows["slam"]["it_steps"] >= 5
+    assert rows["stage1_it"]["cpu_minutes"] > rows["it_only"]["cpu_minutes"] * 0.5
+
+    for row in summary["rows"]:
+        assert row["wer"] > 0.0 and row["shuffled_wer"] > 0.0
         assert len(row["examples"]) == 5
 
-    assert summary["budgets"][0]["minutes"] > 0.0
-    assert summary["untrained_chain"]["wer"] > 0.0
-    assert 0.0 < max(summary["frequent_token_baselines"].values()) < 100.0
+    assert 0.0 < summary["baseline"] < 100.0
 
     assert (output_dir / "learning.png").stat().st_size > 10_000
-    assert "| stage-1 steps |" in result.stdout
+    assert "| (e) stage 1 + IT |" in result.stdout

@@ -298,7 +298,7 @@ def build_natural_corpus(
 
     corpus_dir = output_dir / "demo" / "natural_corpus"
 
-    plan_stamp = {"plan_version": _PLAN_VERSION, "hours": hours}
+    plan_stamp: dict[str, object] = {"plan_version": _PLAN_VERSION, "hours": hours}
 
     stamp = read_stamp(corpus_dir)
     if stamp and stamp.get("card") != plan_stamp:
