@@ -117,7 +117,9 @@ def test_plan_is_deterministic_and_grows_with_hours(examples: list[str], plan: l
 
 
 def test_sentences_are_cleaned_for_speech() -> None:
-    assert clean_sentence("  the  pillar stood alone, supporting nothing ") == "the pillar stood alone, supporting nothing"
+    assert (
+        clean_sentence("  the  pillar stood alone, supporting nothing ") == "the pillar stood alone, supporting nothing"
+    )
 
     # Digits, symbols, acronyms, too short or too long: read otherwise than written.
     assert clean_sentence("he was born in 1990 in Paris") is None
