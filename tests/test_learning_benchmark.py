@@ -48,7 +48,18 @@ def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_asse
     output_dir = tmp_path / "learning"
 
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS_DIR / "learning.py"), "--quick", "--output-dir", str(output_dir)],
+        # Untrained and IT-only rows run the same commands as these, from another card.
+        [
+            sys.executable,
+            str(BENCHMARKS_DIR / "learning.py"),
+            "--quick",
+            "--output-dir",
+            str(output_dir),
+            "--rows",
+            "stage1_only",
+            "stage1_it",
+            "slam",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -61,20 +72,20 @@ def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_asse
 
     rows = {row["row"]: row for row in summary["rows"]}
 
-    # Every row of the paper's table and the peer baseline, once each at one budget.
-    assert [row["row"] for row in summary["rows"]] == ["untrained", "stage1_only", "it_only", "stage1_it", "slam"]
+    assert [row["row"] for row in summary["rows"]] == ["stage1_only", "stage1_it", "slam"]
 
-    assert [rows[name]["stage1_steps"] for name in ("stage1_only", "stage1_it")] == [20, 20]
-    assert [rows[name]["it_steps"] for name in ("stage1_only", "it_only", "stage1_it")] == [0, 5, 5]
+    assert [rows[name]["stage1_steps"] for name in ("stage1_only", "stage1_it", "slam")] == [20, 20, 0]
+    assert [rows[name]["it_steps"] for name in ("stage1_only", "stage1_it")] == [0, 5]
 
     for name in ("stage1_only", "stage1_it"):
         assert 0.0 <= rows[name]["word_token_accuracy"] <= 100.0
         assert rows[name]["cpu_minutes"] > 0.0
 
-    # The SLAM connector gets the CPU minutes of stage 1 + IT: at least the IT's steps.
-    assert rows["slam"]["it_steps"] >= 5
-    assert rows["stage1_it"]["cpu_minutes"] > rows["it_only"]["cpu_minutes"] * 0.5
+    # The SLAM connector gets the CPU minutes of stage 1 + IT: more steps than the IT alone.
+    assert rows["slam"]["it_steps"] > 5
+    assert rows["slam"]["cpu_minutes"] > 0.0
 
+    # The one stage-1 budget is the largest: the chain is evaluated on every row.
     for row in summary["rows"]:
         assert row["wer"] > 0.0 and row["shuffled_wer"] > 0.0
         assert len(row["examples"]) == 5

@@ -206,3 +206,95 @@ def test_mapper_card_loads_its_checkpoint_bit_exactly() -> None:
 
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[key]), key
+
+
+def test_slam_asr_connector_stacks_five_frames_into_a_two_layer_mlp() -> None:
+    model = create_mapper("slam_asr_small").eval()
+
+    # Whisper's 50 Hz -> 10 Hz, as SLAM-ASR's projector.
+    assert model.downsampling_factor == 5
+    assert [len(block.encoder.layers) for block in model.blocks] == [0]
+
+    features = torch.randn(2, 100, 384)
+
+    outputs, layout = model(features, BatchLayout.of(features, [100, 52]))
+
+    assert outputs.shape == (2, 20, 576)
+    assert layout.seq_lens == [20, 10]
+
+    # Frame 7 changes output 1 (frames 5-9) and no other.
+    changed = features.clone()
+    changed[0, 7] += 1.0
+
+    delta = (model(changed, BatchLayout.of(changed, [100, 52]))[0] - outputs).abs().sum(dim=-1)
+
+    assert delta[0, 1] > 0.0
+    assert delta[0, [0, 2, 3]].sum() == 0.0 and delta[1].sum() == 0.0
+
+
+def test_ctc_head_runs_in_training_only_and_its_loss_learns_a_batch() -> None:
+    from fairseq2_speechmapper.stage1.ctc import BatchVocabularyCTCLoss
+
+    torch.manual_seed(0)
+
+    hub = get_speechmapper_model_hub()
+
+    config = hub.get_arch_config("tiny")
+    config.ctc_block = 0
+
+    model = hub.create_new_model(config, device=torch.device("cpu"))
+
+    assert model.ctc_head is not None
+
+    embedding_table = torch.randn(50, config.llm_dim)
+
+    features = torch.randn(2, 120, config.input_dim)
+    layout = BatchLayout.of(features, [120, 90])
+
+    target_ids = [torch.tensor([3, 7, 7, 12]), torch.tensor([40, 3])]
+
+    ctc = BatchVocabularyCTCLoss(embedding_table)
+
+    # In eval mode (validation, generation) the head is not run.
+    model.eval()
+    model(features, layout)
+
+    with pytest.raises(RuntimeError, match="no CTC states"):
+        model.pop_ctc_states()
+
+    model.train()
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    losses = []
+
+    for _ in range(200):
+        model(features, layout)
+
+        loss = ctc(model, target_ids)
+
+        assert loss.shape == (2,)
+
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+
+        losses.append(float(loss.detach().sum()))
+
+    assert losses[-1] < 0.05 * losses[0], losses[::20]
+
+    # Greedy CTC decoding of the memorised batch gives its transcripts back.
+    model(features, layout)
+
+    states, states_layout = model.pop_ctc_states()
+
+    vocab = torch.unique(torch.cat(target_ids))
+
+    best = model.ctc_head.logits(states, embedding_table[vocab]).argmax(dim=-1)
+
+    for i, ids in enumerate(target_ids):
+        path = best[i, : states_layout.seq_lens[i]].tolist()
+
+        collapsed = [p for j, p in enumerate(path) if (j == 0 or p != path[j - 1]) and p != vocab.numel()]
+
+        assert vocab[collapsed].tolist() == ids.tolist()
