@@ -191,12 +191,13 @@ def prepare_assets(setup: Setup, hours: float | None) -> Path:
     """Builds the demo assets and the corpus (once, in the user's cache), as
     the demo presets do on first use, and returns the corpus' manifest
     directory."""
-    from fairseq2_speechmapper.demo import ensure_demo_assets, make_large_corpus
+    from fairseq2_speechmapper.demo import make_demo_assets, make_large_corpus
     from fairseq2_speechmapper.demo.natural_corpus import DEFAULT_HOURS, build_natural_corpus
+    from fairseq2_speechmapper.paths import get_cache_dir
 
     log("demo assets and the corpus (built the first time)")
 
-    assets = ensure_demo_assets()
+    assets = make_demo_assets(get_cache_dir())
 
     # Whisper tiny.en loads through fairseq2's `hg` family, offline; inherited
     # by every command below.
@@ -435,8 +436,9 @@ def whisper_limit(manifest_dir: Path, setup: Setup) -> dict[str, Any]:
     if limit_file.exists():
         return dict(json.loads(limit_file.read_text(encoding="utf-8")))
 
-    from fairseq2_speechmapper.demo import ensure_demo_assets
+    from fairseq2_speechmapper.demo import make_demo_assets
     from fairseq2_speechmapper.demo.whisper_asr import transcribe_manifest
+    from fairseq2_speechmapper.paths import get_cache_dir
     from fairseq2_speechmapper.scoring.asr import score_wer
 
     log(f"Whisper tiny.en transcribes {setup.test_split}")
@@ -444,7 +446,7 @@ def whisper_limit(manifest_dir: Path, setup: Setup) -> dict[str, Any]:
     started = time.process_time()
 
     transcripts = transcribe_manifest(
-        manifest_dir / f"{setup.test_split}.jsonl", ensure_demo_assets().whisper_snapshot_dir
+        manifest_dir / f"{setup.test_split}.jsonl", make_demo_assets(get_cache_dir()).whisper_snapshot_dir
     )
 
     hypotheses = [t.hypothesis for t in transcripts]

@@ -97,11 +97,16 @@ def test_plan_is_deterministic_and_grows_with_hours(examples: list[str], plan: l
         (u.id, u.text, u.rate, u.pitch, u.pitch_shift_cents) for u in plan
     ]
 
-    small = [u for u in plan_natural_corpus(examples, 2.0) if u.split == "train"]
-    large = [u for u in plan if u.split == "train"]
+    def takes(utterances: list) -> list[tuple]:
+        return [(u.id, u.text, u.voice.name, u.rate, u.pitch, u.pitch_shift_cents) for u in utterances]
 
-    # The smaller corpus is the start of the larger one.
-    assert [u.id for u in small] == [u.id for u in large[: len(small)]]
+    small = plan_natural_corpus(examples, 2.0)
+
+    # The smaller corpus is the start of the larger one, with the same dev and test.
+    small_train = takes([u for u in small if u.split == "train"])
+
+    assert small_train == takes([u for u in plan if u.split == "train"])[: len(small_train)]
+    assert takes([u for u in small if u.split != "train"]) == takes([u for u in plan if u.split != "train"])
 
     # More hours than sentences: sentences come back with other voices.
     huge = [u for u in plan_natural_corpus(examples, 40.0) if u.split == "train"]

@@ -46,7 +46,7 @@ WORDNET_DIR: Final = Path("/usr/share/wordnet")
 
 # Bumped whenever the sentences, voices, variation or synthesis change, so
 # that a corpus built otherwise is rebuilt.
-_PLAN_VERSION: Final = 1
+_PLAN_VERSION: Final = 2
 
 _SEED: Final = 2026
 
@@ -92,10 +92,12 @@ TEST_VOICES: Final = [
 """Voices only ``test`` has: an accent (West Midlands), a voice variant, a
 flite speaker (Scottish) and a festival speaker that no training voice uses."""
 
-# A rough speaking time, to pick the sentences for ``hours`` before synthesis.
-_SECONDS_PER_WORD: Final = 0.36
+# The speaking time of a sentence, to pick the sentences for ``hours`` before
+# synthesis: a least-squares fit to the 22,478 training utterances of the
+# first build (mean 2.49 s; espeak-ng 0.33 s per word, flite and festival 0.35).
+_SECONDS_PER_WORD: Final = 0.272
 
-_SECONDS_PER_UTTERANCE: Final = 0.5
+_SECONDS_PER_UTTERANCE: Final = 0.435
 
 # Letters, apostrophes, hyphens and sentence punctuation only: digits, symbols
 # and abbreviations are read aloud otherwise than they are written.
@@ -186,8 +188,6 @@ def plan_natural_corpus(examples: Sequence[str], hours: float = DEFAULT_HOURS) -
     if hours <= 0.0:
         raise DemoAssetError(f"The natural corpus needs more than 0 hours of training speech, but {hours} were asked.")
 
-    rng = random.Random(_SEED)
-
     utterances = []
 
     for split, sentences in plan_sentences(examples).items():
@@ -201,6 +201,9 @@ def plan_natural_corpus(examples: Sequence[str], hours: float = DEFAULT_HOURS) -
         for idx, sentence, repeat in spoken:
             # A repeated sentence gets another voice than its earlier takes.
             voice = voices[(idx + repeat * 7) % len(voices)]
+
+            # Seeded per utterance: a corpus of other hours shares its utterances.
+            rng = random.Random(f"{_SEED}/{split}/{idx}/{repeat}")
 
             rate = round(0.85 + 0.05 * rng.randrange(8), 2)
 
@@ -276,8 +279,8 @@ def build_natural_corpus(
 ) -> tuple[Path, PartReport]:
     """Returns the directory of the natural corpus's manifests and what its
     build took, synthesising it into ``output_dir/demo/natural_corpus`` first
-    unless a corpus of this plan and ``hours`` is there (about 20 minutes for 20
-    hours on two cores), and writes its card (:data:`NATURAL_CORPUS_CARD`) into
+    unless a corpus of this plan and ``hours`` is there (43 minutes for 15.6
+    hours on two cores shared with other jobs; 1.9 GB), and writes its card (:data:`NATURAL_CORPUS_CARD`) into
     ``cards_dir/natural_corpus.yaml``.
 
     ``output_dir`` defaults to the cache directory, ``cards_dir`` to
