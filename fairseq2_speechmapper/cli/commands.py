@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fairseq2_speechmapper.cli.main import SubCommand, fail, run_recipe_main
-from fairseq2_speechmapper.prepare.cli import run_prepare
+from fairseq2_speechmapper.cli.prepare import run_prepare
+from fairseq2_speechmapper.cli.support import SubCommand, fail, run_recipe_main
 
 if TYPE_CHECKING:
     from fairseq2.recipe.base import Recipe
