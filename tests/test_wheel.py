@@ -8,8 +8,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO_DIR = Path(__file__).parent.parent
+
+# Building a wheel takes a while.
+pytestmark = pytest.mark.slow
+
+# Optional parts, each in its extra: unbabel-comet's runtime dependencies, and
+# transformers' GGUF loader for the demo's conversion.
+COMET_PACKAGES = {"entmax", "jsonargparse", "pandas", "pytorch-lightning", "scipy", "torchmetrics", "setuptools"}
+
+DEMO_PACKAGES = {"gguf", "accelerate"}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +65,32 @@ def test_wheel_holds_every_module_and_card(wheel_file: Path) -> None:
 
     assert "[fairseq2.extension]" in text
     assert "fairseq2 = fairseq2_speechmapper.cli:main" in text
+
+
+def test_wheel_declares_the_optional_parts_as_extras(wheel_file: Path) -> None:
+    with zipfile.ZipFile(wheel_file) as wheel:
+        metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+
+        lines = wheel.read(metadata).decode().splitlines()
+
+    requirements = [
+        Requirement(line.removeprefix("Requires-Dist:").strip()) for line in lines if line.startswith("Requires-Dist:")
+    ]
+
+    def names(extra: str | None) -> set[str]:
+        return {
+            r.name.lower()
+            for r in requirements
+            if (r.marker is None if extra is None else r.marker is not None and r.marker.evaluate({"extra": extra}))
+        }
+
+    core = names(None)
+
+    assert {"fairseq2", "torch", "jiwer", "editdistance"} <= core
+    assert core & (COMET_PACKAGES | DEMO_PACKAGES) == set()
+
+    assert COMET_PACKAGES <= names("comet")
+    assert DEMO_PACKAGES <= names("demo")
 
 
 def test_wheel_in_another_venv_shows_our_cards(wheel_file: Path, tmp_path: Path) -> None:

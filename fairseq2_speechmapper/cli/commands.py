@@ -350,11 +350,20 @@ def _ensure_demo_assets() -> None:
 
         return
 
+    _check_demo_extra_installed()
+
     assets = ensure_demo_assets()
 
     for report in assets.reports:
         if report.built_now:
             print(f"Built demo asset {report.name} in {report.seconds:.1f} s.", file=sys.stderr)
+
+
+def _check_demo_extra_installed() -> None:
+    from fairseq2_speechmapper.errors import check_extra_installed
+
+    # transformers' GGUF loader, which converts the demo SmolLM2.
+    check_extra_installed("demo", "Converting the demo models", ("gguf", "accelerate"))
 
 
 def _run_self_check(prog: str, args: list[str]) -> int:
@@ -437,6 +446,8 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
 
     if namespace.hours is not None and not namespace.natural_corpus:
         parser.error("--hours sets the size of the natural corpus; add --natural-corpus")
+
+    _check_demo_extra_installed()
 
     from fairseq2_speechmapper.demo import make_demo_assets
 
