@@ -373,8 +373,8 @@ def _run_self_check(prog: str, args: list[str]) -> int:
     )
     parser.parse_args(args)
 
+    from fairseq2_speechmapper.cli.self_check import run_self_check
     from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
-    from fairseq2_speechmapper.self_check import run_self_check
     from fairseq2_speechmapper.tiny_assets import write_tiny_assets
 
     # Before fairseq2 starts: its asset store reads the cards directory once.
@@ -412,7 +412,7 @@ def _run_model_info(prog: str, args: list[str]) -> int:
     parser.add_argument("name", help="name of the model's asset card")
     namespace = parser.parse_args(args)
 
-    from fairseq2_speechmapper.model_info import print_model_info
+    from fairseq2_speechmapper.cli.model_info import print_model_info
 
     return _with_extension(lambda: print_model_info(namespace.name))
 
