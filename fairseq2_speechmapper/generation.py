@@ -384,7 +384,7 @@ class _DecodingState:
     def step(self) -> bool:
         """Chooses the tokens of ``pos``, drops the examples that are done and
         feeds ``pos``; returns whether any example goes on."""
-        choice = self._choose()
+        choice = self._choose_step()
 
         keep = ~choice.done
 
@@ -401,7 +401,7 @@ class _DecodingState:
         """The best hypothesis of each example, in order."""
         return [max(hypotheses, key=lambda h: h.score) for hypotheses in self._finished]
 
-    def _choose(self) -> _StepChoice:
+    def _choose_step(self) -> _StepChoice:
         num_examples, beam_size = self._example_ids.size(0), self._beam_size
 
         # Row `r` comes from row `src_rows[r]` of this step; identity unless chosen otherwise.

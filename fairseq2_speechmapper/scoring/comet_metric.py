@@ -25,8 +25,17 @@ if TYPE_CHECKING:
 
 DEFAULT_COMET_MODEL: Final = "Unbabel/wmt22-comet-da"
 
-# The runtime dependencies of unbabel-comet 2.2.7 (the `comet` extra), as imported.
-_COMET_MODULES: Final = ("entmax", "jsonargparse", "pandas", "pytorch_lightning", "scipy", "torchmetrics")
+# The runtime dependencies of unbabel-comet 2.2.7 (the `comet` extra), as imported
+# (pkg_resources: setuptools<81, which torchmetrics 0.10 needs).
+_COMET_MODULES: Final = (
+    "entmax",
+    "jsonargparse",
+    "pandas",
+    "pytorch_lightning",
+    "scipy",
+    "torchmetrics",
+    "pkg_resources",
+)
 
 # unbabel-comet declares numpy<2 but runs on 2.x: installed without its dependencies.
 _COMET_INSTALL: Final = "pip install --no-deps unbabel-comet==2.2.7"
