@@ -107,10 +107,13 @@ def test_wheel_in_another_venv_shows_our_cards(wheel_file: Path, tmp_path: Path)
     )
 
     # The new venv borrows fairseq2 and torch from this one (a plain path in a
-    # .pth file, so this venv's editable install of the package is not active).
+    # .pth file, so this venv's editable install of the package is not active),
+    # and from any site-packages this one chains to through a .pth file.
     (venv_site_packages,) = (venv_dir / "lib").glob("python*/site-packages")
 
-    (venv_site_packages / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    borrowed = dict.fromkeys([*site.getsitepackages(), *(p for p in sys.path if Path(p).name == "site-packages")])
+
+    (venv_site_packages / "borrowed.pth").write_text("\n".join(borrowed) + "\n")
 
     # fairseq2n finds its native libraries (oneTBB) in the venv's own lib/.
     for library in (Path(sys.prefix) / "lib").glob("*.so*"):
