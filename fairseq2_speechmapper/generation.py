@@ -452,8 +452,10 @@ class _DecodingState:
         return going_on, (torch.tensor(num_finished, device=self._device) >= self._beam_size) | is_last
 
     def _block_repeated_ngrams(self, logits: Tensor, rows: Tensor, steps: Tensor) -> Tensor:
-        """Bans, through fairseq2's processor (one batch, no host read), the
-        tokens that would repeat an n-gram of a row's generated tokens."""
+        """Bans, through fairseq2's processor, the tokens that would repeat an
+        n-gram of a row's generated tokens: all rows in one batch, no token
+        list copied to the host (the processor's boolean indexing still waits
+        for the device on CUDA)."""
         assert self._ngram_blocker is not None
 
         vocab_size = logits.size(1)
