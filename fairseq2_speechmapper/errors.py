@@ -3,6 +3,9 @@ configuration value), reported on one line without a traceback."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from importlib.util import find_spec
+
 from fairseq2.recipe.error import RecipeError
 
 
@@ -19,6 +22,24 @@ class SpeechMapperError(RecipeError):
 class FileWriteError(SpeechMapperError):
     """A file could not be written (a full disk, a missing permission); no
     half-written file is left behind."""
+
+
+class MissingExtraError(SpeechMapperError):
+    """An optional part is used without the packages of its extra."""
+
+
+def check_extra_installed(extra: str, part: str, modules: Sequence[str]) -> None:
+    """Raises :class:`MissingExtraError`, naming the install command, unless
+    ``modules`` (top-level names) are importable.
+
+    :param extra: The extra of ``pyproject.toml`` that holds the packages
+        (``comet``, ``demo``).
+    :param part: What needs them, to start the message (``COMET``).
+    """
+    if missing := [module for module in modules if find_spec(module) is None]:
+        raise MissingExtraError(
+            f"{part} needs the optional packages of the `{extra}` extra ({', '.join(missing)} missing): run `pip install 'fairseq2-speechmapper[{extra}]'`."
+        )
 
 
 def describe_error_chain(ex: BaseException) -> str:

@@ -6,7 +6,9 @@ embedded by the LLM's table, the mapper's vectors spliced in where the audio
 goes), of a different length per example. fairseq2's generators take token ids
 only, and its beam search cannot start from embeddings, so this module has its
 own small loop (greedy, beam search, sampling) on ``llm.decoder`` with an
-:class:`IncrementalStateBag`:
+:class:`IncrementalStateBag`, shaped as fairseq2's generators are: a decoding
+state (tokens, scores, example ids, the cache's row order) that is prefilled,
+stepped and finished:
 
 - the part of the prefixes that all examples have is fed in one call;
 - then every row advances one position per step, fed its own prefix while it
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, final
 
 import torch
 from torch import Tensor
-from torch.nn.functional import log_softmax, softmax
+from torch.nn.functional import log_softmax, pad, softmax
 
 from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.generation.step_processor import NGramRepeatBlockProcessor
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn import BatchLayout, IncrementalStateBag
 from fairseq2.nn.utils.padding import pad_seqs
@@ -269,168 +272,287 @@ def _decode(
     generator: torch.Generator | None,
 ) -> list[GeneratedSequence]:
     """The loop of :func:`generate_from_embeddings`; greedy is beam search of
-    size 1. Rows are grouped by example, ``beam_size`` consecutive rows each;
-    ``pos`` is the position whose token is chosen (and then fed)."""
-    device = prefixes[0].device
+    size 1."""
+    state = _DecodingState(llm, prefixes, stop_ids, options, beam_size, generator)
 
-    max_new_tokens = options.max_new_tokens
+    state.prefill()
 
-    # Forced inputs are read from this stack; its padding is never fed.
-    padded_prefixes, _ = pad_seqs(prefixes)
+    while state.step():
+        pass
 
-    prefix_lens = torch.tensor([prefix.size(0) for prefix in prefixes], device=device)
+    return state.finish()
 
-    min_len, max_len = min(prefix.size(0) for prefix in prefixes), padded_prefixes.size(1)
 
-    state_bag = IncrementalStateBag(max_len + max_new_tokens)
+@dataclass
+class _StepChoice:
+    """What a step chose for the examples still in the batch (``E`` of them)."""
 
-    seqs = padded_prefixes[:, :min_len]
+    src_rows: Tensor
+    """The row of this step each row continues. *Shape:* :math:`(E,B)`."""
 
-    hidden = llm.decoder(seqs, BatchLayout.of(seqs), state_bag=state_bag)[:, -1]
+    tokens: Tensor
+    """The token each row is extended with (0 where it is still fed its
+    prefix). *Shape:* :math:`(E,B)`."""
 
-    state_bag.increment_step_nr(min_len)
+    scores: Tensor
+    """The summed log-probs of each row's tokens. *Shape:* :math:`(E,B)`."""
 
-    # The rows of an example start as copies of its prefill; only the first one
-    # is expanded on its first generation step.
-    example_ids = torch.arange(len(prefixes), device=device)
+    done: Tensor
+    """Whether the example has finished. *Shape:* :math:`(E)`."""
 
-    if beam_size > 1:
-        copy_order = example_ids.repeat_interleave(beam_size)
+    generating: Tensor
+    """The examples past their prefix. *Shape:* :math:`(G)`."""
 
-        state_bag.reorder(copy_order)
+    steps: Tensor
+    """The index of the token they chose. *Shape:* :math:`(G)`."""
 
-        hidden = hidden[copy_order]
 
-    # Per row: the summed log-probs and the tokens so far (columns < its step).
-    scores = torch.zeros(hidden.size(0), device=device)
+@final
+class _DecodingState:
+    """The rows being decoded (``beam_size`` consecutive rows per example not
+    yet done), their tokens and scores, the KV cache, and the hypotheses each
+    example has finished.
 
-    tokens = torch.zeros((hidden.size(0), max_new_tokens), dtype=torch.int64, device=device)
+    ``pos`` is the position whose token is chosen next and then fed: a row is
+    fed its own prefix while ``pos`` is inside it, and generates after that."""
 
-    finished: list[list[GeneratedSequence]] = [[] for _ in prefixes]
+    def __init__(
+        self,
+        llm: TransformerLM,
+        prefixes: Sequence[Tensor],
+        stop_ids: Tensor,
+        options: GenerationOptions,
+        beam_size: int,
+        generator: torch.Generator | None,
+    ) -> None:
+        self._llm = llm
+        self._stop_ids = stop_ids
+        self._options = options
+        self._beam_size = beam_size
+        self._generator = generator
 
-    def finish(row_tokens: Tensor, reason: StopReason, log_prob: float, num_scored: int) -> GeneratedSequence:
-        return GeneratedSequence(
-            token_ids=row_tokens.tolist(), stop_reason=reason, score=log_prob / num_scored**options.len_penalty
+        self._device = prefixes[0].device
+
+        self._ngram_blocker = (
+            NGramRepeatBlockProcessor(options.no_repeat_ngram_size) if options.no_repeat_ngram_size > 0 else None
         )
 
-    for pos in range(min_len, max_len + max_new_tokens):
-        num_examples = example_ids.size(0)
+        # Forced inputs are read from this stack; its padding is never fed.
+        self._padded_prefixes, _ = pad_seqs(prefixes)
 
-        # Row `r` comes from row `src_rows[r]` of this step; identity unless chosen otherwise.
-        src_rows = torch.arange(num_examples * beam_size, device=device).view(num_examples, beam_size)
+        self._prefix_lens = torch.tensor([prefix.size(0) for prefix in prefixes], device=self._device)
 
-        next_tokens = torch.zeros((num_examples, beam_size), dtype=torch.int64, device=device)
+        self._min_len = min(prefix.size(0) for prefix in prefixes)
 
-        next_scores = scores.view(num_examples, beam_size).clone()
+        self._state_bag = IncrementalStateBag(self._padded_prefixes.size(1) + options.max_new_tokens)
 
-        done = torch.zeros(num_examples, dtype=torch.bool, device=device)
+        self._pos = self._min_len
 
-        gen = (prefix_lens[example_ids] <= pos).nonzero().squeeze(1)
+        self._example_ids = torch.arange(len(prefixes), device=self._device)
 
-        if gen.numel() > 0:
-            steps = pos - prefix_lens[example_ids[gen]]  # (G): the index of the token chosen
+        num_rows = len(prefixes) * beam_size
 
-            gen_rows = src_rows[gen].flatten()
+        # Per row: the summed log-probs and the tokens so far (columns < its step).
+        self._scores = torch.zeros(num_rows, device=self._device)
 
-            logits = llm.final_proj(hidden[gen_rows]).float()
+        self._tokens = torch.zeros((num_rows, options.max_new_tokens), dtype=torch.int64, device=self._device)
 
-            if options.no_repeat_ngram_size > 0:
-                row_steps = steps.repeat_interleave(beam_size).tolist()
+        # The last hidden state of each row; set by `prefill()`.
+        self._hidden = torch.empty(())
 
-                histories = [tokens[row, :step].tolist() for row, step in zip(gen_rows.tolist(), row_steps)]
+        self._finished: list[list[GeneratedSequence]] = [[] for _ in prefixes]
 
-                _ban_repeated_ngrams(logits, histories, options.no_repeat_ngram_size)
+    def prefill(self) -> None:
+        """Feeds the part of the prefixes that all examples have, in one call."""
+        seqs = self._padded_prefixes[:, : self._min_len]
 
-            row_scores = scores[gen_rows].view(-1, beam_size)
+        hidden = self._llm.decoder(seqs, BatchLayout.of(seqs), state_bag=self._state_bag)[:, -1]
 
-            ending, going_on = _choose(logits, row_scores, steps, stop_ids, options, generator)
+        self._state_bag.increment_step_nr(self._min_len)
 
-            is_stop = torch.isin(ending.tokens, stop_ids) & ending.scores.isfinite()
+        # The rows of an example start as copies of its prefill; only the first
+        # one is expanded on its first generation step.
+        if self._beam_size > 1:
+            copy_order = self._example_ids.repeat_interleave(self._beam_size)
 
-            # Candidates that go on end a hypothesis at the length limit.
-            is_last = (steps + 1 == max_new_tokens).unsqueeze(1) & ~torch.isin(going_on.tokens, stop_ids)
+            self._state_bag.reorder(copy_order)
 
-            gen_row_tokens = tokens.view(num_examples, beam_size, -1)[gen]
+            hidden = hidden[copy_order]
 
-            for g, k in is_stop.nonzero().tolist():
-                ex, step = int(example_ids[gen[g]]), int(steps[g])
+        self._hidden = hidden
 
-                row_tokens = gen_row_tokens[g, ending.beams[g, k], :step]
+    def step(self) -> bool:
+        """Chooses the tokens of ``pos``, drops the examples that are done and
+        feeds ``pos``; returns whether any example goes on."""
+        choice = self._choose_step()
 
-                finished[ex].append(finish(row_tokens, "stop", float(ending.scores[g, k]), step + 1))
-
-            for g, k in is_last.nonzero().tolist():
-                ex, step = int(example_ids[gen[g]]), int(steps[g])
-
-                row_tokens = torch.cat([gen_row_tokens[g, going_on.beams[g, k], :step], going_on.tokens[g, k : k + 1]])
-
-                finished[ex].append(finish(row_tokens, "length", float(going_on.scores[g, k]), step + 1))
-
-            num_finished = torch.tensor([len(finished[ex]) for ex in example_ids[gen].tolist()], device=device)
-
-            done[gen] = (num_finished >= beam_size) | (steps + 1 == max_new_tokens)
-
-            src_rows[gen] = gen.unsqueeze(1) * beam_size + going_on.beams
-
-            next_tokens[gen] = going_on.tokens
-
-            next_scores[gen] = going_on.scores
-
-        keep = ~done
+        keep = ~choice.done
 
         if not keep.any():
-            break
+            return False
 
-        new_order = src_rows[keep].flatten()
+        self._reorder(choice, keep)
 
-        tokens = tokens[src_rows.flatten()].view(num_examples, beam_size, -1)
+        self._feed(choice.tokens[keep].flatten())
 
-        if gen.numel() > 0:
-            tokens[gen.unsqueeze(1), torch.arange(beam_size, device=device), steps.unsqueeze(1)] = next_tokens[gen]
+        return True
 
-        tokens = tokens[keep].flatten(0, 1)
+    def finish(self) -> list[GeneratedSequence]:
+        """The best hypothesis of each example, in order."""
+        return [max(hypotheses, key=lambda h: h.score) for hypotheses in self._finished]
 
-        scores = next_scores[keep].flatten()
+    def _choose_step(self) -> _StepChoice:
+        num_examples, beam_size = self._example_ids.size(0), self._beam_size
 
-        example_ids = example_ids[keep]
+        # Row `r` comes from row `src_rows[r]` of this step; identity unless chosen otherwise.
+        src_rows = torch.arange(num_examples * beam_size, device=self._device).view(num_examples, beam_size)
 
-        if new_order.size(0) != hidden.size(0) or not torch.equal(
-            new_order, torch.arange(hidden.size(0), device=device)
-        ):
-            state_bag.reorder(new_order)
+        tokens = torch.zeros((num_examples, beam_size), dtype=torch.int64, device=self._device)
 
-        # Feed the next position: the prefix while it lasts, else the chosen token.
-        row_example_ids = example_ids.repeat_interleave(beam_size)
+        scores = self._scores.view(num_examples, beam_size).clone()
 
-        is_forced = (prefix_lens[row_example_ids] > pos).unsqueeze(1)
+        done = torch.zeros(num_examples, dtype=torch.bool, device=self._device)
 
-        forced_inputs = padded_prefixes[row_example_ids, min(pos, max_len - 1)]
+        generating = (self._prefix_lens[self._example_ids] <= self._pos).nonzero().squeeze(1)
 
-        token_inputs = embed_token_ids(llm, next_tokens[keep].flatten())
+        steps = self._pos - self._prefix_lens[self._example_ids[generating]]
+
+        if generating.numel() > 0:
+            going_on, done[generating] = self._extend(generating, src_rows[generating].flatten(), steps)
+
+            src_rows[generating] = generating.unsqueeze(1) * beam_size + going_on.beams
+
+            tokens[generating] = going_on.tokens
+
+            scores[generating] = going_on.scores
+
+        return _StepChoice(
+            src_rows=src_rows, tokens=tokens, scores=scores, done=done, generating=generating, steps=steps
+        )
+
+    def _extend(self, generating: Tensor, rows: Tensor, steps: Tensor) -> tuple[_Candidates, Tensor]:
+        """Chooses how the ``rows`` of the ``generating`` examples go on and
+        records the hypotheses that end; returns the candidates the rows go on
+        with and which of these examples are done."""
+        logits = self._llm.final_proj(self._hidden[rows]).float()
+
+        if self._ngram_blocker is not None:
+            logits = self._block_repeated_ngrams(logits, rows, steps)
+
+        row_scores = self._scores[rows].view(-1, self._beam_size)
+
+        ending, going_on = _choose(logits, row_scores, steps, self._stop_ids, self._options, self._generator)
+
+        self._record_hypotheses(generating, steps, ending, going_on)
+
+        num_finished = [len(self._finished[ex]) for ex in self._example_ids[generating].tolist()]
+
+        is_last = steps + 1 == self._options.max_new_tokens
+
+        return going_on, (torch.tensor(num_finished, device=self._device) >= self._beam_size) | is_last
+
+    def _block_repeated_ngrams(self, logits: Tensor, rows: Tensor, steps: Tensor) -> Tensor:
+        """Bans, through fairseq2's processor, the tokens that would repeat an
+        n-gram of a row's generated tokens: all rows in one batch, no token
+        list copied to the host (the processor's boolean indexing still waits
+        for the device on CUDA)."""
+        assert self._ngram_blocker is not None
+
+        vocab_size = logits.size(1)
+
+        # The rows' histories right-aligned in one batch: the columns before a
+        # row's first token hold ids past the vocabulary, a different one each,
+        # so that they match no n-gram; their bans land in extra logits.
+        width = min(self._pos - self._min_len, self._options.max_new_tokens - 1)
+
+        columns = torch.arange(width, device=self._device)
+
+        src_columns = columns - width + steps.repeat_interleave(self._beam_size).unsqueeze(1)
+
+        histories = self._tokens[rows].gather(1, src_columns.clamp(min=0))
+
+        histories = torch.where(src_columns >= 0, histories, vocab_size + columns)
+
+        padded_logits = pad(logits, (0, width))
+
+        self._ngram_blocker(histories, padded_logits, lprob=True)
+
+        return padded_logits[:, :vocab_size]
+
+    def _record_hypotheses(self, generating: Tensor, steps: Tensor, ending: _Candidates, going_on: _Candidates) -> None:
+        """Records the hypotheses a stop token ends, and those that reach
+        ``max_new_tokens``."""
+        is_stop = torch.isin(ending.tokens, self._stop_ids) & ending.scores.isfinite()
+
+        # Candidates that go on end a hypothesis at the length limit.
+        is_last = (steps + 1 == self._options.max_new_tokens).unsqueeze(1) & ~torch.isin(
+            going_on.tokens, self._stop_ids
+        )
+
+        row_tokens = self._tokens.view(-1, self._beam_size, self._options.max_new_tokens)[generating]
+
+        ends: tuple[tuple[_Candidates, Tensor, StopReason], ...] = (
+            (ending, is_stop, "stop"),
+            (going_on, is_last, "length"),
+        )
+
+        for candidates, is_end, reason in ends:
+            for g, k in is_end.nonzero().tolist():
+                step = int(steps[g])
+
+                tokens = row_tokens[g, candidates.beams[g, k], :step]
+
+                if reason == "length":
+                    tokens = torch.cat([tokens, candidates.tokens[g, k : k + 1]])
+
+                score = float(candidates.scores[g, k]) / (step + 1) ** self._options.len_penalty
+
+                self._finished[int(self._example_ids[generating[g]])].append(
+                    GeneratedSequence(token_ids=tokens.tolist(), stop_reason=reason, score=score)
+                )
+
+    def _reorder(self, choice: _StepChoice, keep: Tensor) -> None:
+        """Moves the rows as chosen (tokens, scores, KV cache) and drops the
+        examples that are done."""
+        num_examples, beam_size = choice.done.size(0), self._beam_size
+
+        tokens = self._tokens[choice.src_rows.flatten()].view(num_examples, beam_size, -1)
+
+        if choice.generating.numel() > 0:
+            beams = torch.arange(beam_size, device=self._device)
+
+            tokens[choice.generating.unsqueeze(1), beams, choice.steps.unsqueeze(1)] = choice.tokens[choice.generating]
+
+        self._tokens = tokens[keep].flatten(0, 1)
+
+        self._scores = choice.scores[keep].flatten()
+
+        self._example_ids = self._example_ids[keep]
+
+        new_order = choice.src_rows[keep].flatten()
+
+        num_rows = self._hidden.size(0)
+
+        if new_order.size(0) != num_rows or not torch.equal(new_order, torch.arange(num_rows, device=self._device)):
+            self._state_bag.reorder(new_order)
+
+    def _feed(self, chosen_tokens: Tensor) -> None:
+        """Feeds ``pos``: each row's prefix while it lasts, else its chosen token."""
+        row_example_ids = self._example_ids.repeat_interleave(self._beam_size)
+
+        is_forced = (self._prefix_lens[row_example_ids] > self._pos).unsqueeze(1)
+
+        forced_inputs = self._padded_prefixes[row_example_ids, min(self._pos, self._padded_prefixes.size(1) - 1)]
+
+        token_inputs = embed_token_ids(self._llm, chosen_tokens)
 
         seqs = torch.where(is_forced, forced_inputs, token_inputs).unsqueeze(1)
 
-        hidden = llm.decoder(seqs, BatchLayout.of(seqs), state_bag=state_bag)[:, -1]
+        self._hidden = self._llm.decoder(seqs, BatchLayout.of(seqs), state_bag=self._state_bag)[:, -1]
 
-        state_bag.increment_step_nr()
+        self._state_bag.increment_step_nr()
 
-    return [max(hypotheses, key=lambda h: h.score) for hypotheses in finished]
-
-
-def _ban_repeated_ngrams(logits: Tensor, histories: Sequence[list[int]], ngram_size: int) -> None:
-    """Sets to -inf, per row, the logits of the tokens that would complete an
-    n-gram already in that row's generated ``history``."""
-    for row, history in enumerate(histories):
-        prefix = history[len(history) - ngram_size + 1 :] if ngram_size > 1 else []
-
-        banned = [
-            history[start + ngram_size - 1]
-            for start in range(len(history) - ngram_size + 1)
-            if history[start : start + ngram_size - 1] == prefix
-        ]
-
-        if banned:
-            logits[row, banned] = -torch.inf
+        self._pos += 1
 
 
 @dataclass

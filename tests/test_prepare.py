@@ -9,8 +9,8 @@ import soundfile
 
 from fairseq2_speechmapper.cli.errors import CommandError
 from fairseq2_speechmapper.cli.main import main
+from fairseq2_speechmapper.cli.prepare import run_prepare
 from fairseq2_speechmapper.datasets.manifest import read_manifest
-from fairseq2_speechmapper.prepare.cli import run_prepare
 from fairseq2_speechmapper.prepare.manifest import libsndfile_reads
 
 PROG = "fairseq2 speechmapper prepare"

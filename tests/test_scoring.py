@@ -23,6 +23,7 @@ from fairseq2_speechmapper.scoring import (
     score_wer,
     write_scores,
 )
+from fairseq2_speechmapper.scoring.asr import edit_distance
 from fairseq2_speechmapper.scoring.comet_metric import import_comet
 from fairseq2_speechmapper.scoring.qa import squad_exact_match, squad_f1
 
@@ -400,3 +401,19 @@ def test_reports_round_trip_through_json_and_make_the_papers_table(tmp_path: Pat
 
     with pytest.raises(ScoringError, match=r"bad\.json: `scores\[0\]` must have"):
         read_scores(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize(
+    ("hypothesis", "reference", "expected"),
+    [
+        ([1, 3, 4, 5], [1, 2, 3, 4], 2),  # one deletion, one insertion
+        ([7, 2, 3], [1, 2, 3], 1),
+        ([], [1, 2], 2),
+        ([1, 2, 3], [], 3),
+        (["the", "cat"], ["the", "black", "cat"], 1),
+    ],
+)
+def test_edit_distance_counts_insertions_deletions_and_substitutions(
+    hypothesis: list[object], reference: list[object], expected: int
+) -> None:
+    assert edit_distance(hypothesis, reference) == expected

@@ -8,8 +8,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO_DIR = Path(__file__).parent.parent
+
+# Building a wheel takes a while.
+pytestmark = pytest.mark.slow
+
+# Optional parts, each in its extra: unbabel-comet's runtime dependencies, and
+# transformers' GGUF loader for the demo's conversion.
+COMET_PACKAGES = {"entmax", "jsonargparse", "pandas", "pytorch-lightning", "scipy", "torchmetrics", "setuptools"}
+
+DEMO_PACKAGES = {"gguf", "accelerate"}
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +67,32 @@ def test_wheel_holds_every_module_and_card(wheel_file: Path) -> None:
     assert "fairseq2 = fairseq2_speechmapper.cli:main" in text
 
 
+def test_wheel_declares_the_optional_parts_as_extras(wheel_file: Path) -> None:
+    with zipfile.ZipFile(wheel_file) as wheel:
+        metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+
+        lines = wheel.read(metadata).decode().splitlines()
+
+    requirements = [
+        Requirement(line.removeprefix("Requires-Dist:").strip()) for line in lines if line.startswith("Requires-Dist:")
+    ]
+
+    def names(extra: str | None) -> set[str]:
+        return {
+            r.name.lower()
+            for r in requirements
+            if (r.marker is None if extra is None else r.marker is not None and r.marker.evaluate({"extra": extra}))
+        }
+
+    core = names(None)
+
+    assert {"fairseq2", "torch", "jiwer", "editdistance"} <= core
+    assert core & (COMET_PACKAGES | DEMO_PACKAGES) == set()
+
+    assert COMET_PACKAGES <= names("comet")
+    assert DEMO_PACKAGES <= names("demo")
+
+
 def test_wheel_in_another_venv_shows_our_cards(wheel_file: Path, tmp_path: Path) -> None:
     venv_dir = tmp_path / "venv"
 
@@ -71,10 +107,13 @@ def test_wheel_in_another_venv_shows_our_cards(wheel_file: Path, tmp_path: Path)
     )
 
     # The new venv borrows fairseq2 and torch from this one (a plain path in a
-    # .pth file, so this venv's editable install of the package is not active).
+    # .pth file, so this venv's editable install of the package is not active),
+    # and from any site-packages this one chains to through a .pth file.
     (venv_site_packages,) = (venv_dir / "lib").glob("python*/site-packages")
 
-    (venv_site_packages / "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    borrowed = dict.fromkeys([*site.getsitepackages(), *(p for p in sys.path if Path(p).name == "site-packages")])
+
+    (venv_site_packages / "borrowed.pth").write_text("\n".join(borrowed) + "\n")
 
     # fairseq2n finds its native libraries (oneTBB) in the venv's own lib/.
     for library in (Path(sys.prefix) / "lib").glob("*.so*"):

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fairseq2_speechmapper.cli.main import SubCommand, fail, run_recipe_main
-from fairseq2_speechmapper.prepare.cli import run_prepare
+from fairseq2_speechmapper.cli.prepare import run_prepare
+from fairseq2_speechmapper.cli.support import SubCommand, fail, run_recipe_main
 
 if TYPE_CHECKING:
     from fairseq2.recipe.base import Recipe
@@ -350,11 +350,20 @@ def _ensure_demo_assets() -> None:
 
         return
 
+    _check_demo_extra_installed()
+
     assets = ensure_demo_assets()
 
     for report in assets.reports:
         if report.built_now:
             print(f"Built demo asset {report.name} in {report.seconds:.1f} s.", file=sys.stderr)
+
+
+def _check_demo_extra_installed() -> None:
+    from fairseq2_speechmapper.errors import check_extra_installed
+
+    # transformers' GGUF loader, which converts the demo SmolLM2.
+    check_extra_installed("demo", "Converting the demo models", ("gguf", "accelerate"))
 
 
 def _run_self_check(prog: str, args: list[str]) -> int:
@@ -364,8 +373,8 @@ def _run_self_check(prog: str, args: list[str]) -> int:
     )
     parser.parse_args(args)
 
+    from fairseq2_speechmapper.cli.self_check import run_self_check
     from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
-    from fairseq2_speechmapper.self_check import run_self_check
     from fairseq2_speechmapper.tiny_assets import write_tiny_assets
 
     # Before fairseq2 starts: its asset store reads the cards directory once.
@@ -403,7 +412,7 @@ def _run_model_info(prog: str, args: list[str]) -> int:
     parser.add_argument("name", help="name of the model's asset card")
     namespace = parser.parse_args(args)
 
-    from fairseq2_speechmapper.model_info import print_model_info
+    from fairseq2_speechmapper.cli.model_info import print_model_info
 
     return _with_extension(lambda: print_model_info(namespace.name))
 
@@ -437,6 +446,8 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
 
     if namespace.hours is not None and not namespace.natural_corpus:
         parser.error("--hours sets the size of the natural corpus; add --natural-corpus")
+
+    _check_demo_extra_installed()
 
     from fairseq2_speechmapper.demo import make_demo_assets
 

@@ -7,34 +7,15 @@
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 from argparse import SUPPRESS, ArgumentParser, RawDescriptionHelpFormatter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import NoReturn
 
-from fairseq2_speechmapper.cli.errors import (
-    USER_ERROR_EXIT_CODE,
-    CommandError,
-    handle_errors,
-    one_line_config_errors,
-)
+from fairseq2_speechmapper.cli.errors import handle_errors
+from fairseq2_speechmapper.cli.support import run_module_main
 
 PROG = "fairseq2"
-
-
-@dataclass(frozen=True, kw_only=True)
-class SubCommand:
-    name: str
-    """The sub-command's name on the command line."""
-
-    summary: str
-    """One line for the command list."""
-
-    run: Callable[[str, list[str]], int]
-    """Runs the command on its arguments (``prog``, ``args``) and returns the
-    exit code."""
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -136,48 +117,4 @@ def _run_assets(prog: str, args: list[str]) -> int:
     if args[0] not in ("-h", "--help"):
         check_extension()
 
-    return _run_module_main("fairseq2.assets", prog, args)
-
-
-def run_recipe_main(prog: str, args: list[str], run: Callable[[], None]) -> int:
-    """Runs a fairseq2 command-line entry point that parses ``sys.argv``."""
-    with one_line_config_errors():
-        return _with_argv(prog, args, run)
-
-
-def _run_module_main(module: str, prog: str, args: list[str]) -> int:
-    def run() -> None:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-
-    return _with_argv(prog, args, run)
-
-
-def _with_argv(prog: str, args: list[str], run: Callable[[], None]) -> int:
-    saved_argv = sys.argv
-
-    sys.argv = [prog, *args]
-
-    try:
-        run()
-    except SystemExit as ex:
-        return _exit_code(ex)
-    finally:
-        sys.argv = saved_argv
-
-    return 0
-
-
-def _exit_code(ex: SystemExit) -> int:
-    if ex.code is None:
-        return 0
-
-    if isinstance(ex.code, int):
-        return ex.code
-
-    print(ex.code, file=sys.stderr)
-
-    return 1
-
-
-def fail(message: str, exit_code: int = USER_ERROR_EXIT_CODE) -> NoReturn:
-    raise CommandError(message, exit_code)
+    return run_module_main("fairseq2.assets", prog, args)

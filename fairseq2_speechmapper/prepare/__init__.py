@@ -15,5 +15,6 @@ corpus has them. Durations are read from the audio headers.
 The modules of the corpora (:mod:`.librispeech`, :mod:`.common_voice`,
 :mod:`.covost2`, :mod:`.europarl_st`, :mod:`.spoken_squad`, :mod:`.librisqa`)
 import soundfile; this package itself
-stays light, since the command line imports :mod:`.cli` on every start.
+stays light, since the command line (:mod:`fairseq2_speechmapper.cli.prepare`)
+imports it on every start.
 """

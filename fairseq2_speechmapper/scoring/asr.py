@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import final
 
+import editdistance
 import jiwer
 
 from fairseq2_speechmapper.datasets.text import normalize_for_wer
@@ -76,13 +77,6 @@ def score_wer(hypotheses: Sequence[str], references: Sequence[str]) -> WerScore:
     )
 
 
-def edit_distance(hypothesis: Sequence[object], reference: Sequence[object]) -> int:
-    """The Levenshtein distance of two sequences (words, token ids), by jiwer;
-    an empty side costs the other side's length."""
-    if not reference or not hypothesis:
-        return max(len(reference), len(hypothesis))
-
-    # jiwer aligns words: each item becomes one word.
-    output = jiwer.process_words(" ".join(map(str, reference)), " ".join(map(str, hypothesis)))
-
-    return output.substitutions + output.deletions + output.insertions
+def edit_distance(hypothesis: Sequence[Hashable], reference: Sequence[Hashable]) -> int:
+    """The Levenshtein distance of two sequences (words, token ids)."""
+    return int(editdistance.eval(hypothesis, reference))

@@ -13,15 +13,32 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, final
 
+from fairseq2_speechmapper.errors import MissingExtraError, check_extra_installed
 from fairseq2_speechmapper.scoring.errors import ScoringError, check_same_length
 
 if TYPE_CHECKING:
     from comet.models import CometModel
 
 DEFAULT_COMET_MODEL: Final = "Unbabel/wmt22-comet-da"
+
+# The runtime dependencies of unbabel-comet 2.2.7 (the `comet` extra), as imported
+# (pkg_resources: setuptools<81, which torchmetrics 0.10 needs).
+_COMET_MODULES: Final = (
+    "entmax",
+    "jsonargparse",
+    "pandas",
+    "pytorch_lightning",
+    "scipy",
+    "torchmetrics",
+    "pkg_resources",
+)
+
+# unbabel-comet declares numpy<2 but runs on 2.x: installed without its dependencies.
+_COMET_INSTALL: Final = "pip install --no-deps unbabel-comet==2.2.7"
 
 # Loggers that print a line per model load or `predict` call at INFO level.
 _NOISY_LOGGERS: Final = ("comet", "pytorch_lightning", "lightning", "lightning_fabric", "lightning.pytorch")
@@ -197,6 +214,12 @@ def _one_line(ex: BaseException) -> str:
 
 
 def import_comet():  # type: ignore[no-untyped-def]
+    """Imports unbabel-comet; a missing package is one line that says what to install."""
+    check_extra_installed("comet", "COMET", _COMET_MODULES)
+
+    if find_spec("comet") is None:
+        raise MissingExtraError(f"COMET needs unbabel-comet: run `{_COMET_INSTALL}`.")
+
     root = logging.getLogger()
 
     handlers, level = list(root.handlers), root.level

@@ -16,10 +16,12 @@ from fairseq2_speechmapper.stage1.loss import Stage1LossSection as Stage1LossSec
 from fairseq2_speechmapper.stage1.loss import create_stage1_loss as create_stage1_loss
 from fairseq2_speechmapper.stage1.loss import sum_kept as sum_kept
 from fairseq2_speechmapper.stage1.loss import sum_kept_loss as sum_kept_loss
+from fairseq2_speechmapper.stage1.metrics import add_stage1_distance_metrics as add_stage1_distance_metrics
 from fairseq2_speechmapper.stage1.metrics import add_stage1_loss_metrics as add_stage1_loss_metrics
 from fairseq2_speechmapper.stage1.metrics import (
     register_stage1_metric_descriptors as register_stage1_metric_descriptors,
 )
+from fairseq2_speechmapper.stage1.metrics import update_stage1_distance_metrics as update_stage1_distance_metrics
 from fairseq2_speechmapper.stage1.metrics import update_stage1_loss_metrics as update_stage1_loss_metrics
 from fairseq2_speechmapper.stage1.model import Stage1Model as Stage1Model
 from fairseq2_speechmapper.stage1.model import Stage1SetupError as Stage1SetupError

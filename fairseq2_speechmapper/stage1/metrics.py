@@ -16,14 +16,21 @@ from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
 
 
 def add_stage1_loss_metrics(bag: MetricBag) -> None:
-    bag.add("loss", Mean())
-    bag.add("word_distance", Mean())
-    bag.add("pad_distance", Mean())
+    add_stage1_distance_metrics(bag, loss_name="loss")
+
     bag.add("cosine", Mean())
     bag.add("norm_ratio", Mean())
     bag.add("num_examples", Sum())
-    bag.add("num_skipped_too_long", Sum())
     bag.add("num_bad_samples", Sum())
+
+
+def add_stage1_distance_metrics(bag: MetricBag, *, loss_name: str) -> None:
+    """The stage-1 loss (as ``loss_name``), its distances and the skipped
+    count: what stage 1 and instruction tuning with a stage-1 term share."""
+    bag.add(loss_name, Mean())
+    bag.add("word_distance", Mean())
+    bag.add("pad_distance", Mean())
+    bag.add("num_skipped_too_long", Sum())
 
 
 @torch.no_grad()
@@ -37,14 +44,12 @@ def update_stage1_loss_metrics(
 ) -> None:
     num_kept = targets.num_kept
 
-    if num_kept > 0:
-        keep = targets.keep
+    update_stage1_distance_metrics(
+        bag, output, targets.keep, num_kept, num_skipped=targets.num_skipped, loss_name="loss"
+    )
 
-        # Masked sums and host counts: no value is read back from the device.
-        bag.get("loss", Mean).update(sum_kept(output.loss, keep) / num_kept, weight=num_kept)
-        bag.get("word_distance", Mean).update(sum_kept(output.word_distance, keep) / num_kept, weight=num_kept)
-        bag.get("pad_distance", Mean).update(sum_kept(output.pad_distance, keep) / num_kept, weight=num_kept)
-        bag.get("cosine", Mean).update(sum_kept(output.cosine, keep) / num_kept, weight=num_kept)
+    if num_kept > 0:
+        bag.get("cosine", Mean).update(sum_kept(output.cosine, targets.keep) / num_kept, weight=num_kept)
 
         # Cosine ignores norms; this shows whether the outputs drift from the
         # embedding rows' scale (the paper's γ = 100 tends to let them).
@@ -56,8 +61,22 @@ def update_stage1_loss_metrics(
         )
 
     bag.get("num_examples", Sum).update(num_kept)
-    bag.get("num_skipped_too_long", Sum).update(targets.num_skipped)
     bag.get("num_bad_samples", Sum).update(num_bad_samples)
+
+
+@torch.no_grad()
+def update_stage1_distance_metrics(
+    bag: MetricBag, output: Stage1LossOutput, keep: Tensor, num_kept: int, *, num_skipped: int, loss_name: str
+) -> None:
+    """Updates the metrics of :func:`add_stage1_distance_metrics`; ``keep``
+    marks the examples the loss kept, ``num_kept`` counts them on the host."""
+    if num_kept > 0:
+        # Masked sums and host counts: no value is read back from the device.
+        bag.get(loss_name, Mean).update(sum_kept(output.loss, keep) / num_kept, weight=num_kept)
+        bag.get("word_distance", Mean).update(sum_kept(output.word_distance, keep) / num_kept, weight=num_kept)
+        bag.get("pad_distance", Mean).update(sum_kept(output.pad_distance, keep) / num_kept, weight=num_kept)
+
+    bag.get("num_skipped_too_long", Sum).update(num_skipped)
 
 
 def register_stage1_metric_descriptors(container: DependencyContainer) -> None:

@@ -4,12 +4,13 @@ speech LLM over a manifest split and score the outputs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from fairseq2.recipe.config import CommonSection, GangSection, GeneratorSection, ReferenceModelSection
+from fairseq2.recipe.config import GeneratorSection, ReferenceModelSection
 from fairseq2.utils.validation import ValidationResult
 
 from fairseq2_speechmapper.generation import GenerationOptions
-from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.scoring.config import EvalConfig
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
 
 
@@ -43,7 +44,9 @@ class ScoringSection:
 
 
 @dataclass(kw_only=True)
-class SpeechEvalConfig:
+class SpeechEvalConfig(EvalConfig):
+    model_description: ClassVar[str] = "the speech LLM's mapper card"
+
     model: ReferenceModelSection = field(default_factory=lambda: ReferenceModelSection(name="speechmapper_demo_it"))
     """The speech LLM's mapper card (``instruct`` writes ``speechmapper_<output dir
     name>``; a pretrained mapper's card evaluates it zero-shot)."""
@@ -53,29 +56,9 @@ class SpeechEvalConfig:
     task: SpeechTaskSection = field(default_factory=SpeechTaskSection)
     """The task and its instruction: the first wording of the task's prompts."""
 
-    dataset: SpeechDatasetSection = field(
-        default_factory=lambda: SpeechDatasetSection(name="speechmapper_demo_corpus", valid_split="dev")
-    )
-    """The manifests; ``valid_split`` is the split evaluated."""
-
     generation: GenerationOptions = field(default_factory=GenerationOptions)
     """Greedy with at most 150 new tokens, as in the paper."""
 
     scoring: ScoringSection = field(default_factory=ScoringSection)
 
-    gang: GangSection = field(default_factory=GangSection)
-
     generator: GeneratorSection = field(default_factory=GeneratorSection)
-
-    common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))
-
-    def validate(self) -> ValidationResult:
-        result = ValidationResult()
-
-        if self.model.name is None:
-            result.add_error("`model.name` must name the speech LLM's mapper card.")
-
-        if self.dataset.valid_split is None:
-            result.add_error("`dataset.valid_split` must name the split to evaluate.")
-
-        return result

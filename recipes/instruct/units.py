@@ -18,7 +18,11 @@ from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss, InstructLossOutput
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask, TaskExample
-from fairseq2_speechmapper.stage1 import build_embedding_targets, sum_kept
+from fairseq2_speechmapper.stage1 import (
+    add_stage1_distance_metrics,
+    build_embedding_targets,
+    update_stage1_distance_metrics,
+)
 
 
 def add_instruct_metrics(bag: MetricBag, *, with_stage1: bool) -> None:
@@ -31,10 +35,7 @@ def add_instruct_metrics(bag: MetricBag, *, with_stage1: bool) -> None:
     bag.add("num_bad_samples", Sum())
 
     if with_stage1:
-        bag.add("stage1_loss", Mean())
-        bag.add("word_distance", Mean())
-        bag.add("pad_distance", Mean())
-        bag.add("num_skipped_too_long", Sum())
+        add_stage1_distance_metrics(bag, loss_name="stage1_loss")
 
 
 @torch.no_grad()
@@ -47,13 +48,9 @@ def update_instruct_metrics(bag: MetricBag, output: InstructLossOutput, batch: S
 
     stage1, kept, num_kept = output.stage1, output.stage1_keep, output.stage1_num_kept
     if stage1 is not None and kept is not None:
-        # Masked sums and the host count: no value is read back from the device.
-        if num_kept > 0:
-            bag.get("stage1_loss", Mean).update(sum_kept(stage1.loss, kept) / num_kept, weight=num_kept)
-            bag.get("word_distance", Mean).update(sum_kept(stage1.word_distance, kept) / num_kept, weight=num_kept)
-            bag.get("pad_distance", Mean).update(sum_kept(stage1.pad_distance, kept) / num_kept, weight=num_kept)
-
-        bag.get("num_skipped_too_long", Sum).update(batch.num_examples - num_kept)
+        update_stage1_distance_metrics(
+            bag, stage1, kept, num_kept, num_skipped=batch.num_examples - num_kept, loss_name="stage1_loss"
+        )
 
     bag.get("num_examples", Sum).update(batch.num_examples)
     bag.get("num_response_tokens", Sum).update(num_tokens)

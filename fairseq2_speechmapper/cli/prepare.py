@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from fairseq2_speechmapper.cli.errors import CommandError
 
 if TYPE_CHECKING:
-    from .manifest import PrepareOptions, PrepareResult
+    from fairseq2_speechmapper.prepare.manifest import PrepareOptions, PrepareResult
 
 # Most corpora are read from one directory.
 _ROOT_INPUT: Final = {"ROOT": None}
@@ -31,7 +31,7 @@ def run_prepare(prog: str, args: list[str]) -> int:
 
     namespace = parser.parse_args(args)
 
-    from .manifest import PrepareError, PrepareOptions
+    from fairseq2_speechmapper.prepare.manifest import PrepareError, PrepareOptions
 
     options = PrepareOptions(skip_missing=namespace.skip_missing, num_threads=namespace.num_threads)
 
@@ -61,7 +61,7 @@ def run_prepare(prog: str, args: list[str]) -> int:
 
 
 def _create_parser(prog: str) -> ArgumentParser:
-    from .manifest import DEFAULT_NUM_THREADS
+    from fairseq2_speechmapper.prepare.manifest import DEFAULT_NUM_THREADS
 
     common = ArgumentParser(add_help=False)
     common.add_argument(
@@ -194,19 +194,19 @@ def _add_choice_list(
 
 
 def _prepare_librispeech(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .librispeech import prepare_librispeech
+    from fairseq2_speechmapper.prepare.librispeech import prepare_librispeech
 
     return prepare_librispeech(namespace.root, out_dir, options)
 
 
 def _prepare_common_voice(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .common_voice import prepare_common_voice
+    from fairseq2_speechmapper.prepare.common_voice import prepare_common_voice
 
     return prepare_common_voice(namespace.root, out_dir, options, splits=namespace.splits, lang=namespace.lang)
 
 
 def _prepare_covost2(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .covost2 import prepare_covost2
+    from fairseq2_speechmapper.prepare.covost2 import prepare_covost2
 
     return prepare_covost2(
         namespace.cv_root, namespace.covost_tsv_dir, out_dir, options, **_translation_options(namespace)
@@ -214,7 +214,7 @@ def _prepare_covost2(namespace: Namespace, out_dir: Path, options: PrepareOption
 
 
 def _prepare_europarl_st(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .europarl_st import prepare_europarl_st
+    from fairseq2_speechmapper.prepare.europarl_st import prepare_europarl_st
 
     return prepare_europarl_st(
         namespace.root, out_dir, options, audio_ext=namespace.audio_ext, **_translation_options(namespace)
@@ -228,13 +228,13 @@ def _translation_options(namespace: Namespace) -> dict[str, Any]:
 
 
 def _prepare_spoken_squad(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .spoken_squad import prepare_spoken_squad
+    from fairseq2_speechmapper.prepare.spoken_squad import prepare_spoken_squad
 
     return prepare_spoken_squad(namespace.root, out_dir, options, splits=namespace.splits)
 
 
 def _prepare_librisqa(namespace: Namespace, out_dir: Path, options: PrepareOptions) -> PrepareResult:
-    from .librisqa import prepare_librisqa
+    from fairseq2_speechmapper.prepare.librisqa import prepare_librisqa
 
     return prepare_librisqa(
         namespace.librisqa_dir,
