@@ -18,7 +18,7 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard, reporting_model_load_errors, training_task
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
@@ -85,6 +85,7 @@ class InstructRecipe(Recipe):
             model,
             builder,
             loss,
+            NonFiniteStepGuard.for_recipe(context, config.regime),
             task=config.task.task,
             asr_mix_prob=config.task.asr_mix_prob,
             pad_idx=pad_idx,

@@ -12,7 +12,7 @@ from fairseq2.metrics import MetricBag
 from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.stage1 import (
     EmbeddingRegressionLoss,
     Stage1Model,
@@ -25,11 +25,13 @@ from fairseq2_speechmapper.stage1 import (
 
 @final
 class PretrainUnit(TrainUnit[SpeechBatch]):
-    def __init__(self, model: Stage1Model, targets: TargetEmbeddings, loss: EmbeddingRegressionLoss) -> None:
+    def __init__(
+        self, model: Stage1Model, targets: TargetEmbeddings, loss: EmbeddingRegressionLoss, guard: NonFiniteStepGuard
+    ) -> None:
         self._model = model
         self._targets = targets
         self._loss = loss
-        self._step_nr = 0
+        self._guard = guard
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -45,7 +47,7 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
         loss, num_kept = sum_kept_loss(output, targets)
 
-        check_loss_is_finite(loss, batch, step_nr=self._step_nr)
+        self._guard.observe_loss(loss, batch)
 
         update_stage1_loss_metrics(metric_bag, output, outputs, targets, num_bad_samples=batch.num_bad_samples)
 
@@ -53,4 +55,4 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
     @override
     def set_step_nr(self, step_nr: int) -> None:
-        self._step_nr = step_nr
+        self._guard.begin_step(step_nr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any
 
 from fairseq2_speechmapper.cli import main
 
@@ -28,27 +29,27 @@ def _install() -> None:
     if kill_rank is not None and kill_rank != os.environ.get("RANK", "0"):
         return
 
-    do_run_step = Trainer._do_run_step  # type: ignore[attr-defined]
+    do_run_step = Trainer._do_run_step
 
-    def kill_at(trainer: Trainer, *args: object) -> object:
-        if trainer._step_nr == kill_at_step:  # type: ignore[attr-defined]
+    def kill_at(trainer: Any, *args: Any) -> Any:
+        if trainer._step_nr == kill_at_step:
             if os.environ.get("KILL_WHEN", "start") == "start":
-                trainer._checkpoint_manager.maybe_complete_save_operation(blocking=True)  # type: ignore[attr-defined]
+                trainer._checkpoint_manager.maybe_complete_save_operation(blocking=True)
 
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            backward = trainer._fp16_loss_scaler.backward  # type: ignore[attr-defined]
+            backward = trainer._fp16_loss_scaler.backward
 
-            def backward_then_die(loss: object) -> None:
+            def backward_then_die(loss: Any) -> None:
                 backward(loss)
 
                 os.kill(os.getpid(), signal.SIGKILL)
 
-            trainer._fp16_loss_scaler.backward = backward_then_die  # type: ignore[attr-defined]
+            trainer._fp16_loss_scaler.backward = backward_then_die
 
         return do_run_step(trainer, *args)
 
-    Trainer._do_run_step = kill_at  # type: ignore[attr-defined]
+    Trainer._do_run_step = kill_at  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
