@@ -340,7 +340,8 @@ class NonFiniteStepGuard:
     def _read(self) -> None:
         steps, self._unread_steps = self._unread_steps, []
 
-        local = torch.stack([s.not_finite for s in steps]).to(torch.int32)
+        # Per step: [loss not finite, a gradient not finite].
+        local = torch.stack([s.flags for s in steps]).to(torch.int32)
 
         agreed = local.clone()
 
@@ -348,13 +349,15 @@ class NonFiniteStepGuard:
             self._gang.all_reduce(agreed, ReduceOperation.MAX)
 
         # The one read of the interval.
-        flags = agreed.tolist()
-        if not any(flags):
+        agreed_flags = agreed.tolist()
+
+        first = next((i for i, flags in enumerate(agreed_flags) if any(flags)), None)
+        if first is None:
             return
 
-        first = flags.index(1)
+        message = steps[first].describe(local[first].tolist(), agreed_flags[first], stop_step_nr=steps[-1].step_nr)
 
-        raise NonFiniteLossError(steps[first].describe(here=bool(local[first]), stop_step_nr=steps[-1].step_nr))
+        raise NonFiniteLossError(message)
 
 
 @final
@@ -365,8 +368,7 @@ class _GuardedStep:
         self.step_nr = step_nr
         self.sources: list[str] = []
         self._loss_sum: Tensor | None = None
-        self._loss_not_finite: Tensor | None = None
-        self.not_finite = torch.zeros((), dtype=torch.bool, device=device)
+        self.flags = torch.zeros(2, dtype=torch.bool, device=device)
 
     def observe(self, loss: Tensor, sources: list[str]) -> None:
         loss_sum = loss.float().sum()
@@ -376,18 +378,18 @@ class _GuardedStep:
         self.sources.extend(sources)
 
     def close(self, grads: list[Tensor]) -> None:
-        if self._loss_sum is None:
-            return
-
         # A NaN or an infinity anywhere makes the sum or the norm NaN or infinite.
-        self._loss_not_finite = ~torch.isfinite(self._loss_sum)
+        loss_not_finite = self.flags[0] if self._loss_sum is None else ~torch.isfinite(self._loss_sum)
 
-        self.not_finite = self._loss_not_finite
+        grad_not_finite = ~torch.isfinite(get_total_norm(grads, foreach=True)) if grads else self.flags[1]
 
-        if grads:
-            self.not_finite = self.not_finite | ~torch.isfinite(get_total_norm(grads, foreach=True))
+        self.flags = torch.stack([loss_not_finite, grad_not_finite])
 
-    def describe(self, *, here: bool, stop_step_nr: int) -> str:
+    @property
+    def not_finite(self) -> Tensor:
+        return self.flags.any()
+
+    def describe(self, local_flags: list[int], agreed_flags: list[int], *, stop_step_nr: int) -> str:
         stopped = "" if stop_step_nr == self.step_nr else f" and the run stopped at step {stop_step_nr}"
 
         fix = (
@@ -395,14 +397,16 @@ class _GuardedStep:
             "rate or set `trainer.max_grad_norm`, then run the same command again to resume from the last checkpoint."
         )
 
-        if not here or self._loss_sum is None or self._loss_not_finite is None:
-            return f"Step {self.step_nr}: the loss or a gradient is not finite on another rank's batch; {fix}"
-
         sources = ", ".join(self.sources[:3]) + (f" and {len(self.sources) - 3} more" if len(self.sources) > 3 else "")
 
-        what = f"the loss is {self._loss_sum.item()}" if bool(self._loss_not_finite) else "a gradient is not finite"
+        if local_flags[0] and self._loss_sum is not None:
+            return f"Step {self.step_nr}: the loss is {self._loss_sum.item()} on the batch of {sources}; {fix}"
 
-        return f"Step {self.step_nr}: {what} on the batch of {sources}; {fix}"
+        # With data parallelism every rank has the gradients of every rank's loss.
+        if agreed_flags[0]:
+            return f"Step {self.step_nr}: the loss is not finite on another rank's batch; {fix}"
+
+        return f"Step {self.step_nr}: a gradient is not finite (the loss is finite) on the batch of {sources}; {fix}"
 
 
 def _innermost(ex: BaseException) -> str:
