@@ -22,6 +22,7 @@ from helpers.runs import (
     checkpoint_steps,
     dataset_config,
     error_lines,
+    extract_features,
     killer_env,
     torchrun,
     write_config,
@@ -49,12 +50,23 @@ def config_file(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return write_config(tmp_path_factory.mktemp("ranks_config") / "config.yaml", "pretrain", dataset_config(corpus_dir))
 
 
+@pytest.mark.parametrize(
+    "recipe, reads",
+    [("pretrain", "audio"), pytest.param("pretrain", "cache", marks=pytest.mark.slow), ("instruct", "audio")],
+)
 def test_a_rank_killed_mid_step_stops_every_rank_and_the_same_command_resumes_bitwise(
-    config_file: Path, cache_dir: Path, tmp_path: Path
+    recipe: str, reads: str, corpus_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
+    if reads == "cache":
+        dataset = dataset_config(None, extract_features(tmp_path / "features", corpus_dir))
+    else:
+        dataset = dataset_config(corpus_dir)
+
+    config_file = write_config(tmp_path / "config.yaml", recipe, dataset)
+
     reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
 
-    reference = _run(cache_dir, torchrun("pretrain", reference_dir, config_file))
+    reference = _run(cache_dir, torchrun(recipe, reference_dir, config_file))
 
     assert reference.returncode == 0, reference.stderr[-3000:]
 
@@ -62,7 +74,7 @@ def test_a_rank_killed_mid_step_stops_every_rank_and_the_same_command_resumes_bi
     # gradients' all-reduce or past it.
     killed = _run(
         cache_dir,
-        torchrun("pretrain", resumed_dir, config_file),
+        torchrun(recipe, resumed_dir, config_file),
         KILL_AT_STEP="5",
         KILL_RANK="1",
         KILL_WHEN="backward",
@@ -75,7 +87,7 @@ def test_a_rank_killed_mid_step_stops_every_rank_and_the_same_command_resumes_bi
 
     assert complete in (["step_2"], ["step_4"]), checkpoint_steps(resumed_dir)
 
-    resumed = _run(cache_dir, torchrun("pretrain", resumed_dir, config_file))
+    resumed = _run(cache_dir, torchrun(recipe, resumed_dir, config_file))
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
