@@ -27,12 +27,14 @@ from safetensors import SafetensorError, safe_open
 import fairseq2.file_system as fairseq2_file_system
 from fairseq2.model_checkpoint import CorruptModelCheckpointError
 from fairseq2.recipe import run
+from fairseq2.recipe.config import RegimeSection
 
 from fairseq2_speechmapper.cli import main
 from fairseq2_speechmapper.errors import FileWriteError
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheError
 from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.recipes.extract_features import task as extract_task
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
@@ -344,6 +346,21 @@ def test_a_fused_optimizer_skips_a_nan_step_on_the_device_and_the_run_stops_at_t
     state = torch.load(output_dir / "checkpoints" / "step_2" / MODEL_FILE, weights_only=True)
 
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_the_nan_flags_are_read_at_every_step_that_may_publish_or_save() -> None:
+    read_at = NonFiniteStepGuard.read_at_regime(
+        RegimeSection(
+            num_steps=12, checkpoint_every_n_steps=4, publish_metrics_every_n_steps=3, validate_every_n_steps=5
+        )
+    )
+
+    assert [step_nr for step_nr in range(1, 13) if read_at(step_nr)] == [3, 4, 5, 6, 8, 9, 10, 12]
+
+    # Where a checkpoint follows the data epochs, at every step.
+    read_at = NonFiniteStepGuard.read_at_regime(RegimeSection(num_steps=12, checkpoint_every_n_data_epochs=1))
+
+    assert all(read_at(step_nr) for step_nr in range(1, 13))
 
 
 # A full disk under a checkpoint ----------------------------------------------

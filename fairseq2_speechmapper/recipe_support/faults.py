@@ -273,9 +273,17 @@ class NonFiniteStepGuard:
     @staticmethod
     def read_at_regime(regime: RegimeSection) -> Callable[[int], bool]:
         """The steps where the trainer may publish metrics or save a
-        checkpoint; every step where that depends on data epochs."""
+        checkpoint (also after a validation: an early stop saves one); every
+        step where that depends on data epochs. (A stop requested by a signal
+        saves one at any step: it holds finite weights, the skipped step unread.)"""
         if regime.num_steps is None or any(
-            n is not None for n in (regime.checkpoint_every_n_data_epochs, regime.publish_metrics_every_n_data_epochs)
+            n is not None
+            for n in (
+                regime.num_data_epochs,
+                regime.checkpoint_every_n_data_epochs,
+                regime.publish_metrics_every_n_data_epochs,
+                regime.validate_every_n_data_epochs,
+            )
         ):
             return lambda step_nr: True
 
@@ -288,6 +296,7 @@ class NonFiniteStepGuard:
             step_nr >= num_steps
             or at_interval(step_nr, regime.checkpoint_after_n_steps, regime.checkpoint_every_n_steps)
             or at_interval(step_nr, regime.publish_metrics_after_n_steps, regime.publish_metrics_every_n_steps)
+            or at_interval(step_nr, regime.validate_after_n_steps, regime.validate_every_n_steps)
         )
 
     @staticmethod
