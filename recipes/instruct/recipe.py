@@ -135,13 +135,6 @@ class InstructRecipe(Recipe):
 
         return training_task(context, trainer, card)
 
-    @override
-    def has_static_autograd_graph(self, context: RecipeContext) -> bool:
-        # DDP's static graph reduces the gradients of the parameters it finds
-        # from the mapper's outputs in the first step; LoRA's adapters act after
-        # them, inside the LLM, so each rank's copy would drift apart.
-        return not context.get_config_as(InstructConfig).lora.enabled
-
     @property
     @override
     def config_kls(self) -> type[object]:
