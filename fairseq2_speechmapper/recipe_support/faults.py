@@ -1,6 +1,7 @@
 """Faults of a training run reported in one line: a checkpoint that cannot be
 read (truncated or damaged), one that cannot be written (a full disk), and a
-loss that is not finite.
+loss or gradient that is not finite (kept out of the weights on the device,
+read back only at the metric and checkpoint steps: :class:`NonFiniteStepGuard`).
 
 fairseq2 0.8.1 already writes each checkpoint into ``step_N.tmp`` and renames
 it when complete; a resumed run never looks at a ``.tmp`` directory, and saving
