@@ -27,12 +27,14 @@ from safetensors import SafetensorError, safe_open
 import fairseq2.file_system as fairseq2_file_system
 from fairseq2.model_checkpoint import CorruptModelCheckpointError
 from fairseq2.recipe import run
+from fairseq2.recipe.config import RegimeSection
 
 from fairseq2_speechmapper.cli import main
 from fairseq2_speechmapper.errors import FileWriteError
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheError
 from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.recipes.extract_features import task as extract_task
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
@@ -294,6 +296,71 @@ def test_a_nan_loss_stops_the_run_before_the_weights_change(
     state = torch.load(output_dir / "checkpoints" / "step_1" / MODEL_FILE, weights_only=True)
 
     assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_a_fused_optimizer_skips_a_nan_step_on_the_device_and_the_run_stops_at_the_next_read(
+    corpus_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No per-step read: the step is skipped on the device (fused AdamW's
+    `found_inf`), the flags are read at the metric and checkpoint interval."""
+    sum_kept_loss, calls = pretrain_units.sum_kept_loss, []
+
+    def inf_at_third_batch(*args: object, **kwargs: object) -> tuple[torch.Tensor, int]:
+        loss, num_kept = sum_kept_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+        calls.append(loss)
+
+        return (loss * float("inf") if len(calls) == 3 else loss), num_kept
+
+    monkeypatch.setattr(pretrain_units, "sum_kept_loss", inf_at_third_batch)
+
+    output_dir = tmp_path / "inf"
+
+    config_file = _pretrain_config(tmp_path / "config.yaml", corpus_dir, num_steps=6)
+
+    code, output = _cli(
+        capfd,
+        "pretrain",
+        str(output_dir),
+        "--config-file",
+        str(config_file),
+        "--config",
+        "optimizer.config.impl=fused",
+        "regime.checkpoint_every_n_steps=2",
+        "regime.publish_metrics_every_n_steps=2",
+    )
+
+    assert code == 2
+    assert "Traceback" not in output
+
+    [error] = _error_lines(output)
+
+    assert "Step 3: the loss is inf on the batch of " in error
+    assert "the step was not taken and the run stopped at step 4, and no checkpoint holds it" in error
+
+    # Step 4 ran on the weights step 3 left alone (an update from an infinite
+    # loss would have made them NaN); its checkpoint was never written.
+    assert len(calls) == 4 and torch.isfinite(calls[3]).all()
+    assert _steps(output_dir / "checkpoints") == ["step_2"]
+
+    state = torch.load(output_dir / "checkpoints" / "step_2" / MODEL_FILE, weights_only=True)
+
+    assert all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point())
+
+
+def test_the_nan_flags_are_read_at_every_step_that_may_publish_or_save() -> None:
+    read_at = NonFiniteStepGuard.read_at_regime(
+        RegimeSection(
+            num_steps=12, checkpoint_every_n_steps=4, publish_metrics_every_n_steps=3, validate_every_n_steps=5
+        )
+    )
+
+    assert [step_nr for step_nr in range(1, 13) if read_at(step_nr)] == [3, 4, 5, 6, 8, 9, 10, 12]
+
+    # Where a checkpoint follows the data epochs, at every step.
+    read_at = NonFiniteStepGuard.read_at_regime(RegimeSection(num_steps=12, checkpoint_every_n_data_epochs=1))
+
+    assert all(read_at(step_nr) for step_nr in range(1, 13))
 
 
 # A full disk under a checkpoint ----------------------------------------------

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from torch import Tensor
+from torch.nn import Module
+
 from fairseq2.data.tokenizers import Tokenizer
+from fairseq2.gang import Gang, ReduceOperation
 from fairseq2.recipe.base import RecipeContext
 
 from fairseq2_speechmapper.datasets import SpeechManifestDataset
@@ -35,3 +39,25 @@ def load_recipe_speech_llm(
             device=context.gangs.root.device,
             feature_cache=feature_cache_of(dataset),
         )
+
+
+def replicate_added_parameters(module: Module, gang: Gang) -> None:
+    """Makes parameters added to the model after fairseq2 wrapped it for data
+    parallelism (LoRA adapters, created once the LLM is known) replicas like
+    DDP's own: rank 0's initial values on every rank, and each gradient
+    averaged over ``gang`` as it is accumulated. DDP only reduces the
+    parameters it held when it was built, and each rank's copy would drift."""
+    if gang.size == 1:
+        return
+
+    def average(param: Tensor) -> None:
+        if param.grad is not None:
+            gang.all_reduce(param.grad, ReduceOperation.SUM)
+
+            param.grad.div_(gang.size)
+
+    for param in module.parameters():
+        gang.broadcast(param.data, source_rank=0)
+
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(average)

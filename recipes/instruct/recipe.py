@@ -4,8 +4,9 @@ tune the mapper briefly through the LLM on instructions (paper, "Stage 2")."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import final
+from typing import cast, final
 
+from torch.nn import Module
 from typing_extensions import override
 
 from fairseq2.logging import log
@@ -18,8 +19,8 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
-from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard, reporting_model_load_errors, training_task
+from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm, replicate_added_parameters
 from fairseq2_speechmapper.recipes.instruct.config import InstructConfig
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.recipes.instruct.units import InstructEvalUnit, InstructUnit
@@ -59,6 +60,9 @@ class InstructRecipe(Recipe):
             # The tuned mapper's card builds it with the adapters.
             model_config["llm_lora"] = asdict(lora_config)
 
+            # mypy keeps `llm_lora` narrowed to None past `add_llm_lora`.
+            replicate_added_parameters(cast(Module, mapper.llm_lora), context.gangs.dp)
+
             log.info(
                 "LoRA adapters of rank {} on the LLM's query and value projections: {} parameters, trained with the mapper.",
                 lora_config.rank,
@@ -67,7 +71,7 @@ class InstructRecipe(Recipe):
                 * (2 * lora_config.model_dim + lora_config.q_dim + lora_config.v_dim),
             )
 
-        # Wrapped for data parallelism only now, with the adapters in it.
+        # fairseq2 wrapped it for data parallelism when it loaded it.
         model.mapper = context.get_data_parallel_model()
 
         llm_name = config.speech_llm.llm or pretrained.llm
@@ -85,6 +89,7 @@ class InstructRecipe(Recipe):
             model,
             builder,
             loss,
+            NonFiniteStepGuard.for_recipe(context, config.regime),
             task=config.task.task,
             asr_mix_prob=config.task.asr_mix_prob,
             pad_idx=pad_idx,

@@ -15,7 +15,7 @@ from fairseq2.metrics import Mean, MetricBag, Sum
 from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss, InstructLossOutput
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask, TaskExample
 from fairseq2_speechmapper.stage1 import (
@@ -92,6 +92,7 @@ class InstructUnit(TrainUnit[SpeechBatch]):
         model: SpeechLLM,
         builder: InstructionBuilder,
         loss: InstructLoss,
+        guard: NonFiniteStepGuard,
         *,
         task: SpeechTask,
         asr_mix_prob: float,
@@ -106,7 +107,7 @@ class InstructUnit(TrainUnit[SpeechBatch]):
         self._pad_idx = pad_idx
         self._seed = seed
         self._rng = random.Random(seed)
-        self._step_nr = 0
+        self._guard = guard
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -120,7 +121,7 @@ class InstructUnit(TrainUnit[SpeechBatch]):
 
         output = compute_instruct_loss(self._model, self._builder, self._loss, batch, examples, pad_idx=self._pad_idx)
 
-        check_loss_is_finite(output.loss, batch, step_nr=self._step_nr)
+        self._guard.observe_loss(output.loss, batch)
 
         update_instruct_metrics(metric_bag, output, batch, asr_batch=asr_batch)
 
@@ -131,7 +132,7 @@ class InstructUnit(TrainUnit[SpeechBatch]):
         # A resumed run draws the same tasks and wordings as an unbroken one.
         self._rng.seed(self._seed * 1_000_003 + step_nr)
 
-        self._step_nr = step_nr
+        self._guard.begin_step(step_nr)
 
 
 @final

@@ -14,7 +14,11 @@ from fairseq2.task import Task
 from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
-from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors, training_task
+from fairseq2_speechmapper.recipe_support.faults import (
+    NonFiniteStepGuard,
+    reporting_model_load_errors,
+    training_task,
+)
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.units import AuxiliaryCTC, PretrainUnit
 from fairseq2_speechmapper.stage1 import (
@@ -70,7 +74,7 @@ class PretrainRecipe(Recipe):
 
             ctc = AuxiliaryCTC(config.loss.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper)
 
-        unit = PretrainUnit(model, targets, loss, ctc)
+        unit = PretrainUnit(model, targets, loss, NonFiniteStepGuard.for_recipe(context, config.regime), ctc)
 
         train_reader = readers.create(
             config.dataset.train_split, training=True, num_accumulate=config.trainer.grad_accumulation.num_batches

@@ -13,7 +13,7 @@ from fairseq2.trainer import TrainUnit
 
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.faults import check_loss_is_finite
+from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.stage1 import (
     EmbeddingRegressionLoss,
     Stage1Model,
@@ -44,13 +44,14 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
         model: Stage1Model,
         targets: TargetEmbeddings,
         loss: EmbeddingRegressionLoss,
+        guard: NonFiniteStepGuard,
         ctc: AuxiliaryCTC | None = None,
     ) -> None:
         self._model = model
         self._targets = targets
         self._loss = loss
+        self._guard = guard
         self._ctc = ctc
-        self._step_nr = 0
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
@@ -79,7 +80,7 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
         loss, num_kept = sum_kept_loss(output, targets)
 
-        check_loss_is_finite(loss, batch, step_nr=self._step_nr)
+        self._guard.observe_loss(loss, batch)
 
         update_stage1_loss_metrics(metric_bag, output, outputs, targets, num_bad_samples=batch.num_bad_samples)
 
@@ -87,4 +88,4 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
     @override
     def set_step_nr(self, step_nr: int) -> None:
-        self._step_nr = step_nr
+        self._guard.begin_step(step_nr)
