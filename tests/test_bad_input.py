@@ -632,3 +632,29 @@ def test_bad_dataset_value_is_one_line_before_any_model_loads(
     error = _error_line(output)
 
     assert field in error and "no_such_llm" not in output and "nowhere" not in error, error
+
+
+def test_auxiliary_ctc_needs_a_mapper_with_its_head_and_trains_with_one(
+    cli: Callable[..., tuple[int, str]], audio_dir: Path, tmp_path: Path
+) -> None:
+    manifest = _write_manifest(tmp_path / "manifests", "train", audio_dir, [])
+
+    config = _pretrain_config(tmp_path, _dataset(manifest.parent), num_steps=2)
+
+    exit_code, output = cli(
+        "pretrain", str(tmp_path / "no_head"), "--config-file", str(config), "--config", "loss.ctc_weight=1.0"
+    )
+
+    assert exit_code == 2
+    assert "has no CTC head" in _error_line(output)
+
+    exit_code, output = cli(
+        "pretrain", str(tmp_path / "head"), "--config-file", str(config),
+        "--config", "loss.ctc_weight=1.0", "model.config_overrides={ctc_block: 0}",
+    )  # fmt: skip
+
+    assert exit_code == 0, output[-3000:]
+
+    ctc_losses = [entry["CTC Loss (Auxiliary)"] for entry in _metrics(tmp_path / "head", "train")]
+
+    assert len(ctc_losses) == 2 and all(0.0 < float(value) < 100.0 for value in ctc_losses)
