@@ -17,8 +17,14 @@ from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, count_left_out, create_speech_reader
-from fairseq2_speechmapper.datasets.speech import TextEncoder
+from fairseq2_speechmapper.datasets import (
+    SpeechBatch,
+    SpeechReadOptions,
+    TextEncoder,
+    count_left_out,
+    create_speech_reader,
+)
+from fairseq2_speechmapper.datasets.audio import InputPreparer
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     FeatureCache,
@@ -73,19 +79,36 @@ class FeatureCacheDataset:
     def open(directory: Path) -> FeatureCacheDataset:
         return FeatureCacheDataset(FeatureCache.open(directory))
 
+    @property
+    def feature_cache(self) -> FeatureCache:
+        return self.cache
+
+    def describe_split(self, split: str, *, card_name: str | None) -> tuple[str, str]:
+        """The cache's directory and split, and the manifest it was extracted from."""
+        plan = self.cache.read_plan(split)
+
+        return f"{self.cache.directory}:{split}", plan.manifest if plan is not None else ""
+
     def create_reader(
         self,
         split: str,
         gangs: Gangs,
         options: SpeechReadOptions,
         *,
+        prepare_input: InputPreparer | None,
         encode_text: TextEncoder,
         training: bool,
         seed: int,
         num_accumulate: int = 1,
     ) -> DataReader[SpeechBatch]:
         """As :meth:`SpeechManifestDataset.create_reader`: the same utterances
-        (manifest order, the same duration limits) give the same batches."""
+        (manifest order, the same duration limits) give the same batches.
+
+        :param prepare_input: ``None``: the features are read, no SFM runs.
+        """
+        if prepare_input is not None:
+            raise TypeError("A feature cache is read for a model that runs the SFM.")
+
         cache_split = self.cache.read_split(split)
 
         plan = cache_split.plan
@@ -146,6 +169,9 @@ class CachedFeatureEncoder:
     averages it would have computed from the SFM's frames (k must divide it),
     so mapper and loss stay exactly as they are.
     """
+
+    prepare_input: InputPreparer | None = None
+    """No audio is read: the features are."""
 
     def __init__(self, *, layer: int, output_dim: int, frame_average: int) -> None:
         self.layer = layer
