@@ -121,7 +121,9 @@ def main() -> int:
     for shape in SHAPES:
         num_bytes, seconds = measure(shape, num_utterances=args.utterances, settle=args.settle)
 
-        print(f"| {shape.name} | {num_bytes / 1e6:,.3f} MB ({num_bytes:,} bytes) | {seconds * 1e3:.1f} ms |", flush=True)
+        print(
+            f"| {shape.name} | {num_bytes / 1e6:,.3f} MB ({num_bytes:,} bytes) | {seconds * 1e3:.1f} ms |", flush=True
+        )
 
     return 0
 

@@ -25,11 +25,13 @@ from fairseq2_speechmapper.datasets import (
     create_speech_reader,
 )
 from fairseq2_speechmapper.datasets.audio import InputPreparer
+from fairseq2_speechmapper.datasets.bad_samples import STOP_KEY
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     FeatureCache,
     FeatureCacheError,
     card_checkpoint,
+    checksum_problem,
     speech_encoder_setting,
 )
 from fairseq2_speechmapper.features.config import SFMSection
@@ -38,9 +40,11 @@ from fairseq2_speechmapper.features.config import SFMSection
 @final
 class FeatureLoader:
     """Adds an example's cached features (``inputs``, in the storage dtype)
-    read from its memory-mapped shard."""
+    read from its memory-mapped shard, checked against their checksum: damaged
+    features are an ``error`` that stops the run whatever ``on_bad_sample``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path) -> None:
+        self._cache_dir = cache_dir
         self._shards: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -53,7 +57,13 @@ class FeatureLoader:
 
         offset, frames = int(example["offset"]), int(example["frames"])  # type: ignore[call-overload]
 
-        example["inputs"] = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
+        inputs = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
+
+        problem = checksum_problem(example, inputs, self._cache_dir)
+        if problem is not None:
+            return {**example, "error": problem, STOP_KEY: True}
+
+        example["inputs"] = inputs
 
         return example
 
@@ -151,7 +161,7 @@ class FeatureCacheDataset:
             split,
             gangs,
             options,
-            load_example=FeatureLoader(),
+            load_example=FeatureLoader(self.cache.directory),
             encode_text=encode_text,
             training=training,
             seed=seed,
