@@ -388,6 +388,117 @@ def measure(
     ]
 
 
+def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
+    """What the shards' checksums cost, on a synthetic cache at the paper's
+    shapes (w2v-BERT 2.0: 1024 dims, 50 Hz, float16; 12 s utterances in
+    shards of 100; the page cache warm): SHA-256 alone, ``verify=true``
+    (read and hash every shard), and one pass of 53 x 12 s batches through
+    the reader with and without its per-utterance check."""
+    import hashlib
+
+    import torch
+
+    from fairseq2.gang import create_fake_gangs
+
+    import fairseq2_speechmapper.features.reader as feature_reader
+    from fairseq2_speechmapper.datasets import SpeechReadOptions
+    from fairseq2_speechmapper.features import (
+        FeatureCache,
+        FeatureCacheDataset,
+        FeatureCacheHeader,
+        verify_feature_cache,
+    )
+    from fairseq2_speechmapper.features.writer import FeatureCacheWriter, pending_shards
+
+    header = FeatureCacheHeader(
+        speech_encoder="synthetic",
+        speech_encoder_checkpoint=None,
+        layer=24,
+        last_layer=True,
+        speech_encoder_options={},
+        speech_encoder_dtype="float16",
+        frame_average=1,
+        dtype="float16",
+        feature_dim=1024,
+    )
+
+    cache = FeatureCache(directory, header)
+
+    writer = FeatureCacheWriter(cache, rank=0, shard_size=100)
+
+    writer.write_or_check_header()
+
+    examples: list[dict[str, object]] = [
+        {
+            "id": f"u{i}",
+            "source": f"synthetic:{i}",
+            "duration": 12.0,
+            "text": "a",
+            "fields": "{}",
+            "audio_path": "",
+            "offset": 0.0,
+        }
+        for i in range(num_utterances)
+    ]
+
+    options = SpeechReadOptions(max_batch_seconds=640.0, max_batch_size=64, shuffle=False, num_parallel_calls=2)
+
+    plan = writer.plan_split("train", examples, manifest=directory / "synthetic.jsonl", section=options)
+
+    pending, _ = pending_shards(plan, examples, list(range(plan.num_shards)), options)
+
+    for shard in pending.values():
+        for position in range(len(shard.examples)):
+            writer.add_features(shard, position, torch.randn(600, 1024), "synthetic")
+
+        writer.write_shard(shard)
+
+    num_bytes = sum(cache.shard_size("train", i) for i in range(plan.num_shards))
+
+    buffer = os.urandom(256 * 1024 * 1024)
+
+    start = time.perf_counter()
+    hashlib.sha256(buffer).hexdigest()
+    sha256_mb_s = 256 * 1.048576 / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    verify_feature_cache(cache)
+    verify_s = time.perf_counter() - start
+
+    def read_pass() -> float:
+        reader = FeatureCacheDataset(cache).create_reader(
+            "train",
+            create_fake_gangs(torch.device("cpu")),
+            options,
+            prepare_input=None,
+            encode_text=lambda text: torch.tensor([1]),
+            training=True,
+            seed=1,
+        )
+
+        start = time.perf_counter()
+        for _ in reader:
+            pass
+        return time.perf_counter() - start
+
+    checked_s = min(read_pass() for _ in range(3))
+
+    checksum_problem = feature_reader.checksum_problem
+    feature_reader.checksum_problem = lambda *args: None  # type: ignore[assignment]
+    try:
+        unchecked_s = min(read_pass() for _ in range(3))
+    finally:
+        feature_reader.checksum_problem = checksum_problem
+
+    print(f"cache: {num_utterances} x 12 s, {num_bytes / 1e6:,.0f} MB in {plan.num_shards} shards")
+    print(f"SHA-256 alone: {sha256_mb_s:,.0f} MB/s")
+    print(f"verify=true (read + hash every shard): {verify_s:.2f} s, {num_bytes / 1e6 / verify_s:,.0f} MB/s")
+    print(
+        f"one reader pass (53 x 12 s batches): {checked_s:.2f} s checked, {unchecked_s:.2f} s unchecked "
+        f"({(checked_s - unchecked_s) / unchecked_s:+.1%}); verify=true = {verify_s / unchecked_s:.2f} passes"
+    )
+
+
 def main() -> int:
     parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
     parser.add_argument(
@@ -401,8 +512,20 @@ def main() -> int:
         metavar=("MIN", "MAX"),
         help="utterance durations in seconds, uniform (default: 1 4; LibriSpeech's average is ~12 s, see the module doc)",
     )
+    parser.add_argument(
+        "--verify-cost",
+        type=int,
+        metavar="UTTERANCES",
+        help="only measure what the shards' checksums cost, on a synthetic cache of this many 12 s utterances at the paper's width",
+    )
     add_timing_options(parser, warmup=(3, 2), steps=(10, 3), rounds=(2, 1), sides="the two")
     args = parser.parse_args()
+
+    if args.verify_cost is not None:
+        with tempfile.TemporaryDirectory(prefix="benchmark-verify-cost-") as tmp:
+            measure_verify_cost(Path(tmp), num_utterances=args.verify_cost)
+
+        return 0
 
     os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 

@@ -652,6 +652,7 @@ def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int])
                 "train",
                 create_fake_gangs(torch.device("cpu")),
                 options,
+                prepare_input=None,
                 encode_text=lambda text: torch.tensor([1, 2, 3]),
                 training=True,
                 seed=0,
@@ -664,7 +665,12 @@ def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int])
             start = time.perf_counter()
 
             for _ in range(num_batches):
-                (batch,) = next(reader)
+                try:
+                    (batch,) = next(reader)
+                except StopIteration:  # a pass's end: the trainer resets the reader there too
+                    reader.reset()
+
+                    (batch,) = next(reader)
 
                 audio_seconds += sum(batch.input_lens) / 50
                 num_bytes += sum(batch.input_lens) * 1024 * 2

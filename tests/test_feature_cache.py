@@ -288,6 +288,19 @@ def _train_reader(
     )
 
 
+def _next_batch(reader: DataReader[SpeechBatch]) -> SpeechBatch:
+    """The next training batch; at a pass's end, the first of the next (the
+    trainer resets the reader there)."""
+    try:
+        (batch,) = next(reader)
+    except StopIteration:
+        reader.reset()
+
+        (batch,) = next(reader)
+
+    return batch
+
+
 def _first_losses(
     corpus_dir: Path, cache: FeatureCache | None, mapper: SpeechMapper, *, num_batches: int
 ) -> list[tuple[list[str], torch.Tensor]]:
@@ -310,7 +323,7 @@ def _first_losses(
 
     with torch.no_grad():
         for _ in range(num_batches):
-            (batch,) = next(reader)
+            batch = _next_batch(reader)
 
             outputs, output_lens = model(batch)
 
@@ -686,7 +699,7 @@ def _first_instruct_losses(
 
     with torch.no_grad():
         for _ in range(num_batches):
-            (batch,) = next(reader)
+            batch = _next_batch(reader)
 
             examples = builder.examples(batch, "st", rng=None)
 
