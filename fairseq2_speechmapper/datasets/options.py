@@ -62,6 +62,12 @@ class SpeechReadOptions:
     check_audio_files: bool = True
     """Check at start-up that every audio file exists and is not empty."""
 
+    check_features: bool = True
+    """Reading a feature cache, check each utterance's features against the
+    checksum written with them (CRC-32: 20-70 % more reader time on a busy
+    2-core CPU; ``benchmarks/README.md``). ``extract-features --config
+    verify=true`` checks a whole cache."""
+
     log_shard: bool = False
     """Log the utterance ids of every batch this rank reads (to check sharding)."""
 

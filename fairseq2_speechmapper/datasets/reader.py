@@ -267,11 +267,6 @@ class SpeechDataReader(DataReader[SpeechBatch]):
 
         return str(messages[0])
 
-    @property
-    def pass_nr(self) -> int:
-        """The pass over the split being read, from 0."""
-        return self._pass_nr
-
     @override
     def reset(self) -> None:
         self._pass_nr, self._num_read = self._pass_nr + 1, 0

@@ -43,8 +43,9 @@ class FeatureLoader:
     read from its memory-mapped shard, checked against their checksum: damaged
     features are an ``error`` that stops the run whatever ``on_bad_sample``."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, check: bool = True) -> None:
         self._cache_dir = cache_dir
+        self._check = check
         self._shards: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -59,7 +60,7 @@ class FeatureLoader:
 
         inputs = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
 
-        problem = checksum_problem(example, inputs, self._cache_dir)
+        problem = checksum_problem(example, inputs, self._cache_dir) if self._check else None
         if problem is not None:
             return {**example, "error": problem, STOP_KEY: True}
 
@@ -161,7 +162,7 @@ class FeatureCacheDataset:
             split,
             gangs,
             options,
-            load_example=FeatureLoader(self.cache.directory),
+            load_example=FeatureLoader(self.cache.directory, check=options.check_features),
             encode_text=encode_text,
             training=training,
             seed=seed,

@@ -225,7 +225,7 @@ class FeatureCacheWriter:
                     "shard": f"{name}.safetensors",
                     "offset": offset,
                     "frames": features.size(0),
-                    "sha256": feature_checksum(features),
+                    "crc32": feature_checksum(features),
                 }
             )
 
