@@ -24,6 +24,10 @@ baseline`` in a table at the end (progress goes to stderr):
    float32 storage of the same features; the paper's w2v-BERT 2.0 (1024 dims,
    50 Hz) figures per storage dtype are computed in the notes.
 
+``--verify-cost N`` measures only what the shards' checksums cost, on a
+synthetic cache of N 12 s utterances at the paper's width (see
+:func:`measure_verify_cost`).
+
 Scaled down to this 2-core CPU, keeping the paper's SFM:mapper size ratio
 (600M : 277M = 2.17) and its frame rates: every width of w2v-BERT 2.0 (24
 conformer layers at 50 Hz, 64-dim attention heads) and of the paper's mapper
