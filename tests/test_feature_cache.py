@@ -890,20 +890,28 @@ def test_a_flipped_byte_in_a_shard_is_found_and_extracting_again_repairs_it(
     # Reading the utterance finds it, even when bad input is skipped.
     cache = FeatureCache.open(damaged_dir)
 
-    options = SpeechReadOptions(max_batch_size=1, sort_window=1, num_parallel_calls=1, on_bad_sample="skip")
+    def read_all(*, check_features: bool) -> list[list[SpeechBatch]]:
+        options = SpeechReadOptions(
+            max_batch_size=1, sort_window=1, num_parallel_calls=1, on_bad_sample="skip", check_features=check_features
+        )
 
-    reader = FeatureCacheDataset(cache).create_reader(
-        "train",
-        create_fake_gangs(CPU),
-        options,
-        prepare_input=None,
-        encode_text=lambda text: torch.tensor([1]),
-        training=False,
-        seed=1,
-    )
+        reader = FeatureCacheDataset(cache).create_reader(
+            "train",
+            create_fake_gangs(CPU),
+            options,
+            prepare_input=None,
+            encode_text=lambda text: torch.tensor([1]),
+            training=False,
+            seed=1,
+        )
+
+        return list(reader)
+
+    # Unchecked (`dataset.check_features=false`), the damaged bytes are read as features.
+    assert len(read_all(check_features=False)) == 8
 
     with pytest.raises(BadSampleError) as error_info:
-        list(reader)
+        read_all(check_features=True)
 
     index_file = features_file.with_suffix(".jsonl")
 
