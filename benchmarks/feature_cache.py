@@ -402,62 +402,22 @@ def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
     import zlib
 
     import torch
+    from gpu import write_synthetic_cache
 
     from fairseq2.gang import create_fake_gangs
 
     from fairseq2_speechmapper.datasets import SpeechReadOptions
-    from fairseq2_speechmapper.features import (
-        FeatureCache,
-        FeatureCacheDataset,
-        FeatureCacheHeader,
-        verify_feature_cache,
-    )
-    from fairseq2_speechmapper.features.writer import FeatureCacheWriter, pending_shards
+    from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, verify_feature_cache
 
-    header = FeatureCacheHeader(
-        speech_encoder="synthetic",
-        speech_encoder_checkpoint=None,
-        layer=24,
-        last_layer=True,
-        speech_encoder_options={},
-        speech_encoder_dtype="float16",
-        frame_average=1,
-        dtype="float16",
-        feature_dim=1024,
-    )
+    write_synthetic_cache(directory, num_utterances=num_utterances, durations=(12.0, 12.0), seed=0)
 
-    cache = FeatureCache(directory, header)
-
-    writer = FeatureCacheWriter(cache, rank=0, shard_size=100)
-
-    writer.write_or_check_header()
-
-    examples: list[dict[str, object]] = [
-        {
-            "id": f"u{i}",
-            "source": f"synthetic:{i}",
-            "duration": 12.0,
-            "text": "a",
-            "fields": "{}",
-            "audio_path": "",
-            "offset": 0.0,
-        }
-        for i in range(num_utterances)
-    ]
+    cache = FeatureCache.open(directory)
 
     options = SpeechReadOptions(max_batch_seconds=640.0, max_batch_size=64, shuffle=False, num_parallel_calls=2)
 
-    plan = writer.plan_split("train", examples, manifest=directory / "synthetic.jsonl", section=options)
+    num_shards = cache.read_plan("train").num_shards  # type: ignore[union-attr]
 
-    pending, _ = pending_shards(plan, examples, list(range(plan.num_shards)), options)
-
-    for shard in pending.values():
-        for position in range(len(shard.examples)):
-            writer.add_features(shard, position, torch.randn(600, 1024), "synthetic")
-
-        writer.write_shard(shard)
-
-    num_bytes = sum(cache.shard_size("train", i) for i in range(plan.num_shards))
+    num_bytes = sum(cache.shard_size("train", i) for i in range(num_shards))
 
     buffer = os.urandom(256 * 1024 * 1024)
 
@@ -494,7 +454,7 @@ def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
 
     checked_s, unchecked_s = min(checked), min(unchecked)
 
-    print(f"cache: {num_utterances} x 12 s, {num_bytes / 1e6:,.0f} MB in {plan.num_shards} shards")
+    print(f"cache: {num_utterances} x 12 s, {num_bytes / 1e6:,.0f} MB in {num_shards} shards")
     print(f"alone, in memory: CRC-32 (the features') {crc32_mb_s:,.0f} MB/s, SHA-256 {sha256_mb_s:,.0f} MB/s")
     print(f"verify=true (read + hash every shard): {verify_s:.2f} s, {num_bytes / 1e6 / verify_s:,.0f} MB/s")
     print(
