@@ -64,7 +64,7 @@ class SpeechReadOptions:
 
     check_features: bool = True
     """Reading a feature cache, check each utterance's features against the
-    checksum written with them (CRC-32: 20-70 % more reader time on a busy
+    checksum written with them (CRC-32: 14-56 % more reader time on a busy
     2-core CPU; ``benchmarks/README.md``). ``extract-features --config
     verify=true`` checks a whole cache."""
 
