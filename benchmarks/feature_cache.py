@@ -24,6 +24,10 @@ baseline`` in a table at the end (progress goes to stderr):
    float32 storage of the same features; the paper's w2v-BERT 2.0 (1024 dims,
    50 Hz) figures per storage dtype are computed in the notes.
 
+``--verify-cost N`` measures only what the shards' checksums cost, on a
+synthetic cache of N 12 s utterances at the paper's width (see
+:func:`measure_verify_cost`).
+
 Scaled down to this 2-core CPU, keeping the paper's SFM:mapper size ratio
 (600M : 277M = 2.17) and its frame rates: every width of w2v-BERT 2.0 (24
 conformer layers at 50 Hz, 64-dim attention heads) and of the paper's mapper
@@ -54,7 +58,7 @@ import sys
 import tempfile
 import time
 from argparse import ArgumentParser
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -388,6 +392,77 @@ def measure(
     ]
 
 
+def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
+    """What the shards' checksums cost, on a synthetic cache at the paper's
+    shapes (w2v-BERT 2.0: 1024 dims, 50 Hz, float16; 12 s utterances in
+    shards of 100; the page cache warm): CRC-32 and SHA-256 alone, ``verify=true``
+    (read and hash every shard), and one pass of 53 x 12 s batches through
+    the reader with and without its per-utterance check."""
+    import hashlib
+    import zlib
+
+    import torch
+    from gpu import write_synthetic_cache
+
+    from fairseq2.gang import create_fake_gangs
+
+    from fairseq2_speechmapper.datasets import SpeechReadOptions
+    from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, verify_feature_cache
+
+    write_synthetic_cache(directory, num_utterances=num_utterances, durations=(12.0, 12.0), seed=0)
+
+    cache = FeatureCache.open(directory)
+
+    options = SpeechReadOptions(max_batch_seconds=640.0, max_batch_size=64, shuffle=False, num_parallel_calls=2)
+
+    num_shards = cache.read_plan("train").num_shards  # type: ignore[union-attr]
+
+    num_bytes = sum(cache.shard_size("train", i) for i in range(num_shards))
+
+    buffer = os.urandom(256 * 1024 * 1024)
+
+    start = time.perf_counter()
+    hashlib.sha256(buffer).hexdigest()
+    sha256_mb_s = 256 * 1.048576 / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    zlib.crc32(buffer)
+    crc32_mb_s = 256 * 1.048576 / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    verify_feature_cache(cache)
+    verify_s = time.perf_counter() - start
+
+    def read_pass(*, check: bool) -> float:
+        reader = FeatureCacheDataset(cache).create_reader(
+            "train",
+            create_fake_gangs(torch.device("cpu")),
+            replace(options, check_features=check),
+            prepare_input=None,
+            encode_text=lambda text: torch.tensor([1]),
+            training=True,
+            seed=1,
+        )
+
+        start = time.perf_counter()
+        for _ in reader:
+            pass
+        return time.perf_counter() - start
+
+    # Taking turns, the fastest of 3 each: the machine's load moves.
+    checked, unchecked = zip(*[(read_pass(check=True), read_pass(check=False)) for _ in range(3)], strict=True)
+
+    checked_s, unchecked_s = min(checked), min(unchecked)
+
+    print(f"cache: {num_utterances} x 12 s, {num_bytes / 1e6:,.0f} MB in {num_shards} shards")
+    print(f"alone, in memory: CRC-32 (the features') {crc32_mb_s:,.0f} MB/s, SHA-256 {sha256_mb_s:,.0f} MB/s")
+    print(f"verify=true (read + hash every shard): {verify_s:.2f} s, {num_bytes / 1e6 / verify_s:,.0f} MB/s")
+    print(
+        f"one reader pass (53 x 12 s batches): {checked_s:.2f} s checked, {unchecked_s:.2f} s with `check_features=false` "
+        f"({(checked_s - unchecked_s) / unchecked_s:+.1%}); verify=true = {verify_s / unchecked_s:.2f} passes"
+    )
+
+
 def main() -> int:
     parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
     parser.add_argument(
@@ -401,8 +476,20 @@ def main() -> int:
         metavar=("MIN", "MAX"),
         help="utterance durations in seconds, uniform (default: 1 4; LibriSpeech's average is ~12 s, see the module doc)",
     )
+    parser.add_argument(
+        "--verify-cost",
+        type=int,
+        metavar="UTTERANCES",
+        help="only measure what the shards' checksums cost, on a synthetic cache of this many 12 s utterances at the paper's width",
+    )
     add_timing_options(parser, warmup=(3, 2), steps=(10, 3), rounds=(2, 1), sides="the two")
     args = parser.parse_args()
+
+    if args.verify_cost is not None:
+        with tempfile.TemporaryDirectory(prefix="benchmark-verify-cost-") as tmp:
+            measure_verify_cost(Path(tmp), num_utterances=args.verify_cost)
+
+        return 0
 
     os.environ.setdefault("FAIRSEQ2_NO_PROGRESS", "1")
 

@@ -537,23 +537,17 @@ class ReaderMeasurement:
 
 
 def write_synthetic_cache(directory: Path, *, num_utterances: int, durations: tuple[float, float], seed: int) -> None:
-    """A feature cache as ``extract-features`` writes it (header, plan,
-    shards of 100 utterances with their index), of random w2v-BERT-2.0-shaped
-    float16 features (1024 dims, 50 Hz), without running an SFM."""
-    import json
+    """A feature cache written as ``extract-features`` writes it (its
+    :class:`FeatureCacheWriter`: header, plan, shards of 100 utterances with
+    their index and checksums), of random w2v-BERT-2.0-shaped float16 features
+    (1024 dims, 50 Hz), without running an SFM."""
     import random
 
     import torch
-    from safetensors.torch import save_file
 
-    from fairseq2_speechmapper.features.cache import (
-        FEATURES_KEY,
-        HEADER_FILE,
-        PLAN_FILE,
-        FeatureCacheHeader,
-        SplitPlan,
-        shard_name,
-    )
+    from fairseq2_speechmapper.datasets import SpeechReadOptions
+    from fairseq2_speechmapper.features.cache import FeatureCache, FeatureCacheHeader
+    from fairseq2_speechmapper.features.writer import FeatureCacheWriter, pending_shards
 
     header = FeatureCacheHeader(
         speech_encoder="w2vbert2_600m",
@@ -567,54 +561,35 @@ def write_synthetic_cache(directory: Path, *, num_utterances: int, durations: tu
         feature_dim=1024,
     )
 
+    writer = FeatureCacheWriter(FeatureCache(directory, header), rank=0, shard_size=100)
+
+    writer.write_or_check_header()
+
     rng = random.Random(seed)
 
     lengths = [round(rng.uniform(*durations) * 50) for _ in range(num_utterances)]
 
-    shard_size = 100
+    examples: list[dict[str, object]] = [
+        {"id": str(i), "source": f"synthetic:{i}", "duration": frames / 50, "text": "a b c", "fields": "{}"}
+        | {"audio_path": "", "offset": 0.0}
+        for i, frames in enumerate(lengths)
+    ]
 
-    split_dir = directory / "splits" / "train"
-    split_dir.mkdir(parents=True)
+    options = SpeechReadOptions(min_duration=durations[0], max_duration=durations[1])
 
-    (directory / HEADER_FILE).write_text(json.dumps(header.to_json()), encoding="utf-8")
+    plan = writer.plan_split("train", examples, manifest=Path("synthetic"), section=options)
 
-    plan = SplitPlan(
-        split="train",
-        manifest="synthetic",
-        records_sha256="synthetic",
-        num_utterances=num_utterances,
-        audio_seconds=sum(lengths) / 50,
-        min_duration=durations[0],
-        max_duration=durations[1],
-        shard_size=shard_size,
-    )
+    shards, _ = pending_shards(plan, examples, list(range(plan.num_shards)), options)
 
-    (split_dir / PLAN_FILE).write_text(json.dumps(plan.to_json()), encoding="utf-8")
+    generator = torch.Generator().manual_seed(seed)
 
-    for shard_idx in range(plan.num_shards):
-        shard_lengths = lengths[shard_idx * shard_size : (shard_idx + 1) * shard_size]
+    for shard in shards.values():
+        for position, example in enumerate(shard.examples):
+            frames = round(float(example["duration"]) * 50)  # type: ignore[arg-type]
 
-        index, offset = [], 0
+            writer.add_features(shard, position, torch.randn(frames, 1024, generator=generator), example["source"])
 
-        for i, frames in enumerate(shard_lengths, start=shard_idx * shard_size):
-            index.append(
-                {"id": str(i), "source": f"synthetic:{i}", "duration": frames / 50, "text": "a b c", "fields": {}}
-                | {"offset": offset, "frames": frames}
-            )
-
-            offset += frames
-
-        features = torch.randn(offset, 1024).to(torch.float16)
-
-        save_file(
-            {FEATURES_KEY: features},
-            str(split_dir / f"{shard_name(shard_idx)}.safetensors"),
-            metadata={"fingerprint": header.fingerprint},
-        )
-
-        (split_dir / f"{shard_name(shard_idx)}.jsonl").write_text(
-            "".join(json.dumps(line) + "\n" for line in index), encoding="utf-8"
-        )
+        writer.write_shard(shard)
 
 
 def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int]) -> list[ReaderMeasurement]:
@@ -652,6 +627,7 @@ def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int])
                 "train",
                 create_fake_gangs(torch.device("cpu")),
                 options,
+                prepare_input=None,
                 encode_text=lambda text: torch.tensor([1, 2, 3]),
                 training=True,
                 seed=0,
@@ -664,7 +640,12 @@ def measure_readers(*, quick: bool, num_batches: int, parallel_calls: list[int])
             start = time.perf_counter()
 
             for _ in range(num_batches):
-                (batch,) = next(reader)
+                try:
+                    (batch,) = next(reader)
+                except StopIteration:  # a pass's end: the trainer resets the reader there too
+                    reader.reset()
+
+                    (batch,) = next(reader)
 
                 audio_seconds += sum(batch.input_lens) / 50
                 num_bytes += sum(batch.input_lens) * 1024 * 2

@@ -449,7 +449,12 @@ def iter_batches(reader: DataReader[SpeechBatch], num_batches: int) -> Iterator[
     import gc
 
     for _ in range(num_batches):
-        (batch,) = next(reader)
+        try:
+            (batch,) = next(reader)
+        except StopIteration:  # a pass's end: the trainer resets the reader there too
+            reader.reset()
+
+            (batch,) = next(reader)
 
         yield batch
 

@@ -4,6 +4,7 @@ reader and its handling of bad input."""
 from __future__ import annotations
 
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from fairseq2_speechmapper.datasets import (
     make_length_batches,
     read_manifest,
 )
+from fairseq2_speechmapper.errors import SpeechMapperError
 
 from helpers.padding import padding_fraction
 
@@ -378,58 +380,120 @@ def _corpus(tmp_path: Path, num_utterances: int) -> SpeechManifestDataset:
     return SpeechManifestDataset({"train": _write_jsonl(tmp_path / "train.jsonl", entries)})
 
 
-def _train_ids(
-    dataset: SpeechManifestDataset, gangs: Gangs, *, seed: int, num_batches: int, batch_shuffle_window: int = 4
-) -> list[list[str]]:
-    reader = dataset.create_reader(
+def _train_reader(
+    dataset: SpeechManifestDataset, gangs: Gangs, *, seed: int, batch_shuffle_window: int = 4, sort_window: int = 8
+) -> SpeechDataReader:
+    return dataset.create_reader(
         "train",
         gangs,
-        SpeechReadOptions(max_batch_size=4, sort_window=8, batch_shuffle_window=batch_shuffle_window),
+        SpeechReadOptions(max_batch_size=4, sort_window=sort_window, batch_shuffle_window=batch_shuffle_window),
         prepare_input=_identity_input,
         encode_text=_encode_chars,
         training=True,
         seed=seed,
     )
 
-    return [next(reader)[0].ids for _ in range(num_batches)]
+
+def _passes(reader: SpeechDataReader, num_passes: int) -> list[list[list[str]]]:
+    """The batches' ids, pass by pass (the trainer resets the reader between)."""
+    passes = []
+
+    for _ in range(num_passes):
+        passes.append([batch.ids for batches in reader for batch in batches])
+
+        reader.reset()
+
+    return passes
 
 
-def test_training_order_is_deterministic_per_seed_and_resumable(tmp_path: Path) -> None:
+def test_training_order_is_deterministic_per_seed_and_one_pass_per_data_epoch(tmp_path: Path) -> None:
     dataset = _corpus(tmp_path, 24)
 
     gangs = create_fake_gangs(CPU)
 
-    first = _train_ids(dataset, gangs, seed=3, num_batches=12)
+    first = _passes(_train_reader(dataset, gangs, seed=3), 2)
 
-    assert first == _train_ids(dataset, gangs, seed=3, num_batches=12)
-    assert first != _train_ids(dataset, gangs, seed=4, num_batches=12)
+    assert first == _passes(_train_reader(dataset, gangs, seed=3), 2)
+    assert first != _passes(_train_reader(dataset, gangs, seed=4), 2)
 
-    # Without batch shuffling across the epoch boundary, one epoch is exactly 6
-    # batches; the reader repeats with a new order each epoch.
-    epochs = _train_ids(dataset, gangs, seed=3, num_batches=12, batch_shuffle_window=1)
+    # A data epoch is one pass over the split, in a new order each pass.
+    for batches in first:
+        assert sorted(i for b in batches for i in b) == sorted(f"u{i}" for i in range(24))
 
-    for epoch in (epochs[:6], epochs[6:]):
-        assert sorted(i for b in epoch for i in b) == sorted(f"u{i}" for i in range(24))
+    assert first[0] != first[1]
 
-    assert epochs[:6] != epochs[6:]
 
-    reader = dataset.create_reader(
-        "train",
-        gangs,
-        SpeechReadOptions(max_batch_size=4, sort_window=8, batch_shuffle_window=4),
-        prepare_input=_identity_input,
-        encode_text=_encode_chars,
-        training=True,
-        seed=3,
-    )
+def test_a_sort_window_larger_than_the_split_never_spans_two_passes(tmp_path: Path) -> None:
+    """With the reader repeating inside its pipeline, a window of 400 over a
+    split of 10 took 40 passes: batches held copies of one utterance."""
+    dataset = _corpus(tmp_path, 10)
 
-    for _ in range(5):
+    reader = _train_reader(dataset, create_fake_gangs(CPU), seed=1, sort_window=400)
+
+    for batches in _passes(reader, 3):
+        assert all(len(set(batch)) == len(batch) for batch in batches)
+
+        assert sorted(i for b in batches for i in b) == sorted(f"u{i}" for i in range(10))
+
+
+def _read_state(reader: SpeechDataReader) -> list[tuple[list[str], Tensor]]:
+    return [(batch.ids, batch.inputs) for batches in reader for batch in batches]
+
+
+@pytest.mark.parametrize("num_read", [0, 2, 6])
+def test_a_restored_reader_reads_exactly_the_remaining_batches(tmp_path: Path, num_read: int) -> None:
+    """Restored in a new reader (as on resuming), mid-pass or at a pass's end."""
+    dataset = _corpus(tmp_path, 24)
+
+    gangs = create_fake_gangs(CPU)
+
+    reader = _train_reader(dataset, gangs, seed=3)
+
+    # Into the second pass (6 batches a pass), the prefetcher ahead.
+    reader.reset()
+
+    for _ in range(num_read):
         next(reader)
+
+    time.sleep(0.2)
 
     state = reader.state_dict()
 
-    expected = [next(reader)[0].ids for _ in range(4)]
+    expected = _read_state(reader)
+    reader.reset()
+    expected_next_pass = _read_state(reader)
 
-    reader.load_state_dict(state)
+    restored = _train_reader(dataset, gangs, seed=3)
 
-    assert [next(reader)[0].ids for _ in range(4)] == expected
+    restored.load_state_dict(state)
+
+    remaining = _read_state(restored)
+    restored.reset()
+    next_pass = _read_state(restored)
+
+    assert len(remaining) == 6 - num_read
+
+    for (ids, inputs), (expected_ids, expected_inputs) in zip(
+        remaining + next_pass, expected + expected_next_pass, strict=True
+    ):
+        assert ids == expected_ids
+        assert torch.equal(inputs, expected_inputs)
+
+
+def test_the_reader_state_is_a_position_not_the_prefetched_batches(tmp_path: Path) -> None:
+    """fairseq2n's pipeline state holds the prefetched, decoded batches (tens
+    to hundreds of MB a checkpoint at the paper's shapes); the reader's does not."""
+    dataset = _corpus(tmp_path, 24)
+
+    reader = _train_reader(dataset, create_fake_gangs(CPU), seed=3)
+
+    next(reader)
+
+    time.sleep(0.2)
+
+    assert reader.state_dict() == {"pass_nr": 0, "num_read": 1}
+
+    assert len(pickle.dumps(reader.state_dict())) < 100
+
+    with pytest.raises(SpeechMapperError, match="written by an older fairseq2-speechmapper"):
+        reader.load_state_dict({"pipeline": b"..."})

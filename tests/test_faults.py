@@ -32,10 +32,10 @@ from fairseq2.recipe.config import RegimeSection
 from fairseq2_speechmapper.cli import main
 from fairseq2_speechmapper.errors import FileWriteError
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheError
+from fairseq2_speechmapper.features import writer as shard_writer
 from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
-from fairseq2_speechmapper.recipes.extract_features import task as extract_task
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 from fairseq2_speechmapper.recipes.pretrain import units as pretrain_units
@@ -508,7 +508,7 @@ def test_a_damaged_shard_is_one_line_and_extraction_again_repairs_it(
 def test_a_full_disk_under_a_shard_is_one_line_and_leaves_no_half_shard(
     corpus_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save_file, calls = extract_task.save_file, []
+    save_file, calls = shard_writer.save_file, []
 
     def save_then_fill_the_disk(tensors: dict[str, torch.Tensor], filename: str, **kwargs: object) -> None:
         calls.append(filename)
@@ -521,7 +521,7 @@ def test_a_full_disk_under_a_shard_is_one_line_and_leaves_no_half_shard(
             # What safetensors raises when the disk is full.
             raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(extract_task, "save_file", save_then_fill_the_disk)
+    monkeypatch.setattr(shard_writer, "save_file", save_then_fill_the_disk)
 
     cache_dir = tmp_path / "cache"
 
@@ -538,7 +538,7 @@ def test_a_full_disk_under_a_shard_is_one_line_and_leaves_no_half_shard(
     assert sorted(p.name for p in train_dir.iterdir()) == ["plan.json", "shard_00000.jsonl", "shard_00000.safetensors"]
 
     # Space freed: the same extraction finishes the split.
-    monkeypatch.setattr(extract_task, "save_file", save_file)
+    monkeypatch.setattr(shard_writer, "save_file", save_file)
 
     _extract(cache_dir, corpus_dir)
 

@@ -34,6 +34,7 @@ from fairseq2_speechmapper.datasets import (
     SpeechBatch,
     SpeechManifestDataset,
     SpeechManifestDatasetConfig,
+    SpeechReadOptions,
 )
 from fairseq2_speechmapper.features import (
     FeatureCache,
@@ -41,6 +42,7 @@ from fairseq2_speechmapper.features import (
     FeatureCacheError,
     SFMFeatures,
     check_frame_average,
+    verify_feature_cache,
 )
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, get_speechmapper_model_hub
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
@@ -286,6 +288,19 @@ def _train_reader(
     )
 
 
+def _next_batch(reader: DataReader[SpeechBatch]) -> SpeechBatch:
+    """The next training batch; at a pass's end, the first of the next (the
+    trainer resets the reader there)."""
+    try:
+        (batch,) = next(reader)
+    except StopIteration:
+        reader.reset()
+
+        (batch,) = next(reader)
+
+    return batch
+
+
 def _first_losses(
     corpus_dir: Path, cache: FeatureCache | None, mapper: SpeechMapper, *, num_batches: int
 ) -> list[tuple[list[str], torch.Tensor]]:
@@ -308,7 +323,7 @@ def _first_losses(
 
     with torch.no_grad():
         for _ in range(num_batches):
-            (batch,) = next(reader)
+            batch = _next_batch(reader)
 
             outputs, output_lens = model(batch)
 
@@ -458,7 +473,7 @@ def test_killed_extraction_resumes_without_redoing_finished_shards(
     # features file, before the rename): the worst moment for a kill.
     killer = (
         "import os, signal, sys\n"
-        "import fairseq2_speechmapper.recipes.extract_features.task as extract\n"
+        "import fairseq2_speechmapper.features.writer as extract\n"
         "from fairseq2_speechmapper.cli import main\n"
         "write, calls = extract.write_file_atomically, []\n"
         "def write_then_die(path, write_file):\n"
@@ -684,7 +699,7 @@ def _first_instruct_losses(
 
     with torch.no_grad():
         for _ in range(num_batches):
-            (batch,) = next(reader)
+            batch = _next_batch(reader)
 
             examples = builder.examples(batch, "st", rng=None)
 
@@ -837,4 +852,133 @@ def test_pretraining_from_the_cache_resumes_where_it_stopped(fp16_cache: Feature
 
     assert "Restoring training from the last checkpoint" in (tmp_path / "resumed" / "logs" / "rank_0.log").read_text(
         encoding="utf-8"
+    )
+
+
+def _shard_features(features_file: Path) -> torch.Tensor:
+    with safe_open(str(features_file), framework="pt") as shard:
+        return shard.get_tensor("features").clone()  # type: ignore[no-any-return]
+
+
+def _flip_a_feature_byte(features_file: Path) -> None:
+    """Flips a bit inside the features (past the safetensors header): the
+    file's structure stays valid."""
+    data = bytearray(features_file.read_bytes())
+
+    header_size = int.from_bytes(data[:8], "little")
+
+    data[8 + header_size + 5] ^= 0x40
+
+    features_file.write_bytes(data)
+
+
+def test_a_flipped_byte_in_a_shard_is_found_and_extracting_again_repairs_it(
+    fp16_cache: FeatureCache, corpus_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    damaged_dir = tmp_path / "cache"
+
+    shutil.copytree(fp16_cache.directory, damaged_dir)
+
+    features_file = damaged_dir / "splits" / "train" / "shard_00001.safetensors"
+
+    original = _shard_features(features_file)
+
+    _flip_a_feature_byte(features_file)
+
+    assert not torch.equal(_shard_features(features_file), original)
+
+    # Reading the utterance finds it, even when bad input is skipped.
+    cache = FeatureCache.open(damaged_dir)
+
+    def read_all(*, check_features: bool) -> list[list[SpeechBatch]]:
+        options = SpeechReadOptions(
+            max_batch_size=1, sort_window=1, num_parallel_calls=1, on_bad_sample="skip", check_features=check_features
+        )
+
+        reader = FeatureCacheDataset(cache).create_reader(
+            "train",
+            create_fake_gangs(CPU),
+            options,
+            prepare_input=None,
+            encode_text=lambda text: torch.tensor([1]),
+            training=False,
+            seed=1,
+        )
+
+        return list(reader)
+
+    # Unchecked (`dataset.check_features=false`), the damaged bytes are read as features.
+    assert len(read_all(check_features=False)) == 8
+
+    with pytest.raises(BadSampleError) as error_info:
+        read_all(check_features=True)
+
+    index_file = features_file.with_suffix(".jsonl")
+
+    first_source = json.loads(index_file.read_text(encoding="utf-8").splitlines()[0])["source"]
+
+    assert str(error_info.value) == (
+        f"{features_file}: the features of {first_source} do not match their checksum (a damaged shard); "
+        f"run `extract-features {damaged_dir}` again to extract it anew."
+    )
+
+    # `--config verify=true`: one line naming the shard, exit code 2.
+    verify = subprocess.run(
+        [sys.executable, "-m", "fairseq2_speechmapper", *_extract_command(damaged_dir, corpus_dir, "verify=true")],
+        capture_output=True,
+        text=True,
+        env=_env(cache_dir),
+        timeout=600,
+    )
+
+    assert verify.returncode == 2, verify.stderr[-2000:]
+
+    assert (
+        verify.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            f"{features_file}: the features of {first_source} do not match their checksum (a damaged shard); "
+            f"run `extract-features {damaged_dir}` again to extract it anew."
+        )
+    )
+
+    # Extracting again finds it too, and writes it anew.
+    _extract(damaged_dir, corpus_dir)
+
+    assert torch.equal(_shard_features(features_file), original)
+
+    verify_feature_cache(FeatureCache.open(damaged_dir))
+
+
+def test_an_index_edited_in_place_is_found_on_opening(fp16_cache: FeatureCache, tmp_path: Path) -> None:
+    damaged_dir = tmp_path / "cache"
+
+    shutil.copytree(fp16_cache.directory, damaged_dir)
+
+    index_file = damaged_dir / "splits" / "train" / "shard_00000.jsonl"
+
+    # Still valid JSON, with the same frames: only the checksum tells.
+    index_file.write_text(index_file.read_text(encoding="utf-8").replace('"text": "', '"text": "X'), encoding="utf-8")
+
+    with pytest.raises(FeatureCacheError, match=f"^{index_file}: the index does not match the checksum its shard"):
+        FeatureCache.open(damaged_dir).read_split("train")
+
+
+def test_a_cache_of_the_previous_format_is_one_line_asking_to_extract_again(
+    fp16_cache: FeatureCache, tmp_path: Path
+) -> None:
+    old_dir = tmp_path / "old"
+
+    shutil.copytree(fp16_cache.directory, old_dir)
+
+    header = json.loads((old_dir / "cache.json").read_text())
+    header["version"] = 1
+    (old_dir / "cache.json").write_text(json.dumps(header))
+
+    with pytest.raises(FeatureCacheError) as error_info:
+        FeatureCache.open(old_dir)
+
+    assert str(error_info.value) == (
+        f"{old_dir / 'cache.json'}: the cache has format version 1, but this version of fairseq2-speechmapper reads "
+        "version 2 (shards with checksums); extract the features again, into another directory."
     )

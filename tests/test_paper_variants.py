@@ -13,7 +13,7 @@ import yaml
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError
 
 from fairseq2_speechmapper.cli import main
-from fairseq2_speechmapper.datasets.speech import collate_speech_batch
+from fairseq2_speechmapper.datasets.bad_samples import collate_speech_batch
 from fairseq2_speechmapper.datasets.text import TextNormalizationConfig, TextNormalizer
 from fairseq2_speechmapper.recipes.evaluate import scores as scores_module
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 import yaml
 
 from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
@@ -337,3 +338,59 @@ def test_paper_preset_dumps_the_papers_settings(cache_dir: Path) -> None:
     assert config["lr_scheduler"]["config"]["num_warmup_steps"] == 100_000
     assert config["regime"]["num_steps"] == 2_000_000
     assert (config["loss"]["alpha"], config["loss"]["gamma"]) == (5.0, 100.0)
+
+
+def test_the_logged_data_epoch_counts_passes_over_the_split(cache_dir: Path, corpus_dir: Path, tmp_path: Path) -> None:
+    """A data epoch is one pass over the training split: the trainer's
+    ``Data Epoch`` moves on after as many steps as a pass has batches."""
+    from fairseq2.gang import create_fake_gangs
+
+    from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechReadOptions
+
+    output_dir = tmp_path / "epochs"
+
+    config_file = _write_config(tmp_path / "config.yaml", corpus_dir, num_steps=10, checkpoint_every=10)
+
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    config["regime"]["publish_metrics_every_n_steps"] = 1
+    config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    result = subprocess.run(
+        _pretrain_command(output_dir, config_file), capture_output=True, text=True, env=_env(cache_dir), timeout=600
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    lines = [json.loads(line) for line in (output_dir / "metrics" / "train.jsonl").read_text().splitlines()]
+
+    # A step met again at a pass's end (fairseq2 runs its post-step hooks
+    # again there) logs the same epoch.
+    epochs = {line["Step"]: line["Data Epoch"] for line in lines}
+
+    # The batches of one pass, read as the recipe reads them: the sort window
+    # spans the split, so their number does not depend on the seed.
+    dataset = SpeechManifestDataset({"train": corpus_dir / "train.jsonl"})
+
+    options = SpeechReadOptions(
+        **{
+            k: v
+            for k, v in config["dataset"].items()
+            if k in ("max_duration", "max_batch_seconds", "max_batch_size", "sort_window")
+        }
+    )
+
+    reader = dataset.create_reader(
+        "train",
+        create_fake_gangs(torch.device("cpu")),
+        options,
+        prepare_input=lambda waveform, sample_rate: waveform,
+        encode_text=lambda text: torch.tensor([1]),
+        training=True,
+        seed=2,
+    )
+
+    num_batches = sum(len(batches) for batches in reader)
+
+    assert 2 < num_batches < 10
+
+    assert epochs == {step: 1 + (step - 1) // num_batches for step in range(1, 11)}

@@ -1,5 +1,5 @@
 """The SFM feature cache: ``extract-features`` writes it
-(the `extract_features` recipe), pretraining reads it instead
+(the `extract_features` recipe, through :mod:`.writer`), pretraining reads it instead
 of running the frozen SFM on audio every epoch, and so can instruction tuning."""
 
 from __future__ import annotations
@@ -20,3 +20,4 @@ from fairseq2_speechmapper.features.sfm import SpeechFeatureEncoder as SpeechFea
 from fairseq2_speechmapper.features.sfm import load_sfm_features as load_sfm_features
 from fairseq2_speechmapper.features.storage import StorageReport as StorageReport
 from fairseq2_speechmapper.features.storage import measure_storage as measure_storage
+from fairseq2_speechmapper.features.verify import verify_feature_cache as verify_feature_cache

@@ -17,13 +17,21 @@ from fairseq2.gang import Gangs
 from fairseq2.logging import log
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, count_left_out, create_speech_reader
-from fairseq2_speechmapper.datasets.speech import TextEncoder
+from fairseq2_speechmapper.datasets import (
+    SpeechBatch,
+    SpeechReadOptions,
+    TextEncoder,
+    count_left_out,
+    create_speech_reader,
+)
+from fairseq2_speechmapper.datasets.audio import InputPreparer
+from fairseq2_speechmapper.datasets.bad_samples import STOP_KEY
 from fairseq2_speechmapper.features.cache import (
     FEATURES_KEY,
     FeatureCache,
     FeatureCacheError,
     card_checkpoint,
+    checksum_problem,
     speech_encoder_setting,
 )
 from fairseq2_speechmapper.features.config import SFMSection
@@ -32,9 +40,12 @@ from fairseq2_speechmapper.features.config import SFMSection
 @final
 class FeatureLoader:
     """Adds an example's cached features (``inputs``, in the storage dtype)
-    read from its memory-mapped shard."""
+    read from its memory-mapped shard, checked against their checksum: damaged
+    features are an ``error`` that stops the run whatever ``on_bad_sample``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: Path, *, check: bool = True) -> None:
+        self._cache_dir = cache_dir
+        self._check = check
         self._shards: dict[str, object] = {}
         self._lock = threading.Lock()
 
@@ -47,7 +58,13 @@ class FeatureLoader:
 
         offset, frames = int(example["offset"]), int(example["frames"])  # type: ignore[call-overload]
 
-        example["inputs"] = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
+        inputs = self._open(shard_file).get_slice(FEATURES_KEY)[offset : offset + frames]  # type: ignore[attr-defined]
+
+        problem = checksum_problem(example, inputs, self._cache_dir) if self._check else None
+        if problem is not None:
+            return {**example, "error": problem, STOP_KEY: True}
+
+        example["inputs"] = inputs
 
         return example
 
@@ -73,19 +90,36 @@ class FeatureCacheDataset:
     def open(directory: Path) -> FeatureCacheDataset:
         return FeatureCacheDataset(FeatureCache.open(directory))
 
+    @property
+    def feature_cache(self) -> FeatureCache:
+        return self.cache
+
+    def describe_split(self, split: str, *, card_name: str | None) -> tuple[str, str]:
+        """The cache's directory and split, and the manifest it was extracted from."""
+        plan = self.cache.read_plan(split)
+
+        return f"{self.cache.directory}:{split}", plan.manifest if plan is not None else ""
+
     def create_reader(
         self,
         split: str,
         gangs: Gangs,
         options: SpeechReadOptions,
         *,
+        prepare_input: InputPreparer | None,
         encode_text: TextEncoder,
         training: bool,
         seed: int,
         num_accumulate: int = 1,
     ) -> DataReader[SpeechBatch]:
         """As :meth:`SpeechManifestDataset.create_reader`: the same utterances
-        (manifest order, the same duration limits) give the same batches."""
+        (manifest order, the same duration limits) give the same batches.
+
+        :param prepare_input: ``None``: the features are read, no SFM runs.
+        """
+        if prepare_input is not None:
+            raise TypeError("A feature cache is read for a model that runs the SFM.")
+
         cache_split = self.cache.read_split(split)
 
         plan = cache_split.plan
@@ -128,7 +162,7 @@ class FeatureCacheDataset:
             split,
             gangs,
             options,
-            load_example=FeatureLoader(),
+            load_example=FeatureLoader(self.cache.directory, check=options.check_features),
             encode_text=encode_text,
             training=training,
             seed=seed,
@@ -146,6 +180,9 @@ class CachedFeatureEncoder:
     averages it would have computed from the SFM's frames (k must divide it),
     so mapper and loss stay exactly as they are.
     """
+
+    prepare_input: InputPreparer | None = None
+    """No audio is read: the features are."""
 
     def __init__(self, *, layer: int, output_dim: int, frame_average: int) -> None:
         self.layer = layer

@@ -13,6 +13,7 @@ from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.datasets.audio import InputPreparer
 from fairseq2_speechmapper.features.cache import FeatureCache, speech_encoder_setting
 from fairseq2_speechmapper.features.config import SFMSection
 from fairseq2_speechmapper.features.reader import open_cached_features
@@ -35,6 +36,10 @@ class SpeechFeatureEncoder:
     @property
     def layer(self) -> int:
         return self.speech_encoder.layer
+
+    @property
+    def prepare_input(self) -> InputPreparer:
+        return self.speech_encoder.prepare_input
 
     @property
     def output_dim(self) -> int:
@@ -73,6 +78,11 @@ class SFMFeatures(Protocol):
     @property
     def output_dim(self) -> int:
         """The features' width."""
+
+    @property
+    def prepare_input(self) -> InputPreparer | None:
+        """How a waveform becomes the SFM's input when audio is read; ``None``
+        when the features are read from a cache."""
 
     def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]: ...
 

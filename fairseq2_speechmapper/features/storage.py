@@ -8,6 +8,8 @@ from typing import Final, final
 
 import torch
 
+from fairseq2.logging import log
+
 from fairseq2_speechmapper.features.cache import FeatureCache
 
 _STORAGE_DTYPES: Final = (torch.float16, torch.bfloat16, torch.float32)
@@ -92,6 +94,14 @@ def measure_storage(cache: FeatureCache, splits: Sequence[str]) -> StorageReport
         num_bytes=num_bytes,
         dtype=cache.header.dtype,
     )
+
+
+def log_storage(cache: FeatureCache, splits: Sequence[str]) -> None:
+    """Logs what the finished ``splits`` of ``cache`` cost on disk."""
+    log.info("Feature cache {} ({}):", cache.directory, ", ".join(splits))
+
+    for line in measure_storage(cache, splits).summary_lines():
+        log.info("  {}", line)
 
 
 def _megabytes(num_bytes: float) -> str:

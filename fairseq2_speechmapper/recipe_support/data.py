@@ -3,9 +3,7 @@ their place, and a split reader that feeds the SFM or reads its features."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import final
+from typing import Protocol, final
 
 from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.datasets import DataReader
@@ -17,18 +15,45 @@ from fairseq2_speechmapper.datasets import (
     SpeechDataReader,
     SpeechManifestDataset,
     SpeechManifestDatasetConfig,
+    SpeechReadOptions,
+    TextEncoder,
 )
-from fairseq2_speechmapper.features import (
-    CachedFeatureEncoder,
-    FeatureCache,
-    FeatureCacheDataset,
-    SFMFeatures,
-    SpeechFeatureEncoder,
-)
+from fairseq2_speechmapper.datasets.audio import InputPreparer
+from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, SFMFeatures
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
 
 
-def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset | FeatureCacheDataset:
+class SpeechDataset(Protocol):
+    """What a recipe reads speech batches from: audio manifests
+    (:class:`SpeechManifestDataset`) or a feature cache
+    (:class:`FeatureCacheDataset`)."""
+
+    @property
+    def feature_cache(self) -> FeatureCache | None:
+        """The cache the features are read from; ``None`` for audio."""
+
+    def describe_split(self, split: str, *, card_name: str | None) -> tuple[str, str]:
+        """The test set ``split`` names in results, and the manifest it comes
+        from; ``card_name``: the dataset card whose manifests are read."""
+
+    def create_reader(
+        self,
+        split: str,
+        gangs: Gangs,
+        options: SpeechReadOptions,
+        *,
+        prepare_input: InputPreparer | None,
+        encode_text: TextEncoder,
+        training: bool,
+        seed: int,
+        num_accumulate: int = 1,
+    ) -> DataReader[SpeechBatch]:
+        """A reader of ``split``; ``prepare_input`` is the SFM frontend's when
+        audio is read for a model that runs the SFM, ``None`` when it reads
+        cached features."""
+
+
+def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechDataset:
     """The feature cache if the section names one, else the manifests."""
     if section.feature_cache is not None:
         return FeatureCacheDataset.open(section.feature_cache)
@@ -36,30 +61,20 @@ def open_dataset(context: RecipeContext, section: SpeechDatasetSection) -> Speec
     return open_speech_dataset(context, section)
 
 
-def feature_cache_of(dataset: SpeechManifestDataset | FeatureCacheDataset) -> FeatureCache | None:
-    return dataset.cache if isinstance(dataset, FeatureCacheDataset) else None
+def feature_cache_of(dataset: SpeechDataset) -> FeatureCache | None:
+    return dataset.feature_cache
 
 
-def describe_split(
-    dataset: SpeechManifestDataset | FeatureCacheDataset, section: SpeechDatasetSection, split: str
-) -> tuple[str, str]:
+def describe_split(dataset: SpeechDataset, section: SpeechDatasetSection, split: str) -> tuple[str, str]:
     """The test set a split names in results, and the manifest it comes from.
 
     The name is the dataset card and split only when the card's manifests are
     read; manifests given in the section (which win over the card) are named
     by their path, and a feature cache by its directory and split.
     """
-    if isinstance(dataset, FeatureCacheDataset):
-        plan = dataset.cache.read_plan(split)
+    from_card = section.name is not None and section.manifest_dir is None and not section.manifests
 
-        return f"{dataset.cache.directory}:{split}", plan.manifest if plan is not None else ""
-
-    manifest = str(dataset.manifest_path(split))
-
-    if section.name is not None and section.manifest_dir is None and not section.manifests:
-        return f"{section.name}:{split}", manifest
-
-    return manifest, manifest
+    return dataset.describe_split(split, card_name=section.name if from_card else None)
 
 
 def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -> SpeechManifestDataset:
@@ -74,7 +89,7 @@ def open_speech_dataset(context: RecipeContext, section: SpeechDatasetSection) -
 
 
 def create_split_reader(
-    dataset: SpeechManifestDataset | FeatureCacheDataset,
+    dataset: SpeechDataset,
     split: str,
     section: SpeechDatasetSection,
     features: SFMFeatures,
@@ -87,23 +102,11 @@ def create_split_reader(
 ) -> DataReader[SpeechBatch]:
     """Reads ``split`` as ``features`` needs it: audio through the SFM's
     frontend, or cached features; the transcripts as the LLM's token ids."""
-    create_reader: Callable[..., DataReader[SpeechBatch]]
-
-    if isinstance(dataset, FeatureCacheDataset):
-        if not isinstance(features, CachedFeatureEncoder):
-            raise TypeError("A feature cache is read for a model that runs the SFM.")
-
-        create_reader = dataset.create_reader
-    else:
-        if not isinstance(features, SpeechFeatureEncoder):
-            raise TypeError("Audio manifests are read for a model that runs no SFM.")
-
-        create_reader = partial(dataset.create_reader, prepare_input=features.speech_encoder.prepare_input)
-
-    return create_reader(
+    return dataset.create_reader(
         split,
         gangs,
         section,
+        prepare_input=features.prepare_input,
         encode_text=tokenizer.create_raw_encoder(),
         training=training,
         seed=seed,
@@ -120,7 +123,7 @@ class SplitReaderFactory:
     def __init__(
         self,
         context: RecipeContext,
-        dataset: SpeechManifestDataset | FeatureCacheDataset,
+        dataset: SpeechDataset,
         section: SpeechDatasetSection,
         features: SFMFeatures,
         tokenizer: Tokenizer,
@@ -139,7 +142,7 @@ class SplitReaderFactory:
     def for_training(
         cls,
         context: RecipeContext,
-        dataset: SpeechManifestDataset | FeatureCacheDataset,
+        dataset: SpeechDataset,
         config: SpeechTrainingConfig,
         features: SFMFeatures,
         tokenizer: Tokenizer,

@@ -9,11 +9,9 @@ from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.gang import Gang, ReduceOperation
 from fairseq2.recipe.base import RecipeContext
 
-from fairseq2_speechmapper.datasets import SpeechManifestDataset
-from fairseq2_speechmapper.features import FeatureCacheDataset
 from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
-from fairseq2_speechmapper.recipe_support.data import feature_cache_of
+from fairseq2_speechmapper.recipe_support.data import SpeechDataset
 from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors
 from fairseq2_speechmapper.speech_llm import SpeechLLM, SpeechLLMSection, load_speech_llm
 
@@ -22,7 +20,7 @@ def load_recipe_speech_llm(
     context: RecipeContext,
     mapper_card_name: str,
     section: SpeechLLMSection,
-    dataset: SpeechManifestDataset | FeatureCacheDataset,
+    dataset: SpeechDataset,
 ) -> tuple[SpeechLLM, Tokenizer, MapperCard]:
     """Puts the mapper fairseq2 loaded for the recipe (not yet wrapped for
     data parallelism) between the SFM and the LLM its card names; the SFM is
@@ -37,7 +35,7 @@ def load_recipe_speech_llm(
             mapper=mapper,
             unwrapped_mapper=mapper,
             device=context.gangs.root.device,
-            feature_cache=feature_cache_of(dataset),
+            feature_cache=dataset.feature_cache,
         )
 
 

@@ -30,6 +30,10 @@ class ExtractFeaturesConfig:
 
     storage: FeatureStorageSection = field(default_factory=FeatureStorageSection)
 
+    verify: bool = False
+    """Check every shard of the cache in OUTPUT_DIR against its checksums
+    (the SFM is not loaded), instead of extracting."""
+
     gang: GangSection = field(default_factory=GangSection)
 
     common: CommonSection = field(default_factory=lambda: CommonSection(no_sweep_dir=True))

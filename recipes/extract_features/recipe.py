@@ -8,7 +8,9 @@ A fairseq2 inference recipe: ``--config``/``--config-file``, logs in
 ``OUTPUT_DIR/logs``, data parallel under ``torchrun`` (shard ``i`` goes to
 rank ``i % world_size``). Running it again finishes what a killed run left:
 finished shards are kept, and a directory holding features of another SFM,
-layer, option or dtype is refused.
+layer, option or dtype is refused. With ``--config verify=true`` it checks
+every shard against its checksums instead (one line naming a damaged shard,
+exit code 2; extracting again repairs it).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.features import FeatureCacheHeader, card_checkpoint
+from fairseq2_speechmapper.features import FeatureCache, FeatureCacheHeader, card_checkpoint
 from fairseq2_speechmapper.features.cache import dtype_name
 from fairseq2_speechmapper.recipe_support.data import open_speech_dataset
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.task import FeatureExtractionTask
+from fairseq2_speechmapper.recipes.extract_features.verify import FeatureVerificationTask
 from fairseq2_speechmapper.speech_encoders import WhisperSpeechEncoder, load_speech_encoder
 
 
@@ -40,6 +43,9 @@ class ExtractFeaturesRecipe(Recipe):
         config = context.get_config_as(ExtractFeaturesConfig)
 
         gangs = context.gangs
+
+        if config.verify:
+            return FeatureVerificationTask(FeatureCache.open(context.output_dir), gangs=gangs)
 
         section = config.speech_encoder
 
