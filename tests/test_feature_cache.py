@@ -922,9 +922,9 @@ def test_a_flipped_byte_in_a_shard_is_found_and_extracting_again_repairs_it(
         f"run `extract-features {damaged_dir}` again to extract it anew."
     )
 
-    # `--config verify=true`: one line naming the shard, exit code 2.
+    # `--verify` (`--config verify=true`): one line naming the shard, exit code 2.
     verify = subprocess.run(
-        [sys.executable, "-m", "fairseq2_speechmapper", *_extract_command(damaged_dir, corpus_dir, "verify=true")],
+        [sys.executable, "-m", "fairseq2_speechmapper", *_extract_command(damaged_dir, corpus_dir), "--verify"],
         capture_output=True,
         text=True,
         env=_env(cache_dir),

@@ -327,11 +327,23 @@ def _run_extract_features(prog: str, args: list[str]) -> int:
             "Runs the frozen SFM (speech_encoder.name, .layer, .dtype) over the manifests (dataset.*, as in pretraining; splits: dataset.train_split and\n"
             "dataset.valid_split, or splits=[...]) and writes its features to OUTPUT_DIR in shards (storage.dtype float16 by default,\n"
             "storage.frame_average, storage.shard_size), with an index of every utterance. Pretrain from it with --config dataset.feature_cache=OUTPUT_DIR.\n"
-            "Run it again to finish a killed extraction (finished shards are kept); under torchrun, shard i goes to rank i % world size.\n"
+            "Run it again to finish a killed extraction (finished shards are kept, checked, and damaged ones extracted anew); under torchrun, shard i goes to rank i % world size.\n"
+            "--verify (the same as --config verify=true) checks every byte of every shard of OUTPUT_DIR against its checksums instead: one line naming the first damaged shard, exit 2.\n"
             f"Print the full configuration with `{prog} --dump-config`."
         )
 
         return 0
+
+    if "--verify" in args:
+        args = [arg for arg in args if arg != "--verify"]
+
+        # fairseq2's recipe command line takes one `--config` list.
+        if "--config" in args:
+            at = args.index("--config") + 1
+
+            args = [*args[:at], "verify=true", *args[at:]]
+        else:
+            args = [*args, "--config", "verify=true"]
 
     from fairseq2.recipe.cli import main as recipe_main
 
