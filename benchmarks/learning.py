@@ -99,6 +99,9 @@ class Setup:
     steps: list[int]
     it_steps: int
     feature_cache: Path
+    it_budgets: list[int] = field(default_factory=list)
+    """The stage-1 budgets that are instruction-tuned (all when empty)."""
+
     stage1_config: list[str] = field(default_factory=list)
     instruct_config: list[str] = field(default_factory=list)
     evaluate_config: list[str] = field(default_factory=list)
@@ -536,7 +539,7 @@ def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -
         results.append(row)
 
     if "stage1_it" in rows or "slam" in rows:
-        for step in setup.steps:
+        for step in setup.it_budgets or setup.steps:
             row = ChainRow(row="stage1_it", stage1_steps=step, it_steps=setup.it_steps, cpu_minutes=math.nan)
 
             stage1_row(setup, work_dir, budget_card(step), f"stage1_eval_s{step}", row)
@@ -555,7 +558,7 @@ def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -
         # As many IT steps as the largest budget's stage 1 + IT took CPU
         # minutes, at the IT's own minutes per step (the frozen LLM dominates
         # both connectors' steps).
-        step = max(setup.steps)
+        step = max(setup.it_budgets or setup.steps)
 
         it_minutes_per_step = cpu_minutes(work_dir, f"instruct_s{step}") / setup.it_steps
 
@@ -724,6 +727,9 @@ def parse_args() -> Namespace:
     parser.add_argument("--steps", type=int, nargs="+", help="stage-1 budgets in steps (checkpoints of one run)")
     parser.add_argument("--it-steps", type=int, help="instruction-tuning steps per row")
     parser.add_argument(
+        "--it-budgets", type=int, nargs="+", default=[], help="the stage-1 budgets to tune (default all)"
+    )
+    parser.add_argument(
         "--rows",
         nargs="*",
         choices=ROWS,
@@ -759,6 +765,10 @@ def main() -> int:
         setup = Setup(corpus_card=corpus_card, train_split=args.train_split, dev_split="dev", test_split="test", steps=args.steps or [1000, 2000, 4000], it_steps=args.it_steps or 600, feature_cache=feature_cache)  # fmt: skip
 
     setup.steps = sorted(setup.steps)
+    setup.it_budgets = sorted(args.it_budgets)
+
+    if not set(setup.it_budgets) <= set(setup.steps):
+        raise SystemExit("--it-budgets: every budget must be one of --steps.")
     # The demo's 100 warm-up steps would fill the miniature's whole schedule.
     setup.stage1_config = (["lr_scheduler.config.num_warmup_steps=5"] if args.quick else []) + list(args.stage1_config)
     setup.instruct_config = (["regime.validate_at_start=false"] if args.quick else []) + list(args.instruct_config)
