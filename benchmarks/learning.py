@@ -569,6 +569,10 @@ def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -
         if math.isnan(it_minutes_per_step):
             num_steps = setup.it_steps
 
+        # A multiple of 10: the IT presets validate and checkpoint at their
+        # metric interval's multiples (5 or 10 steps).
+        num_steps = 10 * math.ceil(num_steps / 10)
+
         slam_card = untrained_mapper_card(setup, work_dir, setup.feature_cache, arch="slam_asr_small")
 
         row = ChainRow(row="slam", stage1_steps=0, it_steps=num_steps, cpu_minutes=math.nan)
