@@ -7,7 +7,7 @@ Run from the repository root::
 
 Synthetic utterances (zero features of the shape a feature cache holds,
 float16, 50 frames per second or 25 with frame averaging 2) go through the
-speech reader (:func:`create_speech_reader`) as a training run reads them:
+speech reader (:class:`SpeechDataReader`) as a training run reads them:
 length bucketing, batch shuffling, ``num_prefetch=4`` (the default). After a
 few batches the prefetcher gets ``--settle`` seconds to fill up, then the
 state the trainer writes into every checkpoint is pickled and measured, and
@@ -30,7 +30,7 @@ import torch
 from fairseq2.datasets import DataReader
 from fairseq2.gang import create_fake_gangs
 
-from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions, create_speech_reader
+from fairseq2_speechmapper.datasets import SpeechBatch, SpeechDataReader, SpeechReadOptions
 
 
 @dataclass(kw_only=True)
@@ -91,7 +91,7 @@ def measure(shape: Shape, *, num_utterances: int, settle: float) -> tuple[int, f
         return {**example, "inputs": torch.zeros((num_frames, shape.feature_dim), dtype=torch.float16)}
 
     def create_reader() -> DataReader[SpeechBatch]:
-        return create_speech_reader(
+        return SpeechDataReader(
             examples,
             "train",
             create_fake_gangs(torch.device("cpu")),

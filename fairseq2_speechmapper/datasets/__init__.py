@@ -15,7 +15,6 @@ from fairseq2_speechmapper.datasets.options import SpeechReadOptions as SpeechRe
 from fairseq2_speechmapper.datasets.options import count_left_out as count_left_out
 from fairseq2_speechmapper.datasets.reader import ExampleLoader as ExampleLoader
 from fairseq2_speechmapper.datasets.reader import SpeechDataReader as SpeechDataReader
-from fairseq2_speechmapper.datasets.reader import create_speech_reader as create_speech_reader
 from fairseq2_speechmapper.datasets.reader import make_length_batches as make_length_batches
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY as SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.datasets.speech import SpeechManifestDataset as SpeechManifestDataset

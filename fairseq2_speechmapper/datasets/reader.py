@@ -65,40 +65,6 @@ def make_length_batches(examples: list[dict[str, object]], options: SpeechReadOp
     return batches
 
 
-def create_speech_reader(
-    examples: list[dict[str, object]],
-    split: str,
-    gangs: Gangs,
-    options: SpeechReadOptions,
-    *,
-    load_example: ExampleLoader,
-    encode_text: TextEncoder,
-    training: bool,
-    seed: int,
-    num_accumulate: int = 1,
-    left_out: LeftOutByDuration | None = None,
-) -> SpeechDataReader:
-    """Reads ``examples`` (``id``, ``duration``, ``text``, ``source``,
-    ``fields`` and whatever ``load_example`` needs) into length-bucketed
-    batches; see :class:`SpeechDataReader`."""
-    errors = options.validate()
-    if errors.has_error():
-        raise ValueError(f"The read options are not valid: {errors}")
-
-    return SpeechDataReader(
-        examples,
-        split=split,
-        gangs=gangs,
-        options=options,
-        load_example=load_example,
-        encode_text=encode_text,
-        training=training,
-        seed=seed,
-        num_accumulate=num_accumulate,
-        left_out=left_out,
-    )
-
-
 @final
 class SpeechDataReader(DataReader[SpeechBatch]):
     """Reads one pass of a split's examples per data epoch (then
@@ -117,10 +83,10 @@ class SpeechDataReader(DataReader[SpeechBatch]):
     def __init__(
         self,
         examples: list[dict[str, object]],
-        *,
         split: str,
         gangs: Gangs,
         options: SpeechReadOptions,
+        *,
         load_example: ExampleLoader,
         encode_text: TextEncoder,
         training: bool,
@@ -128,6 +94,10 @@ class SpeechDataReader(DataReader[SpeechBatch]):
         num_accumulate: int = 1,
         left_out: LeftOutByDuration | None = None,
     ) -> None:
+        errors = options.validate()
+        if errors.has_error():
+            raise ValueError(f"The read options are not valid: {errors}")
+
         self._examples = examples
         self._split = split
         self._gangs = gangs

@@ -23,7 +23,7 @@ from fairseq2_speechmapper.datasets.manifest import (
     read_manifest,
 )
 from fairseq2_speechmapper.datasets.options import LeftOutByDuration, SpeechReadOptions, count_left_out
-from fairseq2_speechmapper.datasets.reader import create_speech_reader
+from fairseq2_speechmapper.datasets.reader import SpeechDataReader
 
 SPEECH_MANIFEST_FAMILY: Final = "speech_manifest"
 
@@ -156,7 +156,7 @@ class SpeechManifestDataset:
 
         loader = UtteranceLoader(prepare_input, convert_audio=options.convert_audio)
 
-        return create_speech_reader(
+        return SpeechDataReader(
             examples,
             split,
             gangs,

@@ -5,6 +5,7 @@ JSONL manifests (``audio_filepath`` relative to the manifest)."""
 from __future__ import annotations
 
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -116,6 +117,20 @@ def plan_utterances() -> list[Utterance]:
             )
 
     return utterances
+
+
+def varied_utterance(rng: random.Random, *, id: str, split: str, text: str, voice: Voice) -> Utterance:
+    """``text`` spoken by ``voice`` at a rate of 0.85-1.2 and, for espeak-ng, a
+    pitch of 25-75; flite and festival, which have no pitch control, shifted by
+    -200 to +200 cents; drawn from ``rng`` in that order."""
+    rate = round(0.85 + 0.05 * rng.randrange(8), 2)
+
+    if voice.engine == "espeak-ng":
+        pitch, shift = 25 + 5 * rng.randrange(11), 0
+    else:
+        pitch, shift = None, 50 * rng.randrange(-4, 5)
+
+    return Utterance(id=id, split=split, text=text, voice=voice, rate=rate, pitch=pitch, pitch_shift_cents=shift)
 
 
 # The command of each engine and the Debian package that has it.

@@ -19,7 +19,14 @@ from typing import Final
 
 from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
-from fairseq2_speechmapper.demo.corpus import VOICES, Utterance, Voice, normalize_transcript, synthesize_corpus
+from fairseq2_speechmapper.demo.corpus import (
+    VOICES,
+    Utterance,
+    Voice,
+    normalize_transcript,
+    synthesize_corpus,
+    varied_utterance,
+)
 from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
 from fairseq2_speechmapper.demo.sentence_grammar import generate_sentences
 from fairseq2_speechmapper.demo.sentences import SENTENCES
@@ -110,23 +117,8 @@ def plan_large_corpus() -> list[Utterance]:
         for idx, sentence in enumerate(sentences):
             voice = voices[idx % len(voices)]
 
-            rate = round(0.85 + 0.05 * rng.randrange(8), 2)
-
-            if voice.engine == "espeak-ng":
-                pitch, shift = 25 + 5 * rng.randrange(11), 0
-            else:
-                pitch, shift = None, 50 * rng.randrange(-4, 5)
-
             utterances.append(
-                Utterance(
-                    id=f"{split}_{idx:04d}_{voice.name}",
-                    split=split,
-                    text=sentence,
-                    voice=voice,
-                    rate=rate,
-                    pitch=pitch,
-                    pitch_shift_cents=shift,
-                )
+                varied_utterance(rng, id=f"{split}_{idx:04d}_{voice.name}", split=split, text=sentence, voice=voice)
             )
 
     return utterances

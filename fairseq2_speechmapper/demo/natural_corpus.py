@@ -29,7 +29,13 @@ from typing import Final
 
 from fairseq2_speechmapper.card_files import write_card_file
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
-from fairseq2_speechmapper.demo.corpus import Utterance, Voice, normalize_transcript, synthesize_corpus
+from fairseq2_speechmapper.demo.corpus import (
+    Utterance,
+    Voice,
+    normalize_transcript,
+    synthesize_corpus,
+    varied_utterance,
+)
 from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
 from fairseq2_speechmapper.paths import get_cache_dir
@@ -205,26 +211,11 @@ def plan_natural_corpus(examples: Sequence[str], hours: float = DEFAULT_HOURS) -
             # Seeded per utterance: a corpus of other hours shares its utterances.
             rng = random.Random(f"{_SEED}/{split}/{idx}/{repeat}")
 
-            rate = round(0.85 + 0.05 * rng.randrange(8), 2)
-
-            if voice.engine == "espeak-ng":
-                pitch, shift = 25 + 5 * rng.randrange(11), 0
-            else:
-                pitch, shift = None, 50 * rng.randrange(-4, 5)
-
             suffix = f"_r{repeat}" if repeat else ""
 
-            utterances.append(
-                Utterance(
-                    id=f"{split}_{idx:05d}{suffix}_{voice.name}",
-                    split=split,
-                    text=sentence,
-                    voice=voice,
-                    rate=rate,
-                    pitch=pitch,
-                    pitch_shift_cents=shift,
-                )
-            )
+            utterance_id = f"{split}_{idx:05d}{suffix}_{voice.name}"
+
+            utterances.append(varied_utterance(rng, id=utterance_id, split=split, text=sentence, voice=voice))
 
     return utterances
 

@@ -19,10 +19,10 @@ from fairseq2.nn import BatchLayout
 
 from fairseq2_speechmapper.datasets import (
     SpeechBatch,
+    SpeechDataReader,
     SpeechReadOptions,
     TextEncoder,
     count_left_out,
-    create_speech_reader,
 )
 from fairseq2_speechmapper.datasets.audio import InputPreparer
 from fairseq2_speechmapper.datasets.bad_samples import STOP_KEY
@@ -157,7 +157,7 @@ class FeatureCacheDataset:
                 f"{cache_split.directory}: no cached utterance lasts between {options.min_duration} s and {options.max_duration} s (`dataset.min_duration`, `dataset.max_duration`)."
             )
 
-        return create_speech_reader(
+        return SpeechDataReader(
             examples,
             split,
             gangs,
