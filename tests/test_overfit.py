@@ -245,3 +245,13 @@ def test_stage2_makes_the_llm_transcribe_them(overfit: Overfit, stage1_dir: Path
 
 def test_stage1_memorises_them_from_the_feature_cache(cached_stage1_dir: Path) -> None:
     assert _last_ter(cached_stage1_dir) <= TER_THRESHOLD
+
+
+def test_stage1_memorises_them_when_the_mapper_integrates_and_fires(overfit: Overfit, feature_cache_dir: Path) -> None:
+    # Validation runs without the transcripts' lengths: the mapper's own count
+    # of tokens must be right too.
+    pretrain_dir = _pretrain(
+        overfit, "overfit_s1_cif", f"dataset.feature_cache={feature_cache_dir}", "model.arch=small_cif"
+    )
+
+    assert _last_ter(pretrain_dir) <= TER_THRESHOLD

@@ -34,6 +34,9 @@ def print_model_info(name: str) -> int:
         lines["output dim"] = model.llm_dim
         lines["downsampling"] = f"{model.downsampling_factor}x (at least {model.min_input_len} input frames)"
 
+        if model.integrates_and_fires:
+            lines["downsampling"] += ", then integrate-and-fire: one vector per token"
+
         for field in _MAPPER_FIELDS:
             if card.has_field(field):
                 lines[field] = card.field(field).as_(object)

@@ -135,11 +135,6 @@ class EmbeddingDecodingScorer:
         """Updates the decoding metrics and returns the decoded texts."""
         nearest_ids = self._nearest(outputs)
 
-        word_positions = targets.word_mask & (targets.token_ids != self._pad_idx)
-
-        bag.get("word_token_hits", Sum).update(int((nearest_ids == targets.token_ids)[word_positions].sum()))
-        bag.get("num_word_tokens", Sum).update(int(word_positions.sum()))
-
         pad_positions = (targets.word_mask | targets.pad_mask) & (targets.token_ids == self._pad_idx)
 
         bag.get("pad_hits", Sum).update(int((nearest_ids == self._pad_idx)[pad_positions].sum()))
@@ -151,6 +146,14 @@ class EmbeddingDecodingScorer:
 
         for ids, output_len, ref_ids, text in zip(nearest_ids, output_lens, target_ids, texts):
             hyp_ids = ids[:output_len]
+
+            # Position by position, over every reference token: one the output
+            # has no vector for (a transcript longer than the output, which
+            # the loss leaves out) is a miss.
+            num_compared = min(output_len, ref_ids.numel())
+
+            bag.get("word_token_hits", Sum).update(int((hyp_ids[:num_compared] == ref_ids[:num_compared].cpu()).sum()))
+            bag.get("num_word_tokens", Sum).update(ref_ids.numel())
             hyp_ids = hyp_ids[hyp_ids != self._pad_idx]
 
             hypothesis = self._text_decoder(hyp_ids) if hyp_ids.numel() > 0 else ""

@@ -46,6 +46,11 @@ class Stage1LossSection:
     ``0`` leaves it out. Needs a mapper architecture with a CTC head
     (``small_ctc``)."""
 
+    count_weight: float = 1.0
+    """The weight of the count term of a mapper that integrates and fires
+    (``fire_block``, e.g. ``small_cif``; :mod:`~fairseq2_speechmapper.stage1.firing`):
+    ``|Σ firing weights − (tokens + 1)|``. Ignored for other mappers."""
+
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
@@ -60,6 +65,9 @@ class Stage1LossSection:
 
         if self.ctc_weight < 0.0:
             result.add_error(f"`ctc_weight` must be 0 or more, but is {self.ctc_weight}.")
+
+        if self.count_weight < 0.0:
+            result.add_error(f"`count_weight` must be 0 or more, but is {self.count_weight}.")
 
         if self.cosine_positions not in ("all", "word"):
             result.add_error(f"`cosine_positions` must be `all` or `word`, but is `{self.cosine_positions}`.")

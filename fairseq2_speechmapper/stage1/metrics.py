@@ -89,6 +89,7 @@ def register_stage1_metric_descriptors(container: DependencyContainer) -> None:
         MetricDescriptor("word_token_accuracy", "Word Token Accuracy", 96, format_as_float, higher_better=True),
         MetricDescriptor("pad_accuracy", "Pad Accuracy", 97, format_as_float, higher_better=True),
         MetricDescriptor("ctc_loss", "CTC Loss (Auxiliary)", 98, format_as_float),
+        MetricDescriptor("fire_count_error", "Count Error (Integrate-and-Fire)", 99, format_as_float),
         MetricDescriptor("num_skipped_too_long", "Skipped (Transcript Too Long)", 800, format_as_int),
         MetricDescriptor("num_bad_samples", "Skipped (Bad Input)", 801, format_as_int),
     ):

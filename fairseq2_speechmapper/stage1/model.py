@@ -22,6 +22,7 @@ from fairseq2_speechmapper.features import FeatureCache, SFMSection
 from fairseq2_speechmapper.features.sfm import SFMFeatures, load_sfm_features
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.stage1.config import TargetLLMSection
+from fairseq2_speechmapper.stage1.firing import fire_count_targets
 from fairseq2_speechmapper.stage1.pad_token import decode_token, resolve_pad_idx
 from fairseq2_speechmapper.stage1.targets import EmbeddingTargets, build_embedding_targets
 
@@ -42,7 +43,11 @@ class Stage1Model:
         """Returns the mapper's outputs *Shape:* :math:`(N,T,M)` and their lengths."""
         features, features_layout = self.speech_encoder(batch)
 
-        outputs, outputs_layout = self.mapper(features.float(), features_layout)
+        # A mapper that integrates and fires is told, in training only, how
+        # many outputs each transcript asks for (others ignore it).
+        target_counts = fire_count_targets(batch.target_ids) if self.mapper.training else None
+
+        outputs, outputs_layout = self.mapper(features.float(), features_layout, target_counts=target_counts)
 
         return outputs, [int(n) for n in outputs_layout.seq_lens]
 

@@ -20,7 +20,7 @@ from fairseq2_speechmapper.recipe_support.faults import (
     training_task,
 )
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
-from fairseq2_speechmapper.recipes.pretrain.units import AuxiliaryCTC, PretrainUnit
+from fairseq2_speechmapper.recipes.pretrain.units import AuxiliaryTerm, PretrainUnit
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
     Stage1SetupError,
@@ -64,7 +64,7 @@ class PretrainRecipe(Recipe):
 
         loss = create_stage1_loss(config.loss)
 
-        ctc = None
+        auxiliary_terms = []
 
         if config.loss.ctc_weight > 0.0:
             if mapper.ctc_head is None:
@@ -72,9 +72,16 @@ class PretrainRecipe(Recipe):
                     f"`loss.ctc_weight` is {config.loss.ctc_weight}, but the mapper architecture `{config.model.arch}` has no CTC head; use one with `ctc_block` set (e.g. `small_ctc`) or set `loss.ctc_weight=0`."
                 )
 
-            ctc = AuxiliaryCTC(config.loss.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper)
+            auxiliary_terms.append(
+                AuxiliaryTerm.ctc(config.loss.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper)
+            )
 
-        unit = PretrainUnit(model, targets, loss, NonFiniteStepGuard.for_recipe(context, config.regime), ctc)
+        if mapper.integrates_and_fires and config.loss.count_weight > 0.0:
+            auxiliary_terms.append(AuxiliaryTerm.fire_count(config.loss.count_weight, mapper))
+
+        unit = PretrainUnit(
+            model, targets, loss, NonFiniteStepGuard.for_recipe(context, config.regime), auxiliary_terms
+        )
 
         train_reader = readers.create(
             config.dataset.train_split, training=True, num_accumulate=config.trainer.grad_accumulation.num_batches

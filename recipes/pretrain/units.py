@@ -3,6 +3,7 @@ LLM's embeddings of the transcript (validation: :class:`Stage1EvalUnit`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import final
 
 from torch import Tensor
@@ -24,17 +25,33 @@ from fairseq2_speechmapper.stage1 import (
     update_stage1_loss_metrics,
 )
 from fairseq2_speechmapper.stage1.ctc import BatchVocabularyCTCLoss
+from fairseq2_speechmapper.stage1.firing import fire_count_errors
 
 
 @final
-class AuxiliaryCTC:
-    """The auxiliary CTC term of :class:`PretrainUnit`: its weight, the loss,
-    and the (unwrapped) mapper whose CTC head it reads."""
+class AuxiliaryTerm:
+    """A term of :class:`PretrainUnit`'s loss besides the paper's: per-example
+    losses from the transcripts' token ids (and what the mapper kept of its
+    last forward), their weight, and the metric that reports them."""
 
-    def __init__(self, weight: float, loss: BatchVocabularyCTCLoss, mapper: SpeechMapper) -> None:
+    def __init__(self, metric_name: str, weight: float, compute: Callable[[Sequence[Tensor]], Tensor]) -> None:
+        self.metric_name = metric_name
         self.weight = weight
-        self.loss = loss
-        self.mapper = mapper
+        self.compute = compute
+
+    @staticmethod
+    def ctc(weight: float, loss: BatchVocabularyCTCLoss, mapper: SpeechMapper) -> AuxiliaryTerm:
+        """The CTC term on the (unwrapped) ``mapper``'s CTC head."""
+        return AuxiliaryTerm("ctc_loss", weight, lambda target_ids: loss(mapper, target_ids))
+
+    @staticmethod
+    def fire_count(weight: float, mapper: SpeechMapper) -> AuxiliaryTerm:
+        """The count term of the (unwrapped) ``mapper``'s integrate-and-fire."""
+        return AuxiliaryTerm(
+            "fire_count_error",
+            weight,
+            lambda target_ids: fire_count_errors(mapper.pop_fire_weight_sums(), target_ids),
+        )
 
 
 @final
@@ -45,20 +62,20 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
         targets: TargetEmbeddings,
         loss: EmbeddingRegressionLoss,
         guard: NonFiniteStepGuard,
-        ctc: AuxiliaryCTC | None = None,
+        auxiliary_terms: Sequence[AuxiliaryTerm] = (),
     ) -> None:
         self._model = model
         self._targets = targets
         self._loss = loss
         self._guard = guard
-        self._ctc = ctc
+        self._auxiliary_terms = auxiliary_terms
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
         add_stage1_loss_metrics(metric_bag)
 
-        if self._ctc is not None:
-            metric_bag.add("ctc_loss", Mean())
+        for term in self._auxiliary_terms:
+            metric_bag.add(term.metric_name, Mean())
 
     @override
     def process_batch(self, batch: SpeechBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
@@ -68,14 +85,14 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
 
         output = self._loss(outputs, targets)
 
-        if self._ctc is not None:
-            ctc_losses = self._ctc.loss(self._ctc.mapper, batch.target_ids)
+        for term in self._auxiliary_terms:
+            term_losses = term.compute(batch.target_ids)
 
-            output.loss = output.loss + self._ctc.weight * ctc_losses
+            output.loss = output.loss + term.weight * term_losses
 
             if targets.num_kept > 0:
-                metric_bag.get("ctc_loss", Mean).update(
-                    sum_kept(ctc_losses.detach(), targets.keep) / targets.num_kept, weight=targets.num_kept
+                metric_bag.get(term.metric_name, Mean).update(
+                    sum_kept(term_losses.detach(), targets.keep) / targets.num_kept, weight=targets.num_kept
                 )
 
         loss, num_kept = sum_kept_loss(output, targets)

@@ -134,6 +134,12 @@ class SpeechMapperConfig:
     LLM token each stretch of audio holds, in time order, before the last
     blocks learn to move the tokens to the front (not in the paper)."""
 
+    fire_block: int | None = None
+    """If not ``None``, the output of this block (0-based) is integrated and
+    fired (continuous integrate-and-fire, not in the paper): one vector per
+    token, in order, for the blocks after it, whose convolutions must then
+    have kernel size and stride 1."""
+
     def validate(self) -> ValidationResult:
         result = ValidationResult()
 
@@ -144,6 +150,18 @@ class SpeechMapperConfig:
             result.add_error(
                 f"`ctc_block` must be the index of a block (0 to {len(self.blocks) - 1}) or null, but is {self.ctc_block}."
             )
+
+        if self.fire_block is not None:
+            if not 0 <= self.fire_block < len(self.blocks):
+                result.add_error(
+                    f"`fire_block` must be the index of a block (0 to {len(self.blocks) - 1}) or null, but is {self.fire_block}."
+                )
+
+            for idx, block in enumerate(self.blocks[self.fire_block + 1 :], start=self.fire_block + 1):
+                if block.conv_kernel_size != 1 or block.conv_stride != 1:
+                    result.add_error(
+                        f"`blocks[{idx}]` comes after `fire_block` and works on one vector per token: its `conv_kernel_size` and `conv_stride` must be 1, but are {block.conv_kernel_size} and {block.conv_stride}."
+                    )
 
         for name in ("input_dim", "frame_average", "llm_dim", "max_seq_len"):
             if (value := getattr(self, name)) < 1:
@@ -205,6 +223,19 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
         config = small()
 
         config.ctc_block = 0
+
+        return config
+
+    @arch("small_cif")
+    def small_cif() -> SpeechMapperConfig:
+        # `small`'s first block (12.5 Hz), then integrate-and-fire to one
+        # vector per token, which the second block contextualises in place.
+        config = small()
+
+        config.blocks[1].conv_kernel_size = 1
+        config.blocks[1].conv_stride = 1
+
+        config.fire_block = 0
 
         return config
 

@@ -33,6 +33,7 @@ from fairseq2_speechmapper.models.speechmapper.model import (
     SpeechMapperBlock,
     SpeechMapperCTCHead,
     SpeechMapperFinalProjection,
+    SpeechMapperIntegrateAndFire,
 )
 
 
@@ -68,6 +69,13 @@ class SpeechMapperFactory:
 
             ctc_head = SpeechMapperCTCHead(Linear(ctc_input_dim, config.llm_dim, bias=True))
 
+        integrate_fire = None
+
+        if config.fire_block is not None:
+            fire_input_dim = config.blocks[config.fire_block].output_dim
+
+            integrate_fire = SpeechMapperIntegrateAndFire(Linear(fire_input_dim, 1, bias=True))
+
         return SpeechMapper(
             config.frame_average,
             blocks,
@@ -77,6 +85,8 @@ class SpeechMapperFactory:
             llm_lora=None if config.llm_lora is None else LLMLoRA(config.llm_lora),
             ctc_head=ctc_head,
             ctc_block=config.ctc_block,
+            integrate_fire=integrate_fire,
+            fire_block=config.fire_block,
         )
 
     def create_block(self, block_config: SpeechMapperBlockConfig, input_dim: int) -> SpeechMapperBlock:

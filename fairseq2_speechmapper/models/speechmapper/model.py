@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import final
 
 import torch
@@ -149,6 +150,62 @@ class SpeechMapperCTCHead(Module):
 
 
 @final
+class SpeechMapperIntegrateAndFire(Module):
+    """Continuous integrate-and-fire (Dong & Xu, 2020): a weight in (0, 1) per
+    frame; output ``k`` is the weighted sum of the frames whose cumulative
+    weight covers ``[k, k + 1)``. The mapper's outputs then come one per token,
+    in order, without a later block having to learn to move the content to
+    the front. In training the weights are rescaled to the target count (the
+    transcript's tokens plus the end position), so that output ``k`` faces
+    token ``k``; otherwise the count is the rounded sum of the weights."""
+
+    def __init__(self, weight_proj: Projection) -> None:
+        super().__init__()
+
+        self.weight_proj = weight_proj
+
+    def forward(
+        self, seqs: Tensor, seqs_layout: BatchLayout, target_counts: Sequence[int] | None = None
+    ) -> tuple[Tensor, BatchLayout, Tensor]:
+        """
+        :returns: The fired vectors *Shape:* :math:`(N,K,M)`, zero past each
+            count, their layout, and each sequence's sum of weights before any
+            rescaling *Shape:* :math:`(N,)` (what the count term trains).
+        """
+        weights = torch.sigmoid(self.weight_proj(seqs).squeeze(-1).float())
+
+        weights = zero_padding(weights.unsqueeze(-1), seqs_layout).squeeze(-1)
+
+        weight_sums = weights.sum(dim=-1)
+
+        if target_counts is not None:
+            counts = torch.tensor(target_counts, device=seqs.device, dtype=weights.dtype)
+
+            weights = weights * (counts / weight_sums.clamp(min=1e-4)).unsqueeze(-1)
+
+            count_list = [int(n) for n in target_counts]
+        else:
+            # The output length depends on the audio: one host read.
+            count_list = weight_sums.round().clamp(min=1).to(torch.int64).tolist()
+
+        ends = weights.cumsum(dim=-1)
+
+        starts = ends - weights
+
+        # (K,) against (N, 1, S): how much of each frame's weight falls into
+        # each output's unit interval.
+        positions = torch.arange(max(count_list), device=seqs.device, dtype=weights.dtype).view(1, -1, 1)
+
+        overlap = torch.minimum(ends.unsqueeze(1), positions + 1.0) - torch.maximum(starts.unsqueeze(1), positions)
+
+        fired = overlap.clamp(min=0.0).to(seqs.dtype) @ seqs
+
+        fired_layout = BatchLayout.of(fired, count_list)
+
+        return zero_padding(fired, fired_layout), fired_layout, weight_sums
+
+
+@final
 class SpeechMapper(Module):
     """Maps frozen speech foundation model features to a frozen LLM's input
     embeddings, as described in :cite:t:`https://arxiv.org/abs/2601.20417`."""
@@ -164,6 +221,8 @@ class SpeechMapper(Module):
         llm_lora: LLMLoRA | None = None,
         ctc_head: SpeechMapperCTCHead | None = None,
         ctc_block: int | None = None,
+        integrate_fire: SpeechMapperIntegrateAndFire | None = None,
+        fire_block: int | None = None,
     ) -> None:
         super().__init__()
 
@@ -190,6 +249,14 @@ class SpeechMapper(Module):
 
         self._ctc_states: tuple[Tensor, BatchLayout] | None = None
 
+        self.integrate_fire: SpeechMapperIntegrateAndFire | None
+
+        self.register_module("integrate_fire", integrate_fire)
+
+        self.fire_block = fire_block
+
+        self._fire_weight_sums: Tensor | None = None
+
     def pop_ctc_states(self) -> tuple[Tensor, BatchLayout]:
         """The CTC head's projection of :attr:`ctc_block`'s output in the last
         training-mode forward, and its layout; each forward's once."""
@@ -202,9 +269,33 @@ class SpeechMapper(Module):
 
         return states
 
+    def pop_fire_weight_sums(self) -> Tensor:
+        """Each sequence's sum of integrate-and-fire weights in the last
+        training-mode forward, before rescaling *Shape:* :math:`(N,)`; each
+        forward's once."""
+        if self._fire_weight_sums is None:
+            raise RuntimeError(
+                "The mapper has no integrate-and-fire weights: it does not integrate and fire, or was not run in training mode since they were last taken."
+            )
+
+        weight_sums, self._fire_weight_sums = self._fire_weight_sums, None
+
+        return weight_sums
+
+    @property
+    def integrates_and_fires(self) -> bool:
+        """``True`` if the output length depends on the audio's content (one
+        vector per predicted token), not only on its length."""
+        return self.integrate_fire is not None
+
     def output_lengths(self, seq_lens: Tensor) -> Tensor:
         """Returns the number of output vectors for each input length in
         frames; lengths below :attr:`min_input_len` give values below 1."""
+        if self.integrates_and_fires:
+            raise ValueError(
+                "The output length of a mapper that integrates and fires depends on the audio, not only on its length."
+            )
+
         seq_lens = torch.div(seq_lens, self.frame_average, rounding_mode="floor")
 
         for block in self.blocks:
@@ -213,11 +304,20 @@ class SpeechMapper(Module):
         return seq_lens
 
     @property
+    def _framed_blocks(self) -> list[Module]:
+        # The blocks that run on frames: those up to the one that fires.
+        if self.fire_block is None:
+            return list(self.blocks)
+
+        return list(self.blocks)[: self.fire_block + 1]
+
+    @property
     def downsampling_factor(self) -> int:
-        """The number of input frames per output vector, for long inputs."""
+        """The number of input frames per output vector, for long inputs (for
+        a mapper that integrates and fires, per vector it integrates)."""
         factor = self.frame_average
 
-        for block in self.blocks:
+        for block in self._framed_blocks:
             factor *= int(block.conv.stride[0])  # type: ignore[index]
 
         return factor
@@ -227,17 +327,22 @@ class SpeechMapper(Module):
         """The fewest input frames that yield one output vector."""
         seq_len = 1
 
-        for block in reversed(self.blocks):
+        for block in reversed(self._framed_blocks):
             kernel_size, stride = int(block.conv.kernel_size[0]), int(block.conv.stride[0])  # type: ignore[index]
 
             seq_len = (seq_len - 1) * stride + kernel_size
 
         return seq_len * self.frame_average
 
-    def forward(self, seqs: Tensor, seqs_layout: BatchLayout) -> tuple[Tensor, BatchLayout]:
+    def forward(
+        self, seqs: Tensor, seqs_layout: BatchLayout, *, target_counts: Sequence[int] | None = None
+    ) -> tuple[Tensor, BatchLayout]:
         """
         :param seqs: The speech features. *Shape:* :math:`(N,S,M_{in})`.
         :param seqs_layout: The layout of ``seqs`` (right padding only).
+        :param target_counts: For a mapper that integrates and fires, in
+            training mode: each sequence's number of outputs (its transcript's
+            tokens plus the end position). Ignored otherwise.
 
         :returns: The mapped embeddings, *Shape:* :math:`(N,S_{out},M_{llm})`,
             zero at padded positions, and their layout.
@@ -267,6 +372,14 @@ class SpeechMapper(Module):
             # Inside forward, so that data-parallel wrappers see the head used.
             if block_idx == self.ctc_block and self.ctc_head is not None and self.training:
                 self._ctc_states = (self.ctc_head(seqs), seqs_layout)
+
+            if block_idx == self.fire_block and self.integrate_fire is not None:
+                seqs, seqs_layout, weight_sums = self.integrate_fire(
+                    seqs, seqs_layout, target_counts if self.training else None
+                )
+
+                if self.training:
+                    self._fire_weight_sums = weight_sums
 
         seqs = self.final_proj(seqs)
 
