@@ -64,10 +64,10 @@ from typing import TYPE_CHECKING, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# As the command line does, before torch loads (`fairseq2_speechmapper.openmp`):
+# As the command line does, before torch loads (`fairseq2_speechmapper.cli.openmp`):
 # with spinning OpenMP workers, cached steps ran slower than on-the-fly ones on
 # 2 busy cores (`OMP_WAIT_POLICY=ACTIVE` shows it).
-from fairseq2_speechmapper.openmp import configure_openmp  # noqa: E402
+from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 
 configure_openmp()
 
@@ -178,7 +178,7 @@ def write_scaled_llm_table(cards_dir: Path, checkpoint_dir: Path, scale: Scale) 
 
     from fairseq2.models.llama import LLaMAConfig, create_llama_model
 
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD
 
     (tiny_card,) = [
         card
@@ -270,8 +270,8 @@ def measure(
 ) -> list[Comparison]:
     import torch
 
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
     from fairseq2_speechmapper.features import FeatureCache, FeatureStorageSection, SFMSection, measure_storage
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
 
     scale = Scale(divisor=16 if quick else 8)
 

@@ -37,7 +37,7 @@ checks. Last, the **feature cache reader** alone on the CPU (a synthetic cache
 of 1024-dim float16 features at 50 Hz, the paper preset's batching, 4 and 16
 parallel calls: ``--reader-calls``) in audio seconds per second, against what
 the measured stage-1 step and an H100 at 40 % MFU consume. OpenMP workers
-sleep when idle, as in the command line (``fairseq2_speechmapper.openmp``).
+sleep when idle, as in the command line (``fairseq2_speechmapper.cli.openmp``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fairseq2_speechmapper.openmp import configure_openmp  # noqa: E402
+from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 
 configure_openmp()
 

@@ -150,7 +150,7 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
     """Writes the card of the benchmark's mapper (its checkpoint comes later,
     see :func:`write_initial_mapper`). Must run before fairseq2 builds its
     asset store, which reads the cards directory once."""
-    from fairseq2_speechmapper.mapper_card import MapperCard
+    from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 
     if assets.demo_corpus_dir is not None:
         setup = Setup(
@@ -163,7 +163,7 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
             mapper_checkpoint=work_dir / "mapper" / "model.pt",
         )
     else:
-        from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
         write_tiny_corpus(work_dir / "tiny_corpus")
 

@@ -252,9 +252,9 @@ def find_demo_corpus() -> Path | None:
     rewrite the card file."""
     import yaml
 
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
     from fairseq2_speechmapper.demo import DemoAssetError, wait_for_demo_assets
     from fairseq2_speechmapper.demo.builder import CARD_FILE_NAME, DEMO_CORPUS_CARD
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
 
     try:
         wait_for_demo_assets(timeout_seconds=0.0)
@@ -276,7 +276,7 @@ def prepare_assets(work_dir: Path, *, demo_corpus_dir: Path | None) -> Assets:
     Must run before fairseq2 builds its asset store (the extension reads the
     cards directory once).
     """
-    from fairseq2_speechmapper.paths import CACHE_DIR_ENV, get_cache_cards_dir
+    from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV, get_cache_cards_dir
 
     real_cards_dir = get_cache_cards_dir()
 
@@ -294,7 +294,7 @@ def prepare_assets(work_dir: Path, *, demo_corpus_dir: Path | None) -> Assets:
         # The demo cards name absolute paths, so a copy works from anywhere.
         shutil.copy(real_cards_dir / CARD_FILE_NAME, cards_dir / CARD_FILE_NAME)
 
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     write_tiny_assets(cache_dir / "tiny", cards_dir)
 
@@ -369,7 +369,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         label = "demo: whisper tiny.en + small mapper + SmolLM2 table"
     else:
-        from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
         write_tiny_corpus(work_dir / "tiny_corpus")
 
@@ -731,7 +731,7 @@ def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Compa
 
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD
 
     rows = []
 

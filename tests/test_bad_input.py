@@ -17,7 +17,7 @@ import soundfile
 import yaml
 
 from fairseq2_speechmapper.cli.main import main
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD, TINY_SFM_CARD
 
 GOOD_LINES = 4
 

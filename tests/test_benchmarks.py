@@ -78,7 +78,7 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
 
     result = subprocess.run(
         # 2 threads: with spinning OpenMP workers the cached steps were the
-        # slower ones there (`fairseq2_speechmapper.openmp`).
+        # slower ones there (`fairseq2_speechmapper.cli.openmp`).
         [
             sys.executable,
             str(_SCRIPT.with_name("feature_cache.py")),

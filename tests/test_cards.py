@@ -14,13 +14,13 @@ from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
 from fairseq2.runtime.dependency import get_dependency_resolver
 
-from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
-from fairseq2_speechmapper.tiny_assets import (
+from fairseq2_speechmapper.cli.tiny_assets import (
     TINY_LLAMA_CARD,
     TINY_MAPPER_CARD,
     TINY_QWEN_CARD,
     TINY_SFM_CARD,
 )
+from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
 
 ASSETS_DIR = Path(__file__).parent.parent / "assets"
 

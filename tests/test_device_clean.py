@@ -25,6 +25,7 @@ from fairseq2.models import load_model
 from fairseq2.nn import BatchLayout
 from fairseq2.recipe.config import CompileOptions
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.features.reader import CachedFeatureEncoder
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, compile_speechmapper, get_speechmapper_model_hub
@@ -39,7 +40,6 @@ from fairseq2_speechmapper.stage1 import (
     sum_kept_loss,
     update_stage1_loss_metrics,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD
 
 CPU = torch.device("cpu")
 META = torch.device("meta")

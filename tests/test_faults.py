@@ -30,6 +30,7 @@ from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 
 from fairseq2_speechmapper.cli import main
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 from fairseq2_speechmapper.errors import FileWriteError
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheError
 from fairseq2_speechmapper.features import writer as shard_writer
@@ -39,7 +40,6 @@ from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 from fairseq2_speechmapper.recipes.pretrain import units as pretrain_units
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
 REPO = Path(__file__).resolve().parents[1]
 

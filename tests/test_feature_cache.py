@@ -29,6 +29,7 @@ from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 from fairseq2.utils.validation import ValidationError
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 from fairseq2_speechmapper.datasets import (
     BadSampleError,
     SpeechBatch,
@@ -68,7 +69,6 @@ from fairseq2_speechmapper.stage1 import (
     load_stage1_model,
     sum_kept_loss,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
 

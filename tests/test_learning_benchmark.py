@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -18,7 +18,7 @@ import soundfile
 import torch
 import yaml
 
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
 VENV_BIN = Path(sys.executable).parent
 

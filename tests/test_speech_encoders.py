@@ -6,6 +6,7 @@ import torch
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 from fairseq2_speechmapper.models.w2vbert2 import (
     get_w2vbert2_model_hub,
     tiny_w2vbert2_config,
@@ -16,7 +17,6 @@ from fairseq2_speechmapper.speech_encoders import (
     Wav2Vec2SpeechEncoder,
     load_speech_encoder,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
 
 def _noisy_waveform(num_samples: int, seed: int) -> torch.Tensor:

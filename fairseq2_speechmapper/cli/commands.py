@@ -129,7 +129,7 @@ def _mapper_card_name(mapper: str) -> str:
     if not path.is_dir():
         return mapper
 
-    from fairseq2_speechmapper.paths import default_mapper_card_name
+    from fairseq2_speechmapper.asset_store.paths import default_mapper_card_name
 
     if not (path / "checkpoints").is_dir():
         fail(f"{path}: not the output directory of `pretrain` or `instruct` (it has no checkpoints/).")
@@ -259,9 +259,9 @@ def _run_generate(prog: str, args: list[str]) -> int:
 
         import torch
 
-        from fairseq2_speechmapper.generation import GenerationOptions
         from fairseq2_speechmapper.speech_llm import SpeechLLMSection
         from fairseq2_speechmapper.speech_llm.generate import generate_replies
+        from fairseq2_speechmapper.speech_llm.generation import GenerationOptions
 
         options = GenerationOptions(
             strategy=namespace.strategy,
@@ -385,9 +385,9 @@ def _run_self_check(prog: str, args: list[str]) -> int:
     )
     parser.parse_args(args)
 
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir, get_cache_dir
     from fairseq2_speechmapper.cli.self_check import run_self_check
-    from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     # Before fairseq2 starts: its asset store reads the cards directory once.
     assets = write_tiny_assets(get_cache_dir() / "tiny", get_cache_cards_dir())
@@ -405,7 +405,7 @@ def _run_make_tiny_assets(prog: str, args: list[str]) -> int:
     _add_output_dir_argument(parser)
     namespace = parser.parse_args(args)
 
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     output_dir: Path = namespace.dir
 
@@ -503,7 +503,7 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
 
 
 def _add_output_dir_argument(parser: ArgumentParser) -> None:
-    from fairseq2_speechmapper.paths import get_cache_dir
+    from fairseq2_speechmapper.asset_store.paths import get_cache_dir
 
     parser.add_argument(
         "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"

@@ -15,9 +15,9 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD, TINY_MAPPER_QWEN_CARD
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.speech_encoders import load_speech_encoder
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD, TINY_MAPPER_QWEN_CARD
 
 
 def run_self_check() -> int:

@@ -9,7 +9,7 @@ from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.gang import Gang, ReduceOperation
 from fairseq2.recipe.base import RecipeContext
 
-from fairseq2_speechmapper.mapper_card import MapperCard
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SpeechDataset
 from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors

@@ -18,8 +18,8 @@ from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch
 from fairseq2_speechmapper.datasets.audio import UtteranceLoader
 from fairseq2_speechmapper.features import SpeechFeatureEncoder
-from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.speech_llm.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.speech_llm.loader import SpeechLLMSection, SpeechLLMSetupError, load_speech_llm
 from fairseq2_speechmapper.speech_llm.tasks import DEFAULT_ASR_PROMPTS
 

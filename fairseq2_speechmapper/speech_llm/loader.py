@@ -15,13 +15,13 @@ from fairseq2.logging import log
 from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
-from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.errors import SpeechMapperError
 from fairseq2_speechmapper.features import FeatureCache, load_sfm_features
-from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
 from fairseq2_speechmapper.speech_llm.model import SpeechLLM
+from fairseq2_speechmapper.stage1.embedding_table import EmbeddingTableError, load_embedding_table
 
 
 class SpeechLLMSetupError(SpeechMapperError):

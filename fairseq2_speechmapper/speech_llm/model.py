@@ -15,8 +15,8 @@ from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
+from fairseq2_speechmapper.datasets.batch import to_device
 from fairseq2_speechmapper.features import SFMFeatures
-from fairseq2_speechmapper.nn import to_device
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate, SpeechPrompt
 
 

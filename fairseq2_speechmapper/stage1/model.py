@@ -16,12 +16,12 @@ from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.logging import log
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.embedding_table import load_embedding_table
 from fairseq2_speechmapper.errors import SpeechMapperError
 from fairseq2_speechmapper.features import FeatureCache, SFMSection
 from fairseq2_speechmapper.features.sfm import SFMFeatures, load_sfm_features
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.stage1.config import TargetLLMSection
+from fairseq2_speechmapper.stage1.embedding_table import load_embedding_table
 from fairseq2_speechmapper.stage1.pad_token import decode_token, resolve_pad_idx
 from fairseq2_speechmapper.stage1.targets import EmbeddingTargets, build_embedding_targets
 

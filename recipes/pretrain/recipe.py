@@ -11,7 +11,7 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipe_support.faults import (

@@ -17,10 +17,10 @@ import yaml
 
 from fairseq2.recipe import run
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 KILLER = Path(__file__).parent / "kill_at_step.py"
 

@@ -20,7 +20,7 @@ from fairseq2.models.llama import LLaMAConfig, create_llama_model
 from fairseq2.models.qwen import QwenConfig, create_qwen_model
 from fairseq2.models.wav2vec2 import Wav2Vec2Config, create_wav2vec2_model
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
 from fairseq2_speechmapper.models.speechmapper import (
     create_speechmapper_model,
     tiny_speechmapper_config,

@@ -15,12 +15,12 @@ from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.data_type import DataType
 from fairseq2.logging import log
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.paths import default_mapper_card_name as default_mapper_card_name
+from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
 from fairseq2_speechmapper.errors import SpeechMapperError
 from fairseq2_speechmapper.features.config import SFMSection
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.paths import default_mapper_card_name as default_mapper_card_name
-from fairseq2_speechmapper.paths import get_cache_cards_dir
 from fairseq2_speechmapper.stage1.pad_token import resolve_pad_idx
 
 if TYPE_CHECKING:
