@@ -16,7 +16,7 @@ test suite's smoke test, CPU) at tiny ones. Three measurements:
    the paper's loss, its metrics, backward, fused AdamW) under bf16 autocast
    (``trainer.mixed_precision``), on 53 utterances of 12 s: the paper preset's
    640 s batch budget.
-2. **SFM feature extraction**: w2v-BERT 2.0 600M (the ``w2vbert2`` family,
+2. **speech encoder feature extraction**: w2v-BERT 2.0 600M (the ``w2vbert2`` family,
    bf16) to layer 24 through the project's ``W2VBert2SpeechEncoder``, 32
    utterances of 12 s of fbanks, inference mode.
 3. **IT step**: a frozen Llama-3.1-8B-shaped LLM (fairseq2's ``llama3_1_8b``
@@ -96,8 +96,8 @@ class Shapes:
     stage1_batch: tuple[int, int]
     """Utterances x frames of cached 50 Hz features."""
 
-    sfm_arch: str
-    sfm_batch: tuple[int, int]
+    speech_encoder_arch: str
+    speech_encoder_batch: tuple[int, int]
     """Utterances x frames of 100 Hz fbanks."""
 
     it_batch: tuple[int, int]
@@ -115,8 +115,8 @@ class Shapes:
 PAPER_SHAPES: Final = Shapes(
     mapper_arch="paper_llama3_8b",
     stage1_batch=(53, 600),
-    sfm_arch="600m",
-    sfm_batch=(32, 1200),
+    speech_encoder_arch="600m",
+    speech_encoder_batch=(32, 1200),
     it_batch=(12, 600),
     prompt_tokens=(20, 10),
     response_tokens=40,
@@ -126,8 +126,8 @@ PAPER_SHAPES: Final = Shapes(
 QUICK_SHAPES: Final = Shapes(
     mapper_arch="tiny",
     stage1_batch=(4, 200),
-    sfm_arch="tiny",
-    sfm_batch=(2, 400),
+    speech_encoder_arch="tiny",
+    speech_encoder_batch=(2, 400),
     it_batch=(2, 200),
     prompt_tokens=(6, 4),
     response_tokens=8,
@@ -404,7 +404,7 @@ def measure_stage1(bench: Bench, shapes: Shapes) -> Measurement:
     )
 
 
-def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
+def measure_speech_encoder(bench: Bench, shapes: Shapes) -> Measurement:
     import torch
 
     from fairseq2.nn import BatchLayout
@@ -416,7 +416,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
 
     hub = get_w2vbert2_model_hub()
 
-    config = hub.get_arch_config(shapes.sfm_arch)
+    config = hub.get_arch_config(shapes.speech_encoder_arch)
 
     model = hub.create_new_model(config, dtype=torch.bfloat16, **bench.model_device).eval()
 
@@ -424,7 +424,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
 
     encoder = W2VBert2SpeechEncoder(model, layer=layer)
 
-    num_utterances, num_frames = shapes.sfm_batch
+    num_utterances, num_frames = shapes.speech_encoder_batch
 
     fbanks = torch.randn(num_utterances, num_frames, config.num_fbank_channels, device=device, dtype=torch.bfloat16)
 
@@ -437,7 +437,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
     bench.reset_memory()
 
     return bench.measure(
-        f"SFM extraction, w2v-BERT 2.0 {shapes.sfm_arch} to layer {layer}, bf16",
+        f"speech encoder extraction, w2v-BERT 2.0 {shapes.speech_encoder_arch} to layer {layer}, bf16",
         f"{num_utterances} x {num_frames / 100:g} s",
         step,
         audio_seconds=num_utterances * num_frames / 100,
@@ -540,7 +540,7 @@ def write_synthetic_cache(directory: Path, *, num_utterances: int, durations: tu
     """A feature cache written as ``extract-features`` writes it (its
     :class:`FeatureCacheWriter`: header, plan, shards of 100 utterances with
     their index and checksums), of random w2v-BERT-2.0-shaped float16 features
-    (1024 dims, 50 Hz), without running an SFM."""
+    (1024 dims, 50 Hz), without running a speech encoder."""
     import random
 
     import torch
@@ -715,7 +715,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3; --quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; --quick 2)")
     parser.add_argument(
-        "--only", choices=["stage1", "sfm", "it", "reader"], nargs="+", default=["stage1", "sfm", "it", "reader"]
+        "--only",
+        choices=["stage1", "speech_encoder", "it", "reader"],
+        nargs="+",
+        default=["stage1", "speech_encoder", "it", "reader"],
     )
     parser.add_argument(
         "--reader-calls",
@@ -755,7 +758,7 @@ def main() -> int:
 
     log(f"gpu.py on {device_name}, torch {torch.__version__}, {'quick' if args.quick else 'paper'} shapes")
 
-    measurements = {"stage1": measure_stage1, "sfm": measure_sfm, "it": measure_it_step}
+    measurements = {"stage1": measure_stage1, "speech_encoder": measure_speech_encoder, "it": measure_it_step}
 
     rows, errors = [], {}
 

@@ -14,17 +14,17 @@ times go to stderr), measured as ``pretrain.py`` measures stage 1:
   through ``SpeechLLM``) with validation and periodic checkpoints off and
   metrics published every step; its per-step time is the difference of
   consecutive ``Wall Time`` values in ``metrics/train.jsonl`` (data wait,
-  instruction drawing and tokenisation, SFM, mapper, splicing, the frozen
+  instruction drawing and tokenisation, speech encoder, mapper, splicing, the frozen
   LLM's forward and backward, grad clipping, AdamW, metric bookkeeping).
 - **bare loop**: a plain loop written here, independent of ``SpeechLLM`` and
-  ``ChatTemplate``: the SFM under ``no_grad``, the mapper, per example
+  ``ChatTemplate``: the speech encoder under ``no_grad``, the mapper, per example
   ``embed(before) ; speech ; embed(after) ; embed(response[:-1])`` joined by
   ``torch.cat`` and right-padded, ``llm.decoder`` + ``llm.final_proj`` at the
   response positions, ``F.cross_entropy``, ``backward``, grad clipping,
   ``torch.optim.AdamW``. The prompt halves come from the tokenizer's own chat
   template (``apply_chat_template`` split at a marker), the response is the
   transcript's tokens plus the tokenizer's EOS (the end of turn). Same frozen
-  SFM and LLM cards, same initial mapper weights, same instruction wordings
+  speech encoder and LLM cards, same initial mapper weights, same instruction wordings
   (drawn as ``InstructUnit`` draws them), over the same batches: the recipe's
   training reader with the same options and seed, read in advance, so this
   side pays no data loading.
@@ -32,10 +32,10 @@ times go to stderr), measured as ``pretrain.py`` measures stage 1:
   threads then compete for the CPU as the recipe's do), so that
   ``recipe / bare+reader`` compares two sides that both load data.
 
-**Step time: the SFM on the fly vs the feature cache**: the same recipe run
+**Step time: the speech encoder on the fly vs the feature cache**: the same recipe run
 reading the features ``extract-features`` wrote for the training split
 (float32, so that the first-batch losses can be compared) instead of running
-the SFM; ``ratio = on the fly / cached`` is what the cache saves in stage 2,
+the speech encoder; ``ratio = on the fly / cached`` is what the cache saves in stage 2,
 where the frozen LLM's forward and backward dominate the step.
 
 Sanity checks: all four train on batches of the same sizes, and on the first
@@ -52,7 +52,7 @@ assets (wav2vec2 → ``tiny`` mapper → tiny llama) on a generated 64-utterance
 corpus of 1–4 s noise. The mapper is randomly initialised (seeded; speed
 does not depend on the weights) and written with its card to the temporary
 cache; its dropout is off on both sides so that the first-batch losses can
-be compared exactly. fp32, the SFM run on every step but on the cached side,
+be compared exactly. fp32, the speech encoder run on every step but on the cached side,
 one intra-op thread by default.
 
 The sides take turns for ``--rounds`` rounds (the order reversed every other
@@ -139,8 +139,8 @@ class Setup:
 
     label: str
     corpus_dir: Path
-    sfm_card: str
-    sfm_options: dict[str, object]
+    speech_encoder_card: str
+    speech_encoder_options: dict[str, object]
     llm_card: str
     mapper_arch: str
     mapper_checkpoint: Path
@@ -156,22 +156,22 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
         setup = Setup(
             label="demo: whisper tiny.en + small mapper + SmolLM2-135M-Instruct",
             corpus_dir=assets.demo_corpus_dir,
-            sfm_card="whisper_tiny_en_encoder",
-            sfm_options={"whisper_window": "utterance"},
+            speech_encoder_card="whisper_tiny_en_encoder",
+            speech_encoder_options={"whisper_window": "utterance"},
             llm_card="smollm2_135m_instruct",
             mapper_arch="small",
             mapper_checkpoint=work_dir / "mapper" / "model.pt",
         )
     else:
-        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 
         write_tiny_corpus(work_dir / "tiny_corpus")
 
         setup = Setup(
             label="tiny: wav2vec2 + tiny mapper + tiny llama",
             corpus_dir=work_dir / "tiny_corpus",
-            sfm_card=TINY_SFM_CARD,
-            sfm_options={},
+            speech_encoder_card=TINY_SPEECH_ENCODER_CARD,
+            speech_encoder_options={},
             llm_card=TINY_LLAMA_CARD,
             mapper_arch="tiny",
             mapper_checkpoint=work_dir / "mapper" / "model.pt",
@@ -179,9 +179,9 @@ def write_mapper_card(assets: Assets, work_dir: Path) -> Setup:
 
     card = MapperCard(
         name=_MAPPER_CARD,
-        speech_encoder=setup.sfm_card,
+        speech_encoder=setup.speech_encoder_card,
         speech_encoder_layer=None,
-        speech_encoder_options=setup.sfm_options,
+        speech_encoder_options=setup.speech_encoder_options,
         llm=setup.llm_card,
         # No dropout: the first-batch losses of the two sides must agree.
         model_fields={"model_arch": setup.mapper_arch, "model_config": {"dropout_p": 0.0}},
@@ -257,7 +257,7 @@ def make_step_config(setup: Setup, *, num_steps: int, num_threads: int) -> Instr
 class BareModules:
     """The modules of the bare loop, loaded from the same cards as the recipe's."""
 
-    sfm: SpeechEncoder
+    speech_encoder: SpeechEncoder
     mapper: Module
     llm: TransformerLM
     tokenizer: Tokenizer
@@ -275,11 +275,11 @@ def load_bare_modules(setup: Setup, initial_mapper: dict[str, Tensor]) -> BareMo
 
     cpu = torch.device("cpu")
 
-    sfm = load_speech_encoder(
-        setup.sfm_card,
+    speech_encoder = load_speech_encoder(
+        setup.speech_encoder_card,
         device=cpu,
         dtype=torch.float32,
-        options=SpeechEncoderOptions(**setup.sfm_options),  # type: ignore[arg-type]
+        options=SpeechEncoderOptions(**setup.speech_encoder_options),  # type: ignore[arg-type]
     )
 
     hub = get_speechmapper_model_hub()
@@ -298,7 +298,7 @@ def load_bare_modules(setup: Setup, initial_mapper: dict[str, Tensor]) -> BareMo
     llm.requires_grad_(False)
     llm.eval()
 
-    return BareModules(sfm=sfm, mapper=mapper, llm=llm, tokenizer=load_tokenizer(setup.llm_card))
+    return BareModules(speech_encoder=speech_encoder, mapper=mapper, llm=llm, tokenizer=load_tokenizer(setup.llm_card))
 
 
 def open_train_reader(config: InstructConfig, modules: BareModules) -> DataReader[SpeechBatch]:
@@ -317,7 +317,7 @@ def open_train_reader(config: InstructConfig, modules: BareModules) -> DataReade
         config.dataset.train_split,
         create_fake_gangs(torch.device("cpu")),
         config.dataset,
-        prepare_input=modules.sfm.prepare_input,
+        prepare_input=modules.speech_encoder.prepare_input,
         encode_text=modules.tokenizer.create_raw_encoder(),
         training=True,
         seed=config.common.seed,
@@ -384,7 +384,7 @@ def run_bare_loop(
 
     from fairseq2.nn import BatchLayout
 
-    sfm, mapper, llm = modules.sfm, modules.mapper, modules.llm
+    speech_encoder, mapper, llm = modules.speech_encoder, modules.mapper, modules.llm
 
     mapper.load_state_dict(initial_mapper)
     mapper.train()
@@ -418,7 +418,7 @@ def run_bare_loop(
         rng = random.Random(config.common.seed * 1_000_003 + step_nr)
 
         with torch.no_grad():
-            features, features_layout = sfm(batch.inputs, batch.inputs_layout)
+            features, features_layout = speech_encoder(batch.inputs, batch.inputs_layout)
 
         speech, speech_layout = mapper(features, features_layout)
 
@@ -496,7 +496,7 @@ def measure_steps(
     compares the medians of their timed steps."""
     import torch
 
-    from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
+    from fairseq2_speechmapper.features import FeatureStorageSection, SpeechEncoderSection
 
     num_steps = num_warmup + num_timed
 
@@ -519,10 +519,10 @@ def measure_steps(
 
     # float32: the first-batch losses of the two recipe runs can be compared.
     run_extraction(
-        SFMSection(
-            name=setup.sfm_card,
+        SpeechEncoderSection(
+            name=setup.speech_encoder_card,
             layer=None,
-            whisper_window=setup.sfm_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
+            whisper_window=setup.speech_encoder_options.get("whisper_window", "30s"),  # type: ignore[arg-type]
         ),
         config.dataset,
         cached_config.dataset.feature_cache,
@@ -618,7 +618,7 @@ def measure_steps(
         Comparison(
             section="step time",
             case=case,
-            value_name="SFM on the fly",
+            value_name="speech encoder on the fly",
             value=best_of_rounds(times["recipe"]),
             baseline_name="feature cache",
             baseline=best_of_rounds(times["recipe+cache"]),

@@ -16,14 +16,14 @@ details go to stderr):
    LR schedule, metric bookkeeping; the final checkpoint comes after the last
    record). The baseline is a plain loop (``Stage1Model(batch)`` → loss →
    ``backward`` → grad clipping → ``torch.optim.AdamW``, constant LR) with the
-   same frozen SFM, mapper architecture and embedding table (built by the
+   same frozen speech encoder, mapper architecture and embedding table (built by the
    recipe's ``load_stage1_model``), over the same batches: the recipe's
    training reader with the same options and seed, read in advance, so the
    baseline pays no data loading. A second baseline, ``bare+reader``, is the
    same loop reading that reader live (its decoding threads then compete for
    the CPU as the recipe's do), so ``recipe / bare+reader`` isolates the
    trainer's own overhead. The script checks that all three trained on batches
-   of the same sizes. All: fp32, the same number of intra-op threads, the SFM
+   of the same sizes. All: fp32, the same number of intra-op threads, the speech encoder
    run on every step (``cache_features_in_memory: false``, so that no step is
    cheaper because of the cache). They take turns for ``--rounds`` rounds so
    that all see the same background load; each timed batch (the steps after
@@ -104,7 +104,7 @@ if TYPE_CHECKING:
     from fairseq2.recipe.base import Recipe
 
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
-    from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
+    from fairseq2_speechmapper.features import FeatureStorageSection, SpeechEncoderSection
     from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
     from fairseq2_speechmapper.stage1 import Stage1Model, TargetEmbeddings
@@ -369,7 +369,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         label = "demo: whisper tiny.en + small mapper + SmolLM2 table"
     else:
-        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 
         write_tiny_corpus(work_dir / "tiny_corpus")
 
@@ -377,7 +377,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         config.model.arch = "tiny"
 
-        config.speech_encoder.name = TINY_SFM_CARD
+        config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
         config.speech_encoder.layer = None
 
         config.llm.name = TINY_LLAMA_CARD
@@ -393,7 +393,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
 def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddings, Tokenizer, Module]:
     """The recipe's stage-1 model built outside fairseq2's trainer: a fresh
-    mapper of the same arch, and the frozen SFM and embedding table loaded by
+    mapper of the same arch, and the frozen speech encoder and embedding table loaded by
     the recipe's own :func:`load_stage1_model`."""
     import torch
 
@@ -534,7 +534,7 @@ def _recipe_log_to(file: Path) -> Iterator[None]:
 
 
 def run_extraction(
-    sfm: SFMSection,
+    speech_encoder: SpeechEncoderSection,
     dataset: SpeechDatasetSection,
     output_dir: Path,
     storage: FeatureStorageSection,
@@ -551,7 +551,9 @@ def run_extraction(
     from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
     from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 
-    config = ExtractFeaturesConfig(speech_encoder=sfm, dataset=replace(dataset, valid_split=None), storage=storage)
+    config = ExtractFeaturesConfig(
+        speech_encoder=speech_encoder, dataset=replace(dataset, valid_split=None), storage=storage
+    )
 
     config.splits = [dataset.train_split]
     config.common.metric_recorders.tensorboard.enabled = False

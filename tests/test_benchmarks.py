@@ -100,7 +100,7 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
 
     assert set(rows) == {"step time", "extraction", "storage"}
 
-    # Both sides ran the same batches; the cached step skips the SFM, so it is faster.
+    # Both sides ran the same batches; the cached step skips the speech encoder, so it is faster.
     assert (rows["step time"]["value_name"], rows["step time"]["baseline_name"]) == ("on the fly", "cached")
     assert rows["step time"]["ratio"] > 1.0
 
@@ -124,7 +124,7 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
 
     # The script fails unless all sides trained on batches of the same sizes
     # and had the same loss and gradient norm on the first batch (the cached
-    # side too: its features are the SFM's).
+    # side too: its features are the speech encoder's).
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = json.loads(json_file.read_text(encoding="utf-8"))
@@ -132,7 +132,7 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     assert [(r["section"], r["value_name"], r["baseline_name"]) for r in rows] == [
         ("step time", "recipe", "bare loop"),
         ("step time", "recipe", "bare+reader"),
-        ("step time", "SFM on the fly", "feature cache"),
+        ("step time", "speech encoder on the fly", "feature cache"),
     ]
 
     assert all(r["case"].startswith("tiny") for r in rows)
@@ -163,17 +163,17 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
 
     measured, arithmetic = summary["measurements"], summary["arithmetic"]
 
-    assert [m["what"].split(",")[0] for m in measured] == ["stage 1 step", "SFM extraction", "IT step"]
+    assert [m["what"].split(",")[0] for m in measured] == ["stage 1 step", "speech encoder extraction", "IT step"]
 
     assert all(m["step_s"] > 0 and m["tflop_per_step"] > 0 and m["audio_s_per_s"] > 0 for m in measured)
 
     # The paper's shapes, counted on the meta device: the mapper's step costs
     # ~12 GFLOP per audio second (issue estimate: ~14), the frozen 8B LLM's
     # IT step far more.
-    stage1, sfm, it = arithmetic
+    stage1, speech_encoder, it = arithmetic
 
     assert 10 < stage1["gflop_per_audio_s"] < 16
-    assert 40 < sfm["gflop_per_audio_s"] < 90
+    assert 40 < speech_encoder["gflop_per_audio_s"] < 90
     assert it["gflop_per_audio_s"] > stage1["gflop_per_audio_s"]
 
     assert [r["audio_s_per_s"] > 0 for r in summary["readers"]] == [True]

@@ -147,7 +147,7 @@ def tiny_speech_llm() -> SpeechLLM:
         device=CPU,
     )
 
-    # The features stand in for the SFM's (the feature cache's path).
+    # The features stand in for the speech encoder's (the feature cache's path).
     encoder = CachedFeatureEncoder(layer=0, output_dim=mapper.input_dim, frame_average=1)
 
     return SpeechLLM(encoder, mapper, model.llm, model.chat_template)

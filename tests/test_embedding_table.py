@@ -16,7 +16,7 @@ from fairseq2.models import load_model
 from fairseq2.models.hg import get_hugging_face_converter
 from fairseq2.models.llama import LLaMAConfig, create_llama_model
 
-from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD, TINY_SPEECH_ENCODER_CARD
 from fairseq2_speechmapper.stage1.embedding_table import (
     EMBEDDING_KEY,
     EmbeddingTableError,
@@ -198,9 +198,9 @@ def test_unknown_card_is_one_line_error() -> None:
 
 def test_card_that_is_not_an_llm_is_one_line_error() -> None:
     with pytest.raises(EmbeddingTableError) as ex:
-        load_embedding_table(TINY_SFM_CARD)
+        load_embedding_table(TINY_SPEECH_ENCODER_CARD)
 
-    _assert_one_line_error(ex, TINY_SFM_CARD)
+    _assert_one_line_error(ex, TINY_SPEECH_ENCODER_CARD)
 
     assert "does not hold an LLM" in str(ex.value)
 

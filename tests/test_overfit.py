@@ -173,7 +173,7 @@ def stage1_dir(overfit: Overfit) -> Path:
 def feature_cache_dir(overfit: Overfit) -> Path:
     cache_dir = overfit.tmp_dir / "features"
 
-    # The SFM exactly as the demo pretraining runs it.
+    # The speech encoder exactly as the demo pretraining runs it.
     overfit.run(
         "extract-features",
         str(cache_dir),

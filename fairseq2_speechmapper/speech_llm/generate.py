@@ -74,7 +74,7 @@ def generate_replies(
 
     text_decoder = tokenizer.create_decoder(skip_special_tokens=True)
 
-    # Loaded without a feature cache: the SFM runs on the audio.
+    # Loaded without a feature cache: the speech encoder runs on the audio.
     assert isinstance(model.speech_encoder, SpeechFeatureEncoder)
 
     loader = UtteranceLoader(model.speech_encoder.speech_encoder.prepare_input, convert_audio=True)

@@ -44,12 +44,12 @@ class Stage1EvalRecipe(Recipe):
 
         gangs = context.gangs
 
-        # The mapper, SFM and embedding-table checkpoints.
+        # The mapper, speech encoder and embedding-table checkpoints.
         with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
             model, targets, tokenizer = load_stage1_model(
-                card.sfm_section(),
+                card.speech_encoder_section(),
                 TargetLLMSection(name=card.llm),
                 mapper=mapper,
                 unwrapped_mapper=mapper,

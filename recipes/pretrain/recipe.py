@@ -46,7 +46,7 @@ class PretrainRecipe(Recipe):
 
         dataset = open_dataset(context, config.dataset)
 
-        # The mapper (a base card, when given), SFM and embedding-table checkpoints.
+        # The mapper (a base card, when given), speech encoder and embedding-table checkpoints.
         with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
