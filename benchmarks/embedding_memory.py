@@ -5,7 +5,7 @@ building the whole LLM of the same card.
 Run from the repository root (Linux; one to two minutes, mostly interpreter
 start-ups and reading the 1 GB table)::
 
-    .venv/bin/python benchmarks/embedding_memory.py [--no-8b]
+    .venv/bin/python -m benchmarks.embedding_memory [--no-8b]
 
 What is measured and what is computed:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from common import MiB, require_linux
+from benchmarks.common import MiB, require_linux
 
 # Runs one operation in a fresh interpreter and prints its peak RSS growth.
 _CHILD = textwrap.dedent(

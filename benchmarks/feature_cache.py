@@ -3,7 +3,7 @@ measured in the same run.
 
 Run from the repository root (Linux, CPU)::
 
-    .venv/bin/python benchmarks/feature_cache.py [--quick] [--json FILE]
+    .venv/bin/python -m benchmarks.feature_cache [--quick] [--json FILE]
 
 Three figures, printed as ``value``, ``baseline`` and ``ratio = value /
 baseline`` in a table at the end (progress goes to stderr):
@@ -62,8 +62,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 # As the command line does, before torch loads (`fairseq2_speechmapper.cli.openmp`):
 # with spinning OpenMP workers, cached steps ran slower than on-the-fly ones on
 # 2 busy cores (`OMP_WAIT_POLICY=ACTIVE` shows it).
@@ -72,13 +70,18 @@ from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 configure_openmp()
 
 # One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
-from common import Comparison, add_timing_options, log, report, set_up_for_timing, timing_options  # noqa: E402
-from pretrain import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402  # noqa: E402
+    Comparison,
+    add_timing_options,
     best_of_rounds,
+    log,
     prepare_assets,
     recipe_step_times,
+    report,
     run_extraction,
     run_recipe,
+    set_up_for_timing,
+    timing_options,
     write_tiny_corpus,
 )
 
@@ -407,12 +410,13 @@ def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
     import zlib
 
     import torch
-    from gpu import write_synthetic_cache
 
     from fairseq2.gang import create_fake_gangs
 
     from fairseq2_speechmapper.datasets import SpeechReadOptions
     from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, verify_feature_cache
+
+    from benchmarks.gpu import write_synthetic_cache
 
     write_synthetic_cache(directory, num_utterances=num_utterances, durations=(12.0, 12.0), seed=0)
 

@@ -2,7 +2,7 @@
 
 Run from the repository root (CPU)::
 
-    .venv/bin/python benchmarks/generation.py [--quick] [--batch-size N] [--max-new-tokens N] [--rounds N] [--threads N] [--json FILE]
+    .venv/bin/python -m benchmarks.generation [--quick] [--batch-size N] [--max-new-tokens N] [--rounds N] [--threads N] [--json FILE]
 
 Both sides generate greedily from the same batch of prefixes with the same
 frozen LLM (fp32, eval mode):
@@ -10,7 +10,7 @@ frozen LLM (fp32, eval mode):
 - **KV cache**: :func:`fairseq2_speechmapper.speech_llm.generation.generate_from_embeddings`
   (prefill of the common prefix length in one call, then one position per
   step against fairseq2's incremental state);
-- **no cache**: ``generate_greedy_without_cache`` (``tests/helpers/generation.py``),
+- **no cache**: ``generate_greedy_without_cache`` (``fairseq2_speechmapper/speech_llm/uncached_generation.py``),
   a full forward of the right-padded batch at every step.
 
 Each prefix is a speech-LLM prompt: the embedded tokens of a short text
@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from common import add_run_options, load_average, write_json
+from benchmarks.common import add_run_options, load_average, write_json
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -160,8 +160,7 @@ def main() -> int:
             GenerationOptions,
             generate_from_embeddings,
         )
-
-        from helpers.generation import generate_greedy_without_cache
+        from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
         torch.set_num_threads(args.threads)
 

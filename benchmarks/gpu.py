@@ -4,7 +4,7 @@ them).
 
 Run from the repository root::
 
-    python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--peak-tflops X] [--json FILE]
+    python -m benchmarks.gpu [--quick] [--device cuda|cpu] [--peak-tflops X] [--json FILE]
 
 On CUDA (the default when present) at the paper's shapes; ``--quick`` (the
 test suite's smoke test, CPU) at tiny ones. Three measurements:
@@ -53,13 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 
 configure_openmp()
 
-from common import load_average, log, write_json  # noqa: E402
+from benchmarks.common import load_average, log, write_json  # noqa: E402
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py"
+# The benchmarks run as modules of the `benchmarks` package, from the repository root.
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pretrain_benchmark_padding_bucketing_pads_less(tmp_path: Path) -> None:
@@ -23,7 +24,8 @@ def test_pretrain_benchmark_padding_bucketing_pads_less(tmp_path: Path) -> None:
     # The subprocess inherits the test cache directory, so the demo corpus is
     # not found there and only the synthetic durations are measured.
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT), "--quick", "--only", "padding", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.pretrain", "--quick", "--only", "padding", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -49,7 +51,8 @@ def test_generation_benchmark_quick_runs_and_both_sides_agree(tmp_path: Path) ->
     json_file = tmp_path / "generation.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.parent / "generation.py"), "--quick", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.generation", "--quick", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -81,13 +84,15 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
         # slower ones there (`fairseq2_speechmapper.cli.openmp`).
         [
             sys.executable,
-            str(_SCRIPT.with_name("feature_cache.py")),
+            "-m",
+            "benchmarks.feature_cache",
             "--quick",
             "--threads",
             "2",
             "--json",
             str(json_file),
         ],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -115,7 +120,8 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     json_file = tmp_path / "instruct.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.with_name("instruct.py")), "--quick", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.instruct", "--quick", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -148,7 +154,8 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
     json_file = tmp_path / "gpu.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.with_name("gpu.py")), "--quick", "--device", "cpu", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.gpu", "--quick", "--device", "cpu", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -183,7 +190,7 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
 
 def test_command_line_makes_idle_openmp_workers_sleep_before_torch_loads() -> None:
     # The cause of cached pretraining steps slower than on-the-fly ones on 2
-    # busy cores (benchmarks/feature_cache.py --threads 2 measures it).
+    # busy cores (`python -m benchmarks.feature_cache --threads 2` measures it).
     code = (
         "import os, sys; import fairseq2_speechmapper.cli; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
     )

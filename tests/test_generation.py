@@ -24,8 +24,7 @@ from fairseq2_speechmapper.speech_llm.generation import (
     generate_from_token_ids,
     generate_text,
 )
-
-from helpers.generation import generate_greedy_without_cache
+from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
 # Different lengths, so that rows are forced for a while after the prefill.
 PREFIX_LENS = (7, 12, 3, 9, 15)

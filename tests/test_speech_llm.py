@@ -348,8 +348,7 @@ def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_ca
         generate_from_embeddings,
     )
     from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
-
-    from helpers.generation import generate_greedy_without_cache
+    from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
     model = load_tiny_speech_llm(TINY_MAPPER_CARD)
 

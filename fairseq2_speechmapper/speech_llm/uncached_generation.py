@@ -1,6 +1,8 @@
 """Greedy decoding without a KV cache: the obviously-correct reference of
-:func:`fairseq2_speechmapper.speech_llm.generation.generate_from_embeddings` in the tests
-and its baseline in ``benchmarks/generation.py``."""
+:func:`~fairseq2_speechmapper.speech_llm.generation.generate_from_embeddings`
+that the tests check it against, and the baseline of
+``benchmarks/generation.py``; not for use (it recomputes the whole batch every
+step)."""
 
 from __future__ import annotations
 
