@@ -1,11 +1,11 @@
 """Peak host memory of loading only an LLM's token-embedding table
-(:func:`fairseq2_speechmapper.embedding_table.load_embedding_table`) versus
+(:func:`fairseq2_speechmapper.stage1.embedding_table.load_embedding_table`) versus
 building the whole LLM of the same card.
 
 Run from the repository root (Linux; one to two minutes, mostly interpreter
 start-ups and reading the 1 GB table)::
 
-    .venv/bin/python benchmarks/embedding_memory.py [--no-8b]
+    .venv/bin/python -m benchmarks.embedding_memory [--no-8b]
 
 What is measured and what is computed:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from common import MiB, require_linux
+from benchmarks.common import MiB, require_linux
 
 # Runs one operation in a fresh interpreter and prints its peak RSS growth.
 _CHILD = textwrap.dedent(
@@ -56,8 +56,8 @@ _CHILD = textwrap.dedent(
     from fairseq2.models import load_model
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fairseq2_speechmapper.embedding_table import EMBEDDING_KEY, load_embedding_table
-    from fairseq2_speechmapper.tiny_assets import TINY_QWEN_CARD
+    from fairseq2_speechmapper.stage1.embedding_table import EMBEDDING_KEY, load_embedding_table
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_QWEN_CARD
 
     def read_status(field):
         with open("/proc/self/status") as fp:
@@ -224,8 +224,8 @@ def main() -> int:
     if not require_linux():
         return 1
 
-    from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, write_tiny_assets
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir, get_cache_dir
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, write_tiny_assets
 
     # Before any fairseq2 set-up: the asset store reads the cards directory once.
     write_tiny_assets(get_cache_dir() / "tiny", get_cache_cards_dir())

@@ -1,24 +1,24 @@
-"""Pretraining from the SFM feature cache against running the SFM on the fly,
+"""Pretraining from the speech encoder feature cache against running the speech encoder on the fly,
 measured in the same run.
 
 Run from the repository root (Linux, CPU)::
 
-    .venv/bin/python benchmarks/feature_cache.py [--quick] [--json FILE]
+    .venv/bin/python -m benchmarks.feature_cache [--quick] [--json FILE]
 
 Three figures, printed as ``value``, ``baseline`` and ``ratio = value /
 baseline`` in a table at the end (progress goes to stderr):
 
 1. **Step time, on the fly / cached.** fairseq2's trainer runs the pretrain
    recipe in-process twice per round with the same config, seed and batches:
-   reading audio and running the frozen SFM every step (``dataset.manifest_dir``),
+   reading audio and running the frozen speech encoder every step (``dataset.manifest_dir``),
    and reading the cache written by ``extract-features``
-   (``dataset.feature_cache``, float16, the SFM not loaded). Per-step time is
+   (``dataset.feature_cache``, float16, the speech encoder not loaded). Per-step time is
    the difference of consecutive ``Wall Time`` values in
    ``metrics/train.jsonl`` (data wait included); each timed batch counts with
    its fastest round, then the median over the batches (as ``pretrain.py``).
    The ratio is on the fly / cached: the goal is >= 5.
 2. **Extraction throughput**: seconds of audio per second of wall time of
-   the whole ``extract-features`` run (loading the SFM included), against
+   the whole ``extract-features`` run (loading the speech encoder included), against
    real time (1 audio second per second).
 3. **Bytes per audio hour** of the cache (shards and index on disk), against
    float32 storage of the same features; the paper's w2v-BERT 2.0 (1024 dims,
@@ -28,7 +28,7 @@ baseline`` in a table at the end (progress goes to stderr):
 synthetic cache of N 12 s utterances at the paper's width (see
 :func:`measure_verify_cost`).
 
-Scaled down to this 2-core CPU, keeping the paper's SFM:mapper size ratio
+Scaled down to this 2-core CPU, keeping the paper's speech-encoder:mapper size ratio
 (600M : 277M = 2.17) and its frame rates: every width of w2v-BERT 2.0 (24
 conformer layers at 50 Hz, 64-dim attention heads) and of the paper's mapper
 (frame averaging 2, two blocks of Conv1d(k6, s2) + 6 layers, FFN width 2048,
@@ -42,7 +42,7 @@ of up to 8 utterances and 24 s (3 of the longest if more), fp32, 1 intra-op
 thread (``--threads``), validation and checkpoints off. About 40 s on 2 cores
 (``--quick``: 15 s).
 
-Utterance length moves the ratio: the SFM's self-attention at 50 Hz grows with
+Utterance length moves the ratio: the speech encoder's self-attention at 50 Hz grows with
 the square of the length, the mapper's at 12.5 and 6.25 Hz far less. At
 LibriSpeech-like lengths (``--durations 8 16``, ~3 min) the ratio is far
 higher, but overstated: with widths divided by 8, attention (~T²·d) weighs 8
@@ -62,23 +62,26 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-# As the command line does, before torch loads (`fairseq2_speechmapper.openmp`):
+# As the command line does, before torch loads (`fairseq2_speechmapper.cli.openmp`):
 # with spinning OpenMP workers, cached steps ran slower than on-the-fly ones on
 # 2 busy cores (`OMP_WAIT_POLICY=ACTIVE` shows it).
-from fairseq2_speechmapper.openmp import configure_openmp  # noqa: E402
+from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 
 configure_openmp()
 
 # One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
-from common import Comparison, add_timing_options, log, report, set_up_for_timing, timing_options  # noqa: E402
-from pretrain import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402  # noqa: E402
+    Comparison,
+    add_timing_options,
     best_of_rounds,
+    log,
     prepare_assets,
     recipe_step_times,
+    report,
     run_extraction,
     run_recipe,
+    set_up_for_timing,
+    timing_options,
     write_tiny_corpus,
 )
 
@@ -86,12 +89,12 @@ if TYPE_CHECKING:
     from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 
-_SFM_CARD: Final = "benchmark_w2vbert2_scaled"
+_SPEECH_ENCODER_CARD: Final = "benchmark_w2vbert2_scaled"
 
 _LLM_CARD: Final = "benchmark_llama_scaled"
 
 # The paper's set-up: w2v-BERT 2.0 600M, the ~277M mapper.
-_PAPER_SFM_PARAMS: Final = 600e6
+_PAPER_SPEECH_ENCODER_PARAMS: Final = 600e6
 _PAPER_MAPPER_PARAMS: Final = 277_038_080
 
 
@@ -102,18 +105,18 @@ class Scale:
     divisor: int
 
     @property
-    def sfm_dim(self) -> int:
+    def speech_encoder_dim(self) -> int:
         return 1024 // self.divisor
 
     @property
     def llm_dim(self) -> int:
         return 4096 // self.divisor
 
-    def sfm_config_overrides(self) -> dict[str, object]:
+    def speech_encoder_config_overrides(self) -> dict[str, object]:
         # 64-dim attention heads, as the 600M model's 16 x 64.
         return {
-            "model_dim": self.sfm_dim,
-            "num_encoder_attn_heads": max(1, self.sfm_dim // 64),
+            "model_dim": self.speech_encoder_dim,
+            "num_encoder_attn_heads": max(1, self.speech_encoder_dim // 64),
             "ffn_inner_dim": 4096 // self.divisor,
         }
 
@@ -129,14 +132,14 @@ class Scale:
             )
 
         return SpeechMapperConfig(
-            input_dim=self.sfm_dim,
+            input_dim=self.speech_encoder_dim,
             blocks=[block(1024, 2048), block(2048, 4096)],
             llm_dim=self.llm_dim,
             final_proj_hidden_dim=4096 // self.divisor,
         )
 
 
-def write_scaled_sfm(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> int:
+def write_scaled_speech_encoder(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> int:
     """A random-weight w2v-BERT 2.0 with the paper's depth at ``scale``, as a
     checkpoint with its card; returns its parameter count."""
     import torch
@@ -148,7 +151,7 @@ def write_scaled_sfm(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> int
 
     config = hub.get_arch_config("600m")
 
-    for key, value in scale.sfm_config_overrides().items():
+    for key, value in scale.speech_encoder_config_overrides().items():
         setattr(config, key, value)
 
     model = hub.create_new_model(config, device=torch.device("cpu"), dtype=torch.float32)
@@ -158,14 +161,14 @@ def write_scaled_sfm(cards_dir: Path, checkpoint_dir: Path, scale: Scale) -> int
     torch.save({"model": model.state_dict()}, checkpoint)
 
     card = {
-        "name": _SFM_CARD,
+        "name": _SPEECH_ENCODER_CARD,
         "model_family": "w2vbert2",
         "model_arch": "600m",
-        "model_config": scale.sfm_config_overrides(),
+        "model_config": scale.speech_encoder_config_overrides(),
         "checkpoint": str(checkpoint),
     }
 
-    (cards_dir / f"{_SFM_CARD}.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
+    (cards_dir / f"{_SPEECH_ENCODER_CARD}.yaml").write_text(yaml.safe_dump(card), encoding="utf-8")
 
     return sum(p.numel() for p in model.parameters())
 
@@ -178,7 +181,7 @@ def write_scaled_llm_table(cards_dir: Path, checkpoint_dir: Path, scale: Scale) 
 
     from fairseq2.models.llama import LLaMAConfig, create_llama_model
 
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD
 
     (tiny_card,) = [
         card
@@ -221,7 +224,7 @@ def make_config(
 
     config.model.config_overrides = asdict(scale.mapper_config())
 
-    config.speech_encoder.name = _SFM_CARD
+    config.speech_encoder.name = _SPEECH_ENCODER_CARD
     config.speech_encoder.layer = 24
 
     config.llm = TargetLLMSection(name=_LLM_CARD)
@@ -270,14 +273,19 @@ def measure(
 ) -> list[Comparison]:
     import torch
 
-    from fairseq2_speechmapper.features import FeatureCache, FeatureStorageSection, SFMSection, measure_storage
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
+    from fairseq2_speechmapper.features import (
+        FeatureCache,
+        FeatureStorageSection,
+        SpeechEncoderSection,
+        measure_storage,
+    )
 
     scale = Scale(divisor=16 if quick else 8)
 
     prepare_assets(work_dir, demo_corpus_dir=None)
 
-    sfm_params = write_scaled_sfm(get_cache_cards_dir(), work_dir, scale)
+    speech_encoder_params = write_scaled_speech_encoder(get_cache_cards_dir(), work_dir, scale)
 
     write_scaled_llm_table(get_cache_cards_dir(), work_dir, scale)
 
@@ -292,9 +300,9 @@ def measure(
     num_mapper_params = count_params(scale.mapper_config())
 
     log(
-        f"  SFM: w2v-BERT 2.0 widths / {scale.divisor}, 24 layers, {sfm_params / 1e6:.2f}M params; "
+        f"  speech encoder: w2v-BERT 2.0 widths / {scale.divisor}, 24 layers, {speech_encoder_params / 1e6:.2f}M params; "
         f"mapper: paper arch widths / {scale.divisor}, {num_mapper_params / 1e6:.2f}M params; "
-        f"ratio {sfm_params / num_mapper_params:.2f} (paper {_PAPER_SFM_PARAMS / _PAPER_MAPPER_PARAMS:.2f})"
+        f"ratio {speech_encoder_params / num_mapper_params:.2f} (paper {_PAPER_SPEECH_ENCODER_PARAMS / _PAPER_MAPPER_PARAMS:.2f})"
     )
 
     torch.set_num_threads(num_threads)
@@ -303,7 +311,7 @@ def measure(
     cache_dir = work_dir / "feature_cache"
 
     extraction_seconds = run_extraction(
-        SFMSection(name=_SFM_CARD, layer=24),
+        SpeechEncoderSection(name=_SPEECH_ENCODER_CARD, layer=24),
         config.dataset,
         cache_dir,
         FeatureStorageSection(shard_size=16),
@@ -348,9 +356,9 @@ def measure(
     if sizes["on the fly"] != sizes["cached"]:
         raise RuntimeError(f"The two sides trained on other batches: sizes {sizes['on the fly']} != {sizes['cached']}.")
 
-    ratio_note = f"SFM {sfm_params / 1e6:.2f}M : mapper {num_mapper_params / 1e6:.2f}M = {sfm_params / num_mapper_params:.2f} (paper 2.17); widths / {scale.divisor}"
+    ratio_note = f"speech encoder {speech_encoder_params / 1e6:.2f}M : mapper {num_mapper_params / 1e6:.2f}M = {speech_encoder_params / num_mapper_params:.2f} (paper 2.17); widths / {scale.divisor}"
 
-    # The paper's SFM: 1024 dims at the frame rate measured here (50 Hz).
+    # The paper's speech encoder: 1024 dims at the frame rate measured here (50 Hz).
     paper = storage.frames_per_second * 3600 * 1024
 
     paper_note = (
@@ -377,7 +385,7 @@ def measure(
             baseline_name="real time",
             baseline=1.0,
             unit="audio s/s",
-            note=f"whole extract-features run (SFM load included), {num_threads} thread(s)",
+            note=f"whole extract-features run (speech encoder load included), {num_threads} thread(s)",
         ),
         Comparison(
             section="storage",
@@ -402,12 +410,13 @@ def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
     import zlib
 
     import torch
-    from gpu import write_synthetic_cache
 
     from fairseq2.gang import create_fake_gangs
 
     from fairseq2_speechmapper.datasets import SpeechReadOptions
     from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, verify_feature_cache
+
+    from benchmarks.gpu import write_synthetic_cache
 
     write_synthetic_cache(directory, num_utterances=num_utterances, durations=(12.0, 12.0), seed=0)
 
@@ -464,7 +473,9 @@ def measure_verify_cost(directory: Path, *, num_utterances: int) -> None:
 
 
 def main() -> int:
-    parser = ArgumentParser(description="Pretraining from the feature cache vs the SFM on the fly, in one run.")
+    parser = ArgumentParser(
+        description="Pretraining from the feature cache vs the speech encoder on the fly, in one run."
+    )
     parser.add_argument(
         "--quick", action="store_true", help="widths / 16, 24 utterances, 2 + 3 steps, 1 round (the smoke test)"
     )

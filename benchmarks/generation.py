@@ -2,15 +2,15 @@
 
 Run from the repository root (CPU)::
 
-    .venv/bin/python benchmarks/generation.py [--quick] [--batch-size N] [--max-new-tokens N] [--rounds N] [--threads N] [--json FILE]
+    .venv/bin/python -m benchmarks.generation [--quick] [--batch-size N] [--max-new-tokens N] [--rounds N] [--threads N] [--json FILE]
 
 Both sides generate greedily from the same batch of prefixes with the same
 frozen LLM (fp32, eval mode):
 
-- **KV cache**: :func:`fairseq2_speechmapper.generation.generate_from_embeddings`
+- **KV cache**: :func:`fairseq2_speechmapper.speech_llm.generation.generate_from_embeddings`
   (prefill of the common prefix length in one call, then one position per
   step against fairseq2's incremental state);
-- **no cache**: ``generate_greedy_without_cache`` (``tests/helpers/generation.py``),
+- **no cache**: ``generate_greedy_without_cache`` (``fairseq2_speechmapper/speech_llm/uncached_generation.py``),
   a full forward of the right-padded batch at every step.
 
 Each prefix is a speech-LLM prompt: the embedded tokens of a short text
@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from common import add_run_options, load_average, write_json
+from benchmarks.common import add_run_options, load_average, write_json
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -72,10 +72,10 @@ def prepare_cards(work_dir: Path, *, use_demo: bool) -> str:
     """Points the extension at a temporary cache directory (before fairseq2
     builds its asset store) holding the tiny cards and, if built and wanted, a
     copy of the demo cards; returns the LLM card to use."""
+    from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV, get_cache_cards_dir
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, write_tiny_assets
     from fairseq2_speechmapper.demo import SMOLLM2_CARD
     from fairseq2_speechmapper.demo.builder import CARD_FILE_NAME
-    from fairseq2_speechmapper.paths import CACHE_DIR_ENV, get_cache_cards_dir
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, write_tiny_assets
 
     demo_card_file = get_cache_cards_dir() / CARD_FILE_NAME
 
@@ -110,7 +110,7 @@ def make_prefixes(
 
     from fairseq2.data.tokenizers import load_tokenizer
 
-    from fairseq2_speechmapper.generation import embed_token_ids
+    from fairseq2_speechmapper.speech_llm.generation import embed_token_ids
 
     encoder = load_tokenizer(card).create_raw_encoder()
 
@@ -155,13 +155,12 @@ def main() -> int:
 
         from fairseq2.models import load_model
 
-        from fairseq2_speechmapper.generation import (
+        from fairseq2_speechmapper.speech_llm.generation import (
             GeneratedSequence,
             GenerationOptions,
             generate_from_embeddings,
         )
-
-        from helpers.generation import generate_greedy_without_cache
+        from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
         torch.set_num_threads(args.threads)
 

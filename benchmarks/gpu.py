@@ -4,7 +4,7 @@ them).
 
 Run from the repository root::
 
-    python benchmarks/gpu.py [--quick] [--device cuda|cpu] [--peak-tflops X] [--json FILE]
+    python -m benchmarks.gpu [--quick] [--device cuda|cpu] [--peak-tflops X] [--json FILE]
 
 On CUDA (the default when present) at the paper's shapes; ``--quick`` (the
 test suite's smoke test, CPU) at tiny ones. Three measurements:
@@ -16,7 +16,7 @@ test suite's smoke test, CPU) at tiny ones. Three measurements:
    the paper's loss, its metrics, backward, fused AdamW) under bf16 autocast
    (``trainer.mixed_precision``), on 53 utterances of 12 s: the paper preset's
    640 s batch budget.
-2. **SFM feature extraction**: w2v-BERT 2.0 600M (the ``w2vbert2`` family,
+2. **speech encoder feature extraction**: w2v-BERT 2.0 600M (the ``w2vbert2`` family,
    bf16) to layer 24 through the project's ``W2VBert2SpeechEncoder``, 32
    utterances of 12 s of fbanks, inference mode.
 3. **IT step**: a frozen Llama-3.1-8B-shaped LLM (fairseq2's ``llama3_1_8b``
@@ -37,7 +37,7 @@ checks. Last, the **feature cache reader** alone on the CPU (a synthetic cache
 of 1024-dim float16 features at 50 Hz, the paper preset's batching, 4 and 16
 parallel calls: ``--reader-calls``) in audio seconds per second, against what
 the measured stage-1 step and an H100 at 40 % MFU consume. OpenMP workers
-sleep when idle, as in the command line (``fairseq2_speechmapper.openmp``).
+sleep when idle, as in the command line (``fairseq2_speechmapper.cli.openmp``).
 """
 
 from __future__ import annotations
@@ -53,13 +53,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from fairseq2_speechmapper.openmp import configure_openmp  # noqa: E402
+from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 
 configure_openmp()
 
-from common import load_average, log, write_json  # noqa: E402
+from benchmarks.common import load_average, log, write_json  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -96,8 +94,8 @@ class Shapes:
     stage1_batch: tuple[int, int]
     """Utterances x frames of cached 50 Hz features."""
 
-    sfm_arch: str
-    sfm_batch: tuple[int, int]
+    speech_encoder_arch: str
+    speech_encoder_batch: tuple[int, int]
     """Utterances x frames of 100 Hz fbanks."""
 
     it_batch: tuple[int, int]
@@ -115,8 +113,8 @@ class Shapes:
 PAPER_SHAPES: Final = Shapes(
     mapper_arch="paper_llama3_8b",
     stage1_batch=(53, 600),
-    sfm_arch="600m",
-    sfm_batch=(32, 1200),
+    speech_encoder_arch="600m",
+    speech_encoder_batch=(32, 1200),
     it_batch=(12, 600),
     prompt_tokens=(20, 10),
     response_tokens=40,
@@ -126,8 +124,8 @@ PAPER_SHAPES: Final = Shapes(
 QUICK_SHAPES: Final = Shapes(
     mapper_arch="tiny",
     stage1_batch=(4, 200),
-    sfm_arch="tiny",
-    sfm_batch=(2, 400),
+    speech_encoder_arch="tiny",
+    speech_encoder_batch=(2, 400),
     it_batch=(2, 200),
     prompt_tokens=(6, 4),
     response_tokens=8,
@@ -404,7 +402,7 @@ def measure_stage1(bench: Bench, shapes: Shapes) -> Measurement:
     )
 
 
-def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
+def measure_speech_encoder(bench: Bench, shapes: Shapes) -> Measurement:
     import torch
 
     from fairseq2.nn import BatchLayout
@@ -416,7 +414,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
 
     hub = get_w2vbert2_model_hub()
 
-    config = hub.get_arch_config(shapes.sfm_arch)
+    config = hub.get_arch_config(shapes.speech_encoder_arch)
 
     model = hub.create_new_model(config, dtype=torch.bfloat16, **bench.model_device).eval()
 
@@ -424,7 +422,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
 
     encoder = W2VBert2SpeechEncoder(model, layer=layer)
 
-    num_utterances, num_frames = shapes.sfm_batch
+    num_utterances, num_frames = shapes.speech_encoder_batch
 
     fbanks = torch.randn(num_utterances, num_frames, config.num_fbank_channels, device=device, dtype=torch.bfloat16)
 
@@ -437,7 +435,7 @@ def measure_sfm(bench: Bench, shapes: Shapes) -> Measurement:
     bench.reset_memory()
 
     return bench.measure(
-        f"SFM extraction, w2v-BERT 2.0 {shapes.sfm_arch} to layer {layer}, bf16",
+        f"speech encoder extraction, w2v-BERT 2.0 {shapes.speech_encoder_arch} to layer {layer}, bf16",
         f"{num_utterances} x {num_frames / 100:g} s",
         step,
         audio_seconds=num_utterances * num_frames / 100,
@@ -540,7 +538,7 @@ def write_synthetic_cache(directory: Path, *, num_utterances: int, durations: tu
     """A feature cache written as ``extract-features`` writes it (its
     :class:`FeatureCacheWriter`: header, plan, shards of 100 utterances with
     their index and checksums), of random w2v-BERT-2.0-shaped float16 features
-    (1024 dims, 50 Hz), without running an SFM."""
+    (1024 dims, 50 Hz), without running a speech encoder."""
     import random
 
     import torch
@@ -715,7 +713,10 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 3; --quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; --quick 2)")
     parser.add_argument(
-        "--only", choices=["stage1", "sfm", "it", "reader"], nargs="+", default=["stage1", "sfm", "it", "reader"]
+        "--only",
+        choices=["stage1", "speech_encoder", "it", "reader"],
+        nargs="+",
+        default=["stage1", "speech_encoder", "it", "reader"],
     )
     parser.add_argument(
         "--reader-calls",
@@ -755,7 +756,7 @@ def main() -> int:
 
     log(f"gpu.py on {device_name}, torch {torch.__version__}, {'quick' if args.quick else 'paper'} shapes")
 
-    measurements = {"stage1": measure_stage1, "sfm": measure_sfm, "it": measure_it_step}
+    measurements = {"stage1": measure_stage1, "speech_encoder": measure_speech_encoder, "it": measure_it_step}
 
     rows, errors = [], {}
 

@@ -194,9 +194,9 @@ def prepare_assets(setup: Setup, hours: float | None) -> Path:
     """Builds the demo assets and the corpus (once, in the user's cache), as
     the demo presets do on first use, and returns the corpus' manifest
     directory."""
+    from fairseq2_speechmapper.asset_store.paths import get_cache_dir
     from fairseq2_speechmapper.demo import make_demo_assets, make_large_corpus
     from fairseq2_speechmapper.demo.natural_corpus import DEFAULT_HOURS, build_natural_corpus
-    from fairseq2_speechmapper.paths import get_cache_dir
 
     log("demo assets and the corpus (built the first time)")
 
@@ -254,8 +254,8 @@ def write_budget_card(stage1_dir: Path, step: int, name: str) -> str:
 
     from fairseq2.assets import AssetCard
 
-    from fairseq2_speechmapper.mapper_card import MapperCard
-    from fairseq2_speechmapper.paths import default_mapper_card_name, get_cache_cards_dir
+    from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
+    from fairseq2_speechmapper.asset_store.paths import default_mapper_card_name, get_cache_cards_dir
 
     run_card_name = default_mapper_card_name(stage1_dir)
 
@@ -439,9 +439,9 @@ def whisper_limit(manifest_dir: Path, setup: Setup) -> dict[str, Any]:
     if limit_file.exists():
         return dict(json.loads(limit_file.read_text(encoding="utf-8")))
 
+    from fairseq2_speechmapper.asset_store.paths import get_cache_dir
     from fairseq2_speechmapper.demo import make_demo_assets
     from fairseq2_speechmapper.demo.whisper_asr import transcribe_manifest
-    from fairseq2_speechmapper.paths import get_cache_dir
     from fairseq2_speechmapper.scoring.asr import score_wer
 
     log(f"Whisper tiny.en transcribes {setup.test_split}")

@@ -2,37 +2,38 @@
 
 Run from the repository root (Linux, CPU)::
 
-    .venv/bin/python benchmarks/pretrain.py [--quick] [--only {steps,memory,padding}] [--json FILE]
+    .venv/bin/python -m benchmarks.pretrain [--quick] [--only {steps,memory,padding}] [--json FILE]
 
 Three comparisons, each printed as ``value``, ``baseline`` and
 ``ratio = value / baseline`` in a table at the end (progress and per-step
 details go to stderr):
 
-1. **Step time: the recipe vs a bare PyTorch loop.** fairseq2's trainer runs
-   the pretrain recipe in-process (``fairseq2.recipe.run``) with validation and
-   periodic checkpoints off and metrics published every step; its per-step time
-   is the difference of consecutive ``Wall Time`` values in
+1. **Step time: the recipe vs its train unit without the trainer.** fairseq2's
+   trainer runs the pretrain recipe in-process (``fairseq2.recipe.run``) with
+   validation and periodic checkpoints off and metrics published every step;
+   its per-step time is the difference of consecutive ``Wall Time`` values in
    ``metrics/train.jsonl`` (data wait, forward/backward, grad clipping, AdamW,
    LR schedule, metric bookkeeping; the final checkpoint comes after the last
-   record). The baseline is a plain loop (``Stage1Model(batch)`` → loss →
-   ``backward`` → grad clipping → ``torch.optim.AdamW``, constant LR) with the
-   same frozen SFM, mapper architecture and embedding table (built by the
-   recipe's ``load_stage1_model``), over the same batches: the recipe's
-   training reader with the same options and seed, read in advance, so the
-   baseline pays no data loading. A second baseline, ``bare+reader``, is the
-   same loop reading that reader live (its decoding threads then compete for
-   the CPU as the recipe's do), so ``recipe / bare+reader`` isolates the
-   trainer's own overhead. The script checks that all three trained on batches
-   of the same sizes. All: fp32, the same number of intra-op threads, the SFM
-   run on every step (``cache_features_in_memory: false``, so that no step is
-   cheaper because of the cache). They take turns for ``--rounds`` rounds so
-   that all see the same background load; each timed batch (the steps after
-   the first ``--warmup``) counts with its fastest round, since background
-   load only ever adds time, and the medians over the batches are compared. Models: the ``demo``
-   preset's (Whisper tiny.en encoder with ``whisper_window: utterance`` →
-   ``small`` mapper → SmolLM2-135M table, demo corpus) when the demo assets are
-   built, else (and with ``--quick``) the tiny random-weight assets and a
-   generated 64-utterance corpus of 1–4 s noise.
+   record). The baseline steps the recipe's own ``PretrainUnit`` (its
+   ``process_batch``: the model, the loss, the metrics) in a plain loop
+   (``common.run_train_unit``: backward, grad clipping, the config's AdamW,
+   constant LR), on the model the recipe's ``load_stage1_model`` builds, over
+   the same batches: the recipe's training reader with the same options and
+   seed, read in advance, so the baseline pays no data loading. A second
+   baseline, ``unit+reader``, is the same loop reading that reader live (its
+   decoding threads then compete for the CPU as the recipe's do), so
+   ``recipe / unit+reader`` isolates the trainer's own overhead. The script
+   checks that all three trained on batches of the same sizes. All: fp32, the
+   same number of intra-op threads, the speech encoder run on every step
+   (``cache_features_in_memory: false``, so that no step is cheaper because of
+   the cache). They take turns for ``--rounds`` rounds so that all see the
+   same background load; each timed batch (the steps after the first
+   ``--warmup``) counts with its fastest round, since background load only
+   ever adds time, and the medians over the batches are compared. Models: the
+   ``demo`` preset's (Whisper tiny.en encoder with ``whisper_window:
+   utterance`` → ``small`` mapper → SmolLM2-135M table, demo corpus) when the
+   demo assets are built, else (and with ``--quick``) the tiny random-weight
+   assets and a generated 64-utterance corpus of 1–4 s noise.
 2. **Peak memory: the recipe's LLM side vs the whole LLM of the same card.**
    The recipe loads only the token-embedding table
    (``load_embedding_table``); this reuses ``embedding_memory.py`` (a fresh
@@ -68,9 +69,6 @@ cards and the run's mapper card go to a temporary cache directory.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import random
 import shutil
 import statistics
@@ -78,22 +76,31 @@ import sys
 import tempfile
 import time
 from argparse import ArgumentParser
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from common import (
+from benchmarks.common import (
+    Assets,
     Comparison,
     MiB,
+    UnitRun,
     add_timing_options,
-    bare_adamw,
+    find_demo_corpus,
+    iter_batches,
     load_preset,
     log,
+    open_train_reader,
+    prepare_assets,
+    recipe_step_times,
     report,
     require_linux,
+    run_recipe,
+    run_train_unit,
     set_up_for_timing,
+    step_time_rows,
     timing_options,
+    write_tiny_corpus,
 )
 
 if TYPE_CHECKING:
@@ -101,11 +108,8 @@ if TYPE_CHECKING:
 
     from fairseq2.data.tokenizers import Tokenizer
     from fairseq2.datasets import DataReader
-    from fairseq2.recipe.base import Recipe
 
     from fairseq2_speechmapper.datasets import SpeechBatch, SpeechReadOptions
-    from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
-    from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
     from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
     from fairseq2_speechmapper.stage1 import Stage1Model, TargetEmbeddings
 
@@ -164,8 +168,7 @@ def reader_padding_fraction(durations: Sequence[float], options: SpeechReadOptio
     (no padding, no batching at all), which is not the baseline of interest.
     """
     from fairseq2_speechmapper.datasets import SpeechReadOptions, make_length_batches
-
-    from helpers.padding import padding_fraction
+    from fairseq2_speechmapper.datasets.reader import padding_fraction
 
     window_size = SpeechReadOptions().sort_window
 
@@ -237,116 +240,6 @@ def measure_padding(demo_manifest: Path | None) -> list[Comparison]:
 # ---- assets ----------------------------------------------------------------------------
 
 
-@dataclass
-class Assets:
-    """What the step-time and memory parts run on."""
-
-    demo_corpus_dir: Path | None
-    """The demo corpus, if the demo assets are built."""
-
-
-def find_demo_corpus() -> Path | None:
-    """The demo corpus directory if ``make-demo-assets`` has built the demo
-    assets. Read from the demo card file rather than through
-    ``ensure_demo_assets``, which would build missing parts (minutes) and
-    rewrite the card file."""
-    import yaml
-
-    from fairseq2_speechmapper.demo import DemoAssetError, wait_for_demo_assets
-    from fairseq2_speechmapper.demo.builder import CARD_FILE_NAME, DEMO_CORPUS_CARD
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
-
-    try:
-        wait_for_demo_assets(timeout_seconds=0.0)
-    except DemoAssetError:
-        return None
-
-    with (get_cache_cards_dir() / CARD_FILE_NAME).open(encoding="utf-8") as fp:
-        for card in yaml.safe_load_all(fp):
-            if isinstance(card, dict) and card.get("name") == DEMO_CORPUS_CARD:
-                return Path(card["dataset_config"]["manifest_dir"])
-
-    return None
-
-
-def prepare_assets(work_dir: Path, *, demo_corpus_dir: Path | None) -> Assets:
-    """Points the extension at a temporary cache directory holding the tiny
-    assets and, if ``demo_corpus_dir`` is given, a copy of the demo cards.
-
-    Must run before fairseq2 builds its asset store (the extension reads the
-    cards directory once).
-    """
-    from fairseq2_speechmapper.paths import CACHE_DIR_ENV, get_cache_cards_dir
-
-    real_cards_dir = get_cache_cards_dir()
-
-    cache_dir = work_dir / "cache"
-
-    os.environ[CACHE_DIR_ENV] = str(cache_dir)
-
-    cards_dir = get_cache_cards_dir()
-
-    cards_dir.mkdir(parents=True)
-
-    if demo_corpus_dir is not None:
-        from fairseq2_speechmapper.demo.builder import CARD_FILE_NAME
-
-        # The demo cards name absolute paths, so a copy works from anywhere.
-        shutil.copy(real_cards_dir / CARD_FILE_NAME, cards_dir / CARD_FILE_NAME)
-
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
-
-    write_tiny_assets(cache_dir / "tiny", cards_dir)
-
-    return Assets(demo_corpus_dir=demo_corpus_dir)
-
-
-def write_tiny_corpus(
-    corpus_dir: Path, *, num_utterances: int = 64, seed: int = 0, durations: tuple[float, float] = (1.0, 4.0)
-) -> Path:
-    """A ``train.jsonl`` manifest of noise WAVs lasting ``durations`` (uniform,
-    seconds) with short transcripts."""
-    import numpy as np
-    import soundfile
-
-    sentences = [
-        "the quick brown fox",
-        "transcribe the audio",
-        "one two three four",
-        "hello world",
-        "what is said here",
-        "the sea shore",
-    ]
-
-    rng = np.random.default_rng(seed)
-
-    (corpus_dir / "audio").mkdir(parents=True)
-
-    lines = []
-
-    for idx in range(num_utterances):
-        duration = float(rng.uniform(*durations))
-
-        file = corpus_dir / "audio" / f"u{idx:03d}.wav"
-
-        soundfile.write(file, rng.normal(0.0, 0.1, int(duration * 16_000)).astype(np.float32), 16_000)
-
-        entry = {
-            "id": f"u{idx:03d}",
-            "audio_filepath": str(file),
-            "duration": duration,
-            "text": sentences[idx % len(sentences)],
-        }
-
-        lines.append(json.dumps(entry) + "\n")
-
-    manifest = corpus_dir / "train.jsonl"
-
-    manifest.write_text("".join(lines), encoding="utf-8")
-
-    return manifest
-
-
 # ---- 1. step time ----------------------------------------------------------------------
 
 
@@ -369,7 +262,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         label = "demo: whisper tiny.en + small mapper + SmolLM2 table"
     else:
-        from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+        from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 
         write_tiny_corpus(work_dir / "tiny_corpus")
 
@@ -377,10 +270,13 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         config.model.arch = "tiny"
 
-        config.speech_encoder.name = TINY_SFM_CARD
+        config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
         config.speech_encoder.layer = None
 
         config.llm.name = TINY_LLAMA_CARD
+
+        # The demo's pad token is SmolLM2's; the tiny tokenizer's own serves.
+        config.llm.pad_token = None
 
         label = "tiny: wav2vec2 + tiny mapper + tiny llama table"
 
@@ -391,10 +287,10 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
     return config, label
 
 
-def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddings, Tokenizer, Module]:
+def build_unit_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddings, Tokenizer, Module]:
     """The recipe's stage-1 model built outside fairseq2's trainer: a fresh
-    mapper of the same arch, and the frozen SFM and embedding table loaded by
-    the recipe's own :func:`load_stage1_model`."""
+    mapper of the same arch, and the frozen speech encoder and embedding table
+    loaded by the recipe's own :func:`load_stage1_model`."""
     import torch
 
     from fairseq2_speechmapper.models.speechmapper import get_speechmapper_model_hub
@@ -405,7 +301,7 @@ def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddi
     torch.manual_seed(config.common.seed)
 
     if config.model.config_overrides:
-        raise ValueError("The bare loop builds the mapper from its arch alone; drop `model.config_overrides`.")
+        raise ValueError("The unit loop builds the mapper from its arch alone; drop `model.config_overrides`.")
 
     hub = get_speechmapper_model_hub()
 
@@ -420,189 +316,11 @@ def build_bare_model(config: PretrainConfig) -> tuple[Stage1Model, TargetEmbeddi
     return model, targets, tokenizer, mapper
 
 
-def open_train_reader(config: PretrainConfig, model: Stage1Model, tokenizer: Tokenizer) -> DataReader[SpeechBatch]:
-    """The recipe's training reader: the same dataset options, seed, input
-    preparation and text encoder as in ``PretrainRecipe.create_task``, so the
-    same batches in the same order."""
-    import torch
-
-    from fairseq2.gang import create_fake_gangs
-
-    from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechManifestDatasetConfig
-
-    dataset = SpeechManifestDataset.from_config(SpeechManifestDatasetConfig(manifest_dir=config.dataset.manifest_dir))
-
-    return dataset.create_reader(
-        config.dataset.train_split,
-        create_fake_gangs(torch.device("cpu")),
-        config.dataset,
-        prepare_input=model.speech_encoder.speech_encoder.prepare_input,
-        encode_text=tokenizer.create_raw_encoder(),
-        training=True,
-        seed=config.common.seed,
-    )
-
-
-def iter_batches(reader: DataReader[SpeechBatch], num_batches: int) -> Iterator[SpeechBatch]:
-    """The first ``num_batches`` batches of ``reader``; then drops the reader,
-    which would otherwise go on prefetching in background threads."""
-    import gc
-
-    for _ in range(num_batches):
-        try:
-            (batch,) = next(reader)
-        except StopIteration:  # a pass's end: the trainer resets the reader there too
-            reader.reset()
-
-            (batch,) = next(reader)
-
-        yield batch
-
-    del reader
-
-    gc.collect()
-
-
-def run_bare_loop(
-    config: PretrainConfig,
-    model: Stage1Model,
-    targets: TargetEmbeddings,
-    mapper: Module,
-    batches: Iterable[SpeechBatch],
-) -> tuple[list[float], list[int]]:
-    """Plain PyTorch training over ``batches``; returns each step's seconds
-    (fetching the batch included) and number of examples."""
-    import torch
-
-    from fairseq2_speechmapper.stage1 import create_stage1_loss, sum_kept_loss
-
-    loss_fn = create_stage1_loss(config.loss)
-
-    optimizer = bare_adamw(config, mapper)
-
-    max_grad_norm = config.trainer.max_grad_norm
-
-    step_times, batch_sizes = [], []
-
-    iterator = iter(batches)
-
-    while True:
-        start = time.perf_counter()
-
-        batch = next(iterator, None)
-        if batch is None:
-            break
-
-        outputs, output_lens = model(batch)
-
-        batch_targets = targets(batch.target_ids, output_lens)
-
-        loss, num_kept = sum_kept_loss(loss_fn(outputs, batch_targets), batch_targets)
-
-        # As the trainer does: gradients of the mean over the kept examples.
-        (loss / num_kept).backward()
-
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(mapper.parameters(), max_grad_norm)
-
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-        step_times.append(time.perf_counter() - start)
-
-        batch_sizes.append(batch.num_examples)
-
-    return step_times, batch_sizes
-
-
-@contextlib.contextmanager
-def _recipe_log_to(file: Path) -> Iterator[None]:
-    """Sends the recipe's console log to ``file`` (fairseq2's handler binds
-    to ``sys.stderr`` when the run configures logging)."""
-    import logging
-
-    with file.open("w", encoding="utf-8") as fp, contextlib.redirect_stderr(fp):
-        try:
-            yield
-        finally:
-            root = logging.getLogger()
-
-            for handler in root.handlers[:]:
-                root.removeHandler(handler)
-
-                handler.close()
-
-
-def run_extraction(
-    sfm: SFMSection,
-    dataset: SpeechDatasetSection,
-    output_dir: Path,
-    storage: FeatureStorageSection,
-    *,
-    num_threads: int,
-) -> float:
-    """Runs ``extract-features`` in-process on ``dataset``'s training split
-    (its duration limits, so the utterances a recipe with ``dataset`` reads);
-    returns its wall time in seconds."""
-    from dataclasses import replace
-
-    from fairseq2.recipe import run
-
-    from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
-    from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
-
-    config = ExtractFeaturesConfig(speech_encoder=sfm, dataset=replace(dataset, valid_split=None), storage=storage)
-
-    config.splits = [dataset.train_split]
-    config.common.metric_recorders.tensorboard.enabled = False
-    config.common.torch.num_threads = num_threads
-
-    start = time.perf_counter()
-
-    with _recipe_log_to(output_dir.parent / "extract.log"):
-        run(ExtractFeaturesRecipe(), config, output_dir, no_rich=True)
-
-    return time.perf_counter() - start
-
-
-def run_recipe(config: object, output_dir: Path, recipe: Recipe | None = None) -> list[dict[str, Any]]:
-    """Runs ``recipe`` (by default the pretrain recipe) on ``config``; returns
-    its ``metrics/train.jsonl`` records."""
-    from fairseq2.recipe import run
-
-    from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
-
-    log_file = output_dir.parent / "recipe.log"
-
-    try:
-        with _recipe_log_to(log_file):
-            run(recipe or PretrainRecipe(), config, output_dir, no_rich=True)
-    except BaseException:
-        log(log_file.read_text(encoding="utf-8")[-4000:])
-
-        raise
-
-    lines = (output_dir / "metrics" / "train.jsonl").read_text(encoding="utf-8").splitlines()
-
-    return [json.loads(line) for line in lines]
-
-
-def recipe_step_times(records: Sequence[dict[str, Any]]) -> tuple[list[float], list[int]]:
-    """Each step's wall time and number of examples from the recipe's train
-    metrics."""
-    wall = [0.0] + [float(r["Wall Time"]) for r in records]
-
-    # A step's examples are those trained on plus those skipped as too long.
-    sizes = [int(r["Batch Size"]) + int(r.get("Skipped (Transcript Too Long)", 0)) for r in records]
-
-    return [b - a for a, b in zip(wall, wall[1:])], sizes
-
-
 def measure_steps(
     assets: Assets, work_dir: Path, *, num_warmup: int, num_timed: int, num_rounds: int, num_threads: int
 ) -> list[Comparison]:
-    """Runs the recipe and two bare loops (batches read in advance; the same
-    reader read live) in turn, ``num_rounds`` times so that all see the same
+    """Runs the recipe and its train unit without the trainer (batches read in
+    advance; the same reader read live) in turn, ``num_rounds`` times so that all see the same
     background load, and compares the medians of their timed steps."""
     import torch
 
@@ -616,14 +334,29 @@ def measure_steps(
 
     torch.set_num_threads(num_threads)
 
-    model, targets, tokenizer, mapper = build_bare_model(config)
+    model, targets, tokenizer, mapper = build_unit_model(config)
 
-    batches = list(iter_batches(open_train_reader(config, model, tokenizer), num_steps))
+    def open_reader() -> DataReader[SpeechBatch]:
+        return open_train_reader(config, model.speech_encoder.prepare_input, tokenizer)
+
+    def run_unit(batches: Iterable[SpeechBatch]) -> UnitRun:
+        from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
+        from fairseq2_speechmapper.stage1 import create_stage1_loss
+
+        mapper.load_state_dict(initial_mapper)
+
+        return run_train_unit(
+            config, mapper, lambda guard: PretrainUnit(model, targets, create_stage1_loss(config.loss), guard), batches
+        )
+
+    initial_mapper = {k: v.detach().clone() for k, v in mapper.state_dict().items()}
+
+    batches = list(iter_batches(open_reader(), num_steps))
 
     expected_sizes = [b.num_examples for b in batches]
 
     # Per variant, per round, the timed steps' seconds.
-    times: dict[str, list[list[float]]] = {"recipe": [], "bare": [], "bare+reader": []}
+    times: dict[str, list[list[float]]] = {"recipe": [], "unit": [], "unit+reader": []}
 
     compute_times: list[float] = []
 
@@ -631,7 +364,7 @@ def measure_steps(
 
     for round_nr in range(num_rounds):
         # Reversing the order every other round cancels a drift of the load.
-        order = ["bare", "bare+reader", "recipe"]
+        order = ["unit", "unit+reader", "recipe"]
         if round_nr % 2 == 1:
             order.reverse()
 
@@ -645,14 +378,10 @@ def measure_steps(
                 step_times, sizes = recipe_step_times(records)
 
                 compute_times += [float(r["Compute Time"]) for r in records[timed]]
-            elif which == "bare":
-                step_times, sizes = run_bare_loop(config, model, targets, mapper, batches)
             else:
-                reader = open_train_reader(config, model, tokenizer)
+                run = run_unit(batches if which == "unit" else iter_batches(open_reader(), num_steps))
 
-                step_times, sizes = run_bare_loop(config, model, targets, mapper, iter_batches(reader, num_steps))
-
-                del reader
+                step_times, sizes = run.step_times, run.batch_sizes
 
             if sizes != expected_sizes:
                 raise RuntimeError(f"`{which}` trained on other batches: sizes {sizes} != {expected_sizes}.")
@@ -672,66 +401,18 @@ def measure_steps(
     )
 
 
-def best_of_rounds(round_times: list[list[float]]) -> float:
-    """The median over batches of each batch's fastest round: background load
-    only ever adds time, so the fastest round is the best estimate of a
-    batch's cost."""
-    return statistics.median(min(per_round) for per_round in zip(*round_times))
-
-
-def step_time_rows(
-    times: dict[str, list[list[float]]],
-    case: str,
-    *,
-    num_rounds: int,
-    num_threads: int,
-    compute_times: list[float],
-) -> list[Comparison]:
-    """The recipe against the bare loop with batches in memory and against the
-    bare loop reading the same reader live; ``times[side]`` holds each round's
-    timed step times."""
-    recipe = best_of_rounds(times["recipe"])
-
-    baselines = (
-        (
-            "bare",
-            "bare loop",
-            f"median over batches of the best of {num_rounds} rounds; {num_threads} thread(s); bare: batches in memory",
-        ),
-        (
-            "bare+reader",
-            "bare+reader",
-            f"bare+reader: the same reader read live; recipe compute part (median) {statistics.median(compute_times):.3f} s",
-        ),
-    )
-
-    return [
-        Comparison(
-            section="step time",
-            case=case,
-            value_name="recipe",
-            value=recipe,
-            baseline_name=name,
-            baseline=best_of_rounds(times[side]),
-            unit="s/step",
-            note=note,
-        )
-        for side, name, note in baselines
-    ]
-
-
 # ---- 2. memory -------------------------------------------------------------------------
 
 
 def measure_memory(assets: Assets, work_dir: Path, *, quick: bool) -> list[Comparison]:
     import torch
 
-    # Reused rather than duplicated: the measurement child and the sparse 8B checkpoint.
-    from embedding_memory import _measure, _write_llama_8b_checkpoint
-
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD
+
+    # Reused rather than duplicated: the measurement child and the sparse 8B checkpoint.
+    from benchmarks.embedding_memory import _measure, _write_llama_8b_checkpoint
 
     rows = []
 
@@ -828,7 +509,7 @@ def main() -> int:
             assets = prepare_assets(work_dir, demo_corpus_dir=None if args.quick else demo_corpus_dir)
 
         if "steps" in parts and assets is not None:
-            log("[step time] recipe vs bare loop")
+            log("[step time] recipe vs its train unit without the trainer")
 
             rows += measure_steps(assets, work_dir, **timing_options(args))
 

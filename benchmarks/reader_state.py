@@ -3,7 +3,7 @@ pickled), at the demo's and the paper's batch shapes.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/reader_state.py [--settle SECONDS]
+    .venv/bin/python -m benchmarks.reader_state [--settle SECONDS]
 
 Synthetic utterances (zero features of the shape a feature cache holds,
 float16, 50 frames per second or 25 with frame averaging 2) go through the

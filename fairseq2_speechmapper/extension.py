@@ -10,6 +10,7 @@ from fairseq2.composition import (
 )
 from fairseq2.runtime.dependency import DependencyContainer
 
+from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
 from fairseq2_speechmapper.datasets import (
     SPEECH_MANIFEST_FAMILY,
     SpeechManifestDataset,
@@ -27,7 +28,6 @@ from fairseq2_speechmapper.models.speechmapper import (
     register_speechmapper_configs,
 )
 from fairseq2_speechmapper.models.w2vbert2 import register_w2vbert2_family
-from fairseq2_speechmapper.paths import get_cache_cards_dir
 
 CARDS_PACKAGE: Final = "fairseq2_speechmapper.cards"
 """The package that holds the asset cards (the repository's ``assets/``)."""

@@ -20,8 +20,8 @@ os.environ["FAIRSEQ2_NO_PROGRESS"] = "1"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    from fairseq2_speechmapper.paths import get_cache_cards_dir
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     write_tiny_assets(_CACHE_DIR / "tiny", get_cache_cards_dir())
 

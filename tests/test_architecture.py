@@ -223,7 +223,7 @@ def test_the_walk_finds_recipe_imports(source: str, expected: bool) -> None:
 
 def test_the_walk_finds_what_the_layering_had_before() -> None:
     # A library module of old, and a recipe importing another.
-    library = "from fairseq2_speechmapper.recipes.pretrain.stage1 import SFMFeatures\n"
+    library = "from fairseq2_speechmapper.recipes.pretrain.stage1 import SpeechEncoderFeatures\n"
     recipe = "from fairseq2_speechmapper.recipes.pretrain.recipe import open_dataset\n"
 
     assert [m for _, m in imported_modules(library, "fairseq2_speechmapper.speech_llm") if _recipe_of(m) == "pretrain"]

@@ -17,7 +17,12 @@ import soundfile
 import yaml
 
 from fairseq2_speechmapper.cli.main import main
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.cli.tiny_assets import (
+    TINY_LLAMA_CARD,
+    TINY_MAPPER_CARD,
+    TINY_QWEN_CARD,
+    TINY_SPEECH_ENCODER_CARD,
+)
 
 GOOD_LINES = 4
 
@@ -114,7 +119,7 @@ _COMMON = {"no_sweep_dir": True, "metric_recorders": {"tensorboard": {"enabled":
 def _pretrain_config(tmp_path: Path, dataset: dict[str, object], *, num_steps: int = 1, every: int = 1) -> Path:
     config = {
         "model": {"family": "speechmapper", "arch": "tiny"},
-        "speech_encoder": {"name": TINY_SFM_CARD, "layer": 2},
+        "speech_encoder": {"name": TINY_SPEECH_ENCODER_CARD, "layer": 2},
         "llm": {"name": TINY_LLAMA_CARD},
         "mapper_card": {"name": f"speechmapper_bad_input_{tmp_path.name}"},
         "dataset": dataset,
@@ -455,7 +460,7 @@ def test_extraction_and_pretraining_from_the_cache_stop_at_or_skip_and_count_bad
         "extract-features",
         str(tmp_path / "cache"),
         "--config",
-        f"speech_encoder.name={TINY_SFM_CARD}",
+        f"speech_encoder.name={TINY_SPEECH_ENCODER_CARD}",
         "speech_encoder.layer=2",
         "dataset.name=null",
         f"dataset.manifest_dir={manifest_dir}",

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain.py"
+# The benchmarks run as modules of the `benchmarks` package, from the repository root.
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pretrain_benchmark_padding_bucketing_pads_less(tmp_path: Path) -> None:
@@ -23,7 +24,8 @@ def test_pretrain_benchmark_padding_bucketing_pads_less(tmp_path: Path) -> None:
     # The subprocess inherits the test cache directory, so the demo corpus is
     # not found there and only the synthetic durations are measured.
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT), "--quick", "--only", "padding", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.pretrain", "--quick", "--only", "padding", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -49,7 +51,8 @@ def test_generation_benchmark_quick_runs_and_both_sides_agree(tmp_path: Path) ->
     json_file = tmp_path / "generation.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.parent / "generation.py"), "--quick", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.generation", "--quick", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -78,16 +81,18 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
 
     result = subprocess.run(
         # 2 threads: with spinning OpenMP workers the cached steps were the
-        # slower ones there (`fairseq2_speechmapper.openmp`).
+        # slower ones there (`fairseq2_speechmapper.cli.openmp`).
         [
             sys.executable,
-            str(_SCRIPT.with_name("feature_cache.py")),
+            "-m",
+            "benchmarks.feature_cache",
             "--quick",
             "--threads",
             "2",
             "--json",
             str(json_file),
         ],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -100,7 +105,7 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
 
     assert set(rows) == {"step time", "extraction", "storage"}
 
-    # Both sides ran the same batches; the cached step skips the SFM, so it is faster.
+    # Both sides ran the same batches; the cached step skips the speech encoder, so it is faster.
     assert (rows["step time"]["value_name"], rows["step time"]["baseline_name"]) == ("on the fly", "cached")
     assert rows["step time"]["ratio"] > 1.0
 
@@ -115,7 +120,8 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     json_file = tmp_path / "instruct.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.with_name("instruct.py")), "--quick", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.instruct", "--quick", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -124,7 +130,7 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
 
     # The script fails unless all sides trained on batches of the same sizes
     # and had the same loss and gradient norm on the first batch (the cached
-    # side too: its features are the SFM's).
+    # side too: its features are the speech encoder's).
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = json.loads(json_file.read_text(encoding="utf-8"))
@@ -132,7 +138,7 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     assert [(r["section"], r["value_name"], r["baseline_name"]) for r in rows] == [
         ("step time", "recipe", "bare loop"),
         ("step time", "recipe", "bare+reader"),
-        ("step time", "SFM on the fly", "feature cache"),
+        ("step time", "speech encoder on the fly", "feature cache"),
     ]
 
     assert all(r["case"].startswith("tiny") for r in rows)
@@ -148,7 +154,8 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
     json_file = tmp_path / "gpu.json"
 
     result = subprocess.run(
-        [sys.executable, str(_SCRIPT.with_name("gpu.py")), "--quick", "--device", "cpu", "--json", str(json_file)],
+        [sys.executable, "-m", "benchmarks.gpu", "--quick", "--device", "cpu", "--json", str(json_file)],
+        cwd=_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
@@ -163,17 +170,17 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
 
     measured, arithmetic = summary["measurements"], summary["arithmetic"]
 
-    assert [m["what"].split(",")[0] for m in measured] == ["stage 1 step", "SFM extraction", "IT step"]
+    assert [m["what"].split(",")[0] for m in measured] == ["stage 1 step", "speech encoder extraction", "IT step"]
 
     assert all(m["step_s"] > 0 and m["tflop_per_step"] > 0 and m["audio_s_per_s"] > 0 for m in measured)
 
     # The paper's shapes, counted on the meta device: the mapper's step costs
     # ~12 GFLOP per audio second (issue estimate: ~14), the frozen 8B LLM's
     # IT step far more.
-    stage1, sfm, it = arithmetic
+    stage1, speech_encoder, it = arithmetic
 
     assert 10 < stage1["gflop_per_audio_s"] < 16
-    assert 40 < sfm["gflop_per_audio_s"] < 90
+    assert 40 < speech_encoder["gflop_per_audio_s"] < 90
     assert it["gflop_per_audio_s"] > stage1["gflop_per_audio_s"]
 
     assert [r["audio_s_per_s"] > 0 for r in summary["readers"]] == [True]
@@ -183,7 +190,7 @@ def test_gpu_benchmark_quick_measures_the_three_steps_and_the_reader_on_cpu(tmp_
 
 def test_command_line_makes_idle_openmp_workers_sleep_before_torch_loads() -> None:
     # The cause of cached pretraining steps slower than on-the-fly ones on 2
-    # busy cores (benchmarks/feature_cache.py --threads 2 measures it).
+    # busy cores (`python -m benchmarks.feature_cache --threads 2` measures it).
     code = (
         "import os, sys; import fairseq2_speechmapper.cli; print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])"
     )

@@ -14,13 +14,13 @@ from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.models.wav2vec2 import Wav2Vec2Model
 from fairseq2.runtime.dependency import get_dependency_resolver
 
-from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
-from fairseq2_speechmapper.tiny_assets import (
+from fairseq2_speechmapper.cli.tiny_assets import (
     TINY_LLAMA_CARD,
     TINY_MAPPER_CARD,
     TINY_QWEN_CARD,
-    TINY_SFM_CARD,
+    TINY_SPEECH_ENCODER_CARD,
 )
+from fairseq2_speechmapper.models.speechmapper import SpeechMapperConfig
 
 ASSETS_DIR = Path(__file__).parent.parent / "assets"
 
@@ -98,21 +98,23 @@ def test_mapper_card_widths_match_its_llm_and_speech_encoder(name: str) -> None:
 
     assert config.llm_dim == llm_config.model_dim  # type: ignore[attr-defined]
 
-    sfm_card = store.retrieve_card(card.field("speech_encoder").as_(str))
+    speech_encoder_card = store.retrieve_card(card.field("speech_encoder").as_(str))
 
-    sfm_hub = _model_hub(sfm_card)
+    speech_encoder_hub = _model_hub(speech_encoder_card)
 
-    sfm = sfm_hub.create_new_model(sfm_hub.get_model_config(sfm_card), device=torch.device("cpu"), meta=True)
+    speech_encoder = speech_encoder_hub.create_new_model(
+        speech_encoder_hub.get_model_config(speech_encoder_card), device=torch.device("cpu"), meta=True
+    )
 
-    assert config.input_dim == sfm.model_dim
+    assert config.input_dim == speech_encoder.model_dim
 
     assert 1 <= card.field("speech_encoder_layer").as_(int) <= 24
 
 
 def test_tiny_assets_load_through_fairseq2_hubs() -> None:
-    sfm = load_model(TINY_SFM_CARD, device=torch.device("cpu"))
+    speech_encoder = load_model(TINY_SPEECH_ENCODER_CARD, device=torch.device("cpu"))
 
-    assert isinstance(sfm, Wav2Vec2Model)
+    assert isinstance(speech_encoder, Wav2Vec2Model)
 
     for llm_name in (TINY_LLAMA_CARD, TINY_QWEN_CARD):
         llm = load_model(llm_name, device=torch.device("cpu"))

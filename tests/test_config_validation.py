@@ -14,7 +14,7 @@ import pytest
 
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError
 
-from fairseq2_speechmapper.features import SFMSection
+from fairseq2_speechmapper.features import SpeechEncoderSection
 from fairseq2_speechmapper.models.speechmapper import SpeechMapperBlockConfig, SpeechMapperConfig
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 
@@ -80,7 +80,7 @@ def test_mapper_config_is_validated() -> None:
         validator.validate(SpeechMapperConfig(blocks=[]))
 
     with pytest.raises(ValidationError, match="layer"):
-        validator.validate(SFMSection(layer=0))
+        validator.validate(SpeechEncoderSection(layer=0))
 
 
 def test_warmup_as_long_as_the_run_is_refused() -> None:

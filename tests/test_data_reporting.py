@@ -15,13 +15,13 @@ import soundfile
 from fairseq2.recipe import run
 from fairseq2.utils.validation import StandardObjectValidator, ValidationError
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD
 from fairseq2_speechmapper.datasets import SpeechManifestDataset, SpeechReadOptions
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 from fairseq2_speechmapper.recipe_support.data import describe_split
 from fairseq2_speechmapper.recipes.evaluate.config import SpeechEvalConfig
 from fairseq2_speechmapper.recipes.evaluate.recipe import SpeechEvalRecipe
 from fairseq2_speechmapper.speech_llm import SpeechTaskSection
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD
 
 
 def _write_manifest(path: Path, seconds: list[float]) -> Path:

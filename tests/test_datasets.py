@@ -29,9 +29,8 @@ from fairseq2_speechmapper.datasets import (
     make_length_batches,
     read_manifest,
 )
+from fairseq2_speechmapper.datasets.reader import padding_fraction
 from fairseq2_speechmapper.errors import SpeechMapperError
-
-from helpers.padding import padding_fraction
 
 CPU = torch.device("cpu")
 

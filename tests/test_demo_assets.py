@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import SMOLLM2_CARD, WHISPER_CARD, DemoAssetError, DemoAssets, make_demo_assets
 from fairseq2_speechmapper.demo.ct2 import read_ct2_model
 from fairseq2_speechmapper.demo.sources import PackagedFile, locate_packaged_file
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 
 # ---- fast: clear one-line errors ------------------------------------------------
 

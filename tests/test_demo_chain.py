@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 
 VENV_BIN = Path(sys.executable).parent
 

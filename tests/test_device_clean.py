@@ -25,6 +25,7 @@ from fairseq2.models import load_model
 from fairseq2.nn import BatchLayout
 from fairseq2.recipe.config import CompileOptions
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.features.reader import CachedFeatureEncoder
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper, compile_speechmapper, get_speechmapper_model_hub
@@ -39,7 +40,6 @@ from fairseq2_speechmapper.stage1 import (
     sum_kept_loss,
     update_stage1_loss_metrics,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD
 
 CPU = torch.device("cpu")
 META = torch.device("meta")
@@ -147,7 +147,7 @@ def tiny_speech_llm() -> SpeechLLM:
         device=CPU,
     )
 
-    # The features stand in for the SFM's (the feature cache's path).
+    # The features stand in for the speech encoder's (the feature cache's path).
     encoder = CachedFeatureEncoder(layer=0, output_dim=mapper.input_dim, frame_average=1)
 
     return SpeechLLM(encoder, mapper, model.llm, model.chat_template)

@@ -16,12 +16,12 @@ from fairseq2.models import load_model
 from fairseq2.models.hg import get_hugging_face_converter
 from fairseq2.models.llama import LLaMAConfig, create_llama_model
 
-from fairseq2_speechmapper.embedding_table import (
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD, TINY_SPEECH_ENCODER_CARD
+from fairseq2_speechmapper.stage1.embedding_table import (
     EMBEDDING_KEY,
     EmbeddingTableError,
     load_embedding_table,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
 
@@ -198,9 +198,9 @@ def test_unknown_card_is_one_line_error() -> None:
 
 def test_card_that_is_not_an_llm_is_one_line_error() -> None:
     with pytest.raises(EmbeddingTableError) as ex:
-        load_embedding_table(TINY_SFM_CARD)
+        load_embedding_table(TINY_SPEECH_ENCODER_CARD)
 
-    _assert_one_line_error(ex, TINY_SFM_CARD)
+    _assert_one_line_error(ex, TINY_SPEECH_ENCODER_CARD)
 
     assert "does not hold an LLM" in str(ex.value)
 
@@ -324,8 +324,8 @@ _MEASURE_SCRIPT = textwrap.dedent(
     from fairseq2.assets import AssetCard
     from fairseq2.models.llama import get_llama_model_hub
 
-    from fairseq2_speechmapper.embedding_table import EMBEDDING_KEY, load_embedding_table
-    from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD
+    from fairseq2_speechmapper.stage1.embedding_table import EMBEDDING_KEY, load_embedding_table
+    from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD
 
     def reset_peak():
         # Linux: resets VmHWM to the current RSS.

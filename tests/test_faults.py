@@ -30,6 +30,7 @@ from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 
 from fairseq2_speechmapper.cli import main
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 from fairseq2_speechmapper.errors import FileWriteError
 from fairseq2_speechmapper.features import FeatureCache, FeatureCacheError
 from fairseq2_speechmapper.features import writer as shard_writer
@@ -39,7 +40,6 @@ from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
 from fairseq2_speechmapper.recipes.pretrain import units as pretrain_units
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def _pretrain_config(path: Path, corpus_dir: Path, *, num_steps: int) -> Path:
     """Stage 1 on the tiny models, a checkpoint every step."""
     config = {
         "model": {"family": "speechmapper", "arch": "tiny"},
-        "speech_encoder": {"name": TINY_SFM_CARD, "layer": 2},
+        "speech_encoder": {"name": TINY_SPEECH_ENCODER_CARD, "layer": 2},
         "llm": {"name": TINY_LLAMA_CARD},
         "dataset": _dataset(corpus_dir),
         "trainer": {"mixed_precision": {"mode": "off"}},
@@ -431,7 +431,7 @@ def test_a_full_disk_under_a_checkpoint_is_one_line_and_leaves_no_half_checkpoin
 def _extract(output_dir: Path, corpus_dir: Path) -> None:
     config = ExtractFeaturesConfig()
 
-    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
     config.speech_encoder.layer = 2
     config.dataset = SpeechDatasetSection(
         name=None,

@@ -1,4 +1,4 @@
-"""The SFM feature cache on tiny random-weight models: ``extract-features``
+"""The speech encoder feature cache on tiny random-weight models: ``extract-features``
 (in process and through the command line), pretraining and instruction tuning
 from the cache (the same losses as on the fly, mismatched caches refused),
 resuming a killed extraction, two ranks under torchrun, and bad input."""
@@ -29,6 +29,7 @@ from fairseq2.recipe import run
 from fairseq2.recipe.config import RegimeSection
 from fairseq2.utils.validation import ValidationError
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SPEECH_ENCODER_CARD
 from fairseq2_speechmapper.datasets import (
     BadSampleError,
     SpeechBatch,
@@ -40,7 +41,7 @@ from fairseq2_speechmapper.features import (
     FeatureCache,
     FeatureCacheDataset,
     FeatureCacheError,
-    SFMFeatures,
+    SpeechEncoderFeatures,
     check_frame_average,
     verify_feature_cache,
 )
@@ -61,14 +62,13 @@ from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
 from fairseq2_speechmapper.recipes.pretrain.recipe import PretrainRecipe
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLMSection, SpeechTaskSection, load_speech_llm
 from fairseq2_speechmapper.stage1 import (
-    SpeechEncoderSection,
     Stage1LossSection,
+    Stage1SpeechEncoderSection,
     TargetLLMSection,
     create_stage1_loss,
     load_stage1_model,
     sum_kept_loss,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 CPU = torch.device("cpu")
 
@@ -127,7 +127,7 @@ def _extract(output_dir: Path, corpus_dir: Path, *, shard_size: int = 3, **stora
     """Runs the extraction recipe in this process."""
     config = ExtractFeaturesConfig()
 
-    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
     config.speech_encoder.layer = 2
     config.dataset = _dataset_section(corpus_dir)
     config.storage = replace(config.storage, shard_size=shard_size, **storage)  # type: ignore[arg-type]
@@ -153,7 +153,7 @@ def _extract_command(output_dir: Path, corpus_dir: Path, *extra: str) -> list[st
         str(output_dir),
         "--no-rich",
         "--config",
-        f"speech_encoder.name={TINY_SFM_CARD}",
+        f"speech_encoder.name={TINY_SPEECH_ENCODER_CARD}",
         "speech_encoder.layer=2",
         "dataset.name=null",
         f"dataset.manifest_dir={corpus_dir}",
@@ -210,7 +210,7 @@ def test_extraction_writes_shards_with_an_index_covering_the_manifest(
 ) -> None:
     header = fp16_cache.header
 
-    assert (header.speech_encoder, header.layer, header.last_layer) == (TINY_SFM_CARD, 2, False)
+    assert (header.speech_encoder, header.layer, header.last_layer) == (TINY_SPEECH_ENCODER_CARD, 2, False)
     assert (header.dtype, header.speech_encoder_dtype, header.frame_average, header.feature_dim) == (
         "float16",
         "float32",
@@ -255,20 +255,20 @@ def _assert_same_losses(
 
 
 @pytest.fixture
-def sfm_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fails the test if the SFM is loaded (its features are meant to come from the cache)."""
-    import fairseq2_speechmapper.features.sfm as stage1_module
+def speech_encoder_never_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fails the test if the speech encoder is loaded (its features are meant to come from the cache)."""
+    import fairseq2_speechmapper.features.speech_encoder as stage1_module
 
-    def no_sfm(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the SFM is loaded although its features are cached")
+    def no_speech_encoder(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the speech encoder is loaded although its features are cached")
 
-    monkeypatch.setattr(stage1_module, "load_speech_encoder", no_sfm)
+    monkeypatch.setattr(stage1_module, "load_speech_encoder", no_speech_encoder)
 
 
 def _train_reader(
-    corpus_dir: Path, cache: FeatureCache | None, features: SFMFeatures, tokenizer: Tokenizer
+    corpus_dir: Path, cache: FeatureCache | None, features: SpeechEncoderFeatures, tokenizer: Tokenizer
 ) -> DataReader[SpeechBatch]:
-    """The training split as the recipes read it: the manifests (SFM on the
+    """The training split as the recipes read it: the manifests (speech encoder on the
     fly) or ``cache``."""
     dataset = (
         FeatureCacheDataset(cache)
@@ -305,9 +305,9 @@ def _first_losses(
     corpus_dir: Path, cache: FeatureCache | None, mapper: SpeechMapper, *, num_batches: int
 ) -> list[tuple[list[str], torch.Tensor]]:
     """The ids and stage-1 losses of the first training batches, read from
-    the manifests (SFM on the fly) or from ``cache``."""
+    the manifests (speech encoder on the fly) or from ``cache``."""
     model, targets, tokenizer = load_stage1_model(
-        SpeechEncoderSection(name=TINY_SFM_CARD, layer=2),
+        Stage1SpeechEncoderSection(name=TINY_SPEECH_ENCODER_CARD, layer=2),
         TargetLLMSection(name=TINY_LLAMA_CARD),
         mapper=mapper,
         unwrapped_mapper=mapper,
@@ -354,7 +354,7 @@ def test_cached_and_on_the_fly_pretraining_give_the_same_loss(
     _assert_same_losses(on_the_fly, _first_losses(corpus_dir, fp16_cache, mapper, num_batches=3), tol=5e-3)
 
     # float32 storage, averaged over the mapper's 2 frames: equal up to the
-    # float noise of batching the SFM differently.
+    # float noise of batching the speech encoder differently.
     assert mapper.frame_average == 2
 
     fp32_cache = _extract(tmp_path / "fp32", corpus_dir, dtype=torch.float32, frame_average=2)
@@ -364,14 +364,14 @@ def test_cached_and_on_the_fly_pretraining_give_the_same_loss(
     _assert_same_losses(on_the_fly, _first_losses(corpus_dir, fp32_cache, mapper, num_batches=3), tol=1e-5)
 
 
-@pytest.mark.usefixtures("sfm_never_loaded")
-def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
+@pytest.mark.usefixtures("speech_encoder_never_loaded")
+def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_speech_encoder(
     cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path
 ) -> None:
     config = PretrainConfig()
 
     config.model.arch = "tiny"
-    config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
+    config.speech_encoder = Stage1SpeechEncoderSection(name=TINY_SPEECH_ENCODER_CARD, layer=2)
     config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
     # No manifest: the index has the transcripts and the other fields.
     config.dataset = _cache_section(fp16_cache)
@@ -391,14 +391,16 @@ def test_pretrain_recipe_trains_and_validates_from_the_cache_without_the_sfm(
     assert valid["Number of Examples"] == NUM_DEV
     assert "Token Error Rate" in valid
 
-    # The mapper card names the SFM layer the cache holds.
+    # The mapper card names the speech encoder layer the cache holds.
     card = yaml.safe_load((cache_dir / "cards" / "speechmapper_cached_run.yaml").read_text())
 
-    assert (card["speech_encoder"], card["speech_encoder_layer"]) == (TINY_SFM_CARD, 2)
+    assert (card["speech_encoder"], card["speech_encoder_layer"]) == (TINY_SPEECH_ENCODER_CARD, 2)
 
 
-def test_cache_of_another_sfm_layer_or_dtype_is_refused(fp16_cache: FeatureCache, mapper: SpeechMapper) -> None:
-    def load(section: SpeechEncoderSection) -> None:
+def test_cache_of_another_speech_encoder_layer_or_dtype_is_refused(
+    fp16_cache: FeatureCache, mapper: SpeechMapper
+) -> None:
+    def load(section: Stage1SpeechEncoderSection) -> None:
         load_stage1_model(
             section,
             TargetLLMSection(name=TINY_LLAMA_CARD),
@@ -408,13 +410,21 @@ def test_cache_of_another_sfm_layer_or_dtype_is_refused(fp16_cache: FeatureCache
             feature_cache=fp16_cache,
         )
 
-    load(SpeechEncoderSection(name=TINY_SFM_CARD, layer=2))
+    load(Stage1SpeechEncoderSection(name=TINY_SPEECH_ENCODER_CARD, layer=2))
 
     cases = {
-        "it holds layer 2, not layer 1 (`speech_encoder.layer`)": SpeechEncoderSection(name=TINY_SFM_CARD, layer=1),
-        "it holds layer 2, but the last layer is asked for": SpeechEncoderSection(name=TINY_SFM_CARD, layer=None),
-        f"its SFM is `{TINY_SFM_CARD}`, not `w2vbert2_600m`": SpeechEncoderSection(name="w2vbert2_600m", layer=2),
-        "the SFM ran in float32, not bfloat16": SpeechEncoderSection(name=TINY_SFM_CARD, layer=2, dtype=torch.bfloat16),
+        "it holds layer 2, not layer 1 (`speech_encoder.layer`)": Stage1SpeechEncoderSection(
+            name=TINY_SPEECH_ENCODER_CARD, layer=1
+        ),
+        "it holds layer 2, but the last layer is asked for": Stage1SpeechEncoderSection(
+            name=TINY_SPEECH_ENCODER_CARD, layer=None
+        ),
+        f"its speech encoder is `{TINY_SPEECH_ENCODER_CARD}`, not `w2vbert2_600m`": Stage1SpeechEncoderSection(
+            name="w2vbert2_600m", layer=2
+        ),
+        "the speech encoder ran in float32, not bfloat16": Stage1SpeechEncoderSection(
+            name=TINY_SPEECH_ENCODER_CARD, layer=2, dtype=torch.bfloat16
+        ),
     }
 
     for message, section in cases.items():
@@ -429,7 +439,7 @@ def test_pretraining_from_a_cache_of_another_layer_fails_with_one_line(
 ) -> None:
     config = {
         "model": {"family": "speechmapper", "arch": "tiny"},
-        "speech_encoder": {"name": TINY_SFM_CARD, "layer": 1},
+        "speech_encoder": {"name": TINY_SPEECH_ENCODER_CARD, "layer": 1},
         "llm": {"name": TINY_LLAMA_CARD},
         "dataset": {
             "name": None,
@@ -585,7 +595,9 @@ def test_two_ranks_write_disjoint_shards_covering_the_manifest_once(
 
 
 def test_extracting_into_a_cache_of_other_features_is_refused(fp16_cache: FeatureCache, corpus_dir: Path) -> None:
-    with pytest.raises(FeatureCacheError, match="features of another SFM, layer, option or dtype are never mixed"):
+    with pytest.raises(
+        FeatureCacheError, match="features of another speech encoder, layer, option or dtype are never mixed"
+    ):
         _extract(fp16_cache.directory, corpus_dir, dtype=torch.float32)
 
 
@@ -621,7 +633,7 @@ def test_bad_audio_stops_extraction_or_is_skipped_and_counted(corpus_dir: Path, 
 
     config = ExtractFeaturesConfig()
 
-    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
     config.speech_encoder.layer = 2
     config.dataset = replace(_dataset_section(bad_dir), on_bad_sample="skip")
     config.common.metric_recorders.tensorboard.enabled = False
@@ -670,7 +682,7 @@ def _first_instruct_losses(
     corpus_dir: Path, cache: FeatureCache | None, *, num_batches: int
 ) -> list[tuple[list[str], torch.Tensor]]:
     """The ids and stage-2 losses (speech translation, CE+MSE) of the first
-    training batches of the tiny speech LLM, its SFM run on the audio or its
+    training batches of the tiny speech LLM, its speech encoder run on the audio or its
     features read from ``cache``."""
     mapper = load_model(TINY_MAPPER_CARD, device=CPU, dtype=torch.float32)
 
@@ -717,7 +729,7 @@ def test_cached_and_on_the_fly_instruction_tuning_give_the_same_loss(
 ) -> None:
     on_the_fly = _first_instruct_losses(corpus_dir, None, num_batches=3)
 
-    # float32 storage: equal up to the float noise of batching the SFM differently.
+    # float32 storage: equal up to the float noise of batching the speech encoder differently.
     fp32_cache = _extract(tmp_path / "fp32", corpus_dir, dtype=torch.float32)
 
     _assert_same_losses(on_the_fly, _first_instruct_losses(corpus_dir, fp32_cache, num_batches=3), tol=1e-5)
@@ -725,8 +737,8 @@ def test_cached_and_on_the_fly_instruction_tuning_give_the_same_loss(
     _assert_same_losses(on_the_fly, _first_instruct_losses(corpus_dir, fp16_cache, num_batches=3), tol=5e-3)
 
 
-@pytest.mark.usefixtures("sfm_never_loaded")
-def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
+@pytest.mark.usefixtures("speech_encoder_never_loaded")
+def test_instruct_and_evaluate_read_the_cache_without_the_speech_encoder(
     cache_dir: Path, fp16_cache: FeatureCache, tmp_path: Path
 ) -> None:
     dataset = _cache_section(fp16_cache)
@@ -753,7 +765,11 @@ def test_instruct_and_evaluate_read_the_cache_without_the_sfm(
 
     card = yaml.safe_load((cache_dir / "cards" / "speechmapper_cached_it.yaml").read_text())
 
-    assert (card["stage"], card["speech_encoder"], card["speech_encoder_layer"]) == ("instruct", TINY_SFM_CARD, 2)
+    assert (card["stage"], card["speech_encoder"], card["speech_encoder_layer"]) == (
+        "instruct",
+        TINY_SPEECH_ENCODER_CARD,
+        2,
+    )
 
     # The tuned speech LLM is evaluated on the cached dev split.
     eval_config = SpeechEvalConfig()
@@ -795,7 +811,7 @@ def test_speech_llm_refuses_a_cache_of_other_features(fp16_cache: FeatureCache) 
 
     assert str(info.value) == (
         f"{fp16_cache.directory}: the feature cache does not hold the features the mapper `{TINY_MAPPER_CARD}` asks for: "
-        "the SFM ran in float32, not bfloat16 (`speech_llm.speech_encoder_dtype`). "
+        "the speech encoder ran in float32, not bfloat16 (`speech_llm.speech_encoder_dtype`). "
         "Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
     )
 
@@ -819,7 +835,7 @@ def test_pretraining_from_the_cache_resumes_where_it_stopped(fp16_cache: Feature
         config.model.arch = "tiny"
         # No dropout: an unbroken and a resumed run then compute the same losses.
         config.model.config_overrides = {"dropout_p": 0.0}
-        config.speech_encoder = SpeechEncoderSection(name=TINY_SFM_CARD, layer=2)
+        config.speech_encoder = Stage1SpeechEncoderSection(name=TINY_SPEECH_ENCODER_CARD, layer=2)
         config.llm = TargetLLMSection(name=TINY_LLAMA_CARD)
         config.dataset = _cache_section(fp16_cache, valid_split=None)
         config.trainer.mixed_precision.mode = "off"

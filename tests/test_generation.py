@@ -15,7 +15,8 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.generation import (
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD
+from fairseq2_speechmapper.speech_llm.generation import (
     GeneratedSequence,
     GenerationOptions,
     embed_token_ids,
@@ -23,9 +24,7 @@ from fairseq2_speechmapper.generation import (
     generate_from_token_ids,
     generate_text,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_QWEN_CARD
-
-from helpers.generation import generate_greedy_without_cache
+from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
 # Different lengths, so that rows are forced for a while after the prefill.
 PREFIX_LENS = (7, 12, 3, 9, 15)

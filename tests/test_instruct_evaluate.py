@@ -18,8 +18,8 @@ import pytest
 import soundfile
 import yaml
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD
 from fairseq2_speechmapper.datasets.text import normalize_for_wer
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_QWEN_CARD
 
 from helpers.tiny_comet import write_tiny_comet_checkpoint
 

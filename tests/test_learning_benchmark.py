@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+from benchmarks.learning import chain_wers
 
-sys.path.insert(0, str(BENCHMARKS_DIR))
-
-from learning import chain_wers  # noqa: E402
+# The benchmarks run as modules of the `benchmarks` package, from the repository root.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_shuffled_references_separate_following_the_audio_from_ignoring_it() -> None:
@@ -51,7 +50,8 @@ def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_asse
         # Untrained and IT-only rows run the same commands as these, from another card.
         [
             sys.executable,
-            str(BENCHMARKS_DIR / "learning.py"),
+            "-m",
+            "benchmarks.learning",
             "--quick",
             "--output-dir",
             str(output_dir),
@@ -63,6 +63,7 @@ def test_quick_learning_benchmark_runs_the_chain_and_writes_its_report(demo_asse
         capture_output=True,
         text=True,
         env=env,
+        cwd=ROOT,
         timeout=900,
     )
 

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import pytest
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def stage1_dir(overfit: Overfit) -> Path:
 def feature_cache_dir(overfit: Overfit) -> Path:
     cache_dir = overfit.tmp_dir / "features"
 
-    # The SFM exactly as the demo pretraining runs it.
+    # The speech encoder exactly as the demo pretraining runs it.
     overfit.run(
         "extract-features",
         str(cache_dir),

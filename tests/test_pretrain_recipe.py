@@ -18,7 +18,7 @@ import soundfile
 import torch
 import yaml
 
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -48,7 +48,7 @@ def _write_corpus(corpus_dir: Path) -> None:
 def _write_config(path: Path, corpus_dir: Path, *, num_steps: int, checkpoint_every: int = 2) -> Path:
     config = {
         "model": {"family": "speechmapper", "arch": "tiny"},
-        "speech_encoder": {"name": TINY_SFM_CARD, "layer": 2},
+        "speech_encoder": {"name": TINY_SPEECH_ENCODER_CARD, "layer": 2},
         "llm": {"name": TINY_LLAMA_CARD},
         "dataset": {
             "name": None,
@@ -140,7 +140,11 @@ def test_pretrain_trains_validates_checkpoints_and_writes_a_loadable_card(
     card = yaml.safe_load((cache_dir / "cards" / "speechmapper_tiny_run.yaml").read_text())
 
     assert card["checkpoint"] == str(output_dir / "checkpoints" / "step_4" / "model")
-    assert (card["speech_encoder"], card["speech_encoder_layer"], card["llm"]) == (TINY_SFM_CARD, 2, TINY_LLAMA_CARD)
+    assert (card["speech_encoder"], card["speech_encoder_layer"], card["llm"]) == (
+        TINY_SPEECH_ENCODER_CARD,
+        2,
+        TINY_LLAMA_CARD,
+    )
     assert isinstance(card["pad_token_id"], int)
 
     # Later stages load the trained mapper by name through fairseq2's model hub.
@@ -155,7 +159,7 @@ def test_pretrain_trains_validates_checkpoints_and_writes_a_loadable_card(
     assert info.returncode == 0, info.stderr[-2000:]
     assert TINY_LLAMA_CARD in info.stdout
 
-    # The stage-1 evaluation finds the SFM, layer, LLM and pad token in the card.
+    # The stage-1 evaluation finds the speech encoder, layer, LLM and pad token in the card.
     eval_dir = tmp_path / "eval"
 
     evaluation = subprocess.run(

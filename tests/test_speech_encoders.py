@@ -6,6 +6,7 @@ import torch
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 from fairseq2_speechmapper.models.w2vbert2 import (
     get_w2vbert2_model_hub,
     tiny_w2vbert2_config,
@@ -16,7 +17,6 @@ from fairseq2_speechmapper.speech_encoders import (
     Wav2Vec2SpeechEncoder,
     load_speech_encoder,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_SFM_CARD
 
 
 def _noisy_waveform(num_samples: int, seed: int) -> torch.Tensor:
@@ -27,7 +27,7 @@ def _noisy_waveform(num_samples: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("normalize_waveform", [False, True])
 def test_wav2vec2_padding_never_changes_real_features(normalize_waveform: bool) -> None:
-    encoder = load_speech_encoder(TINY_SFM_CARD, layer=1)
+    encoder = load_speech_encoder(TINY_SPEECH_ENCODER_CARD, layer=1)
 
     assert isinstance(encoder, Wav2Vec2SpeechEncoder)
     assert not encoder.training
@@ -58,7 +58,7 @@ def test_wav2vec2_padding_never_changes_real_features(normalize_waveform: bool) 
 
 
 def test_feature_layer_is_checked() -> None:
-    encoder = load_speech_encoder(TINY_SFM_CARD, layer=3)
+    encoder = load_speech_encoder(TINY_SPEECH_ENCODER_CARD, layer=3)
 
     inputs = encoder.prepare_input(_noisy_waveform(8_000, seed=0), 16_000).unsqueeze(0)
 
@@ -67,8 +67,8 @@ def test_feature_layer_is_checked() -> None:
 
 
 def test_layer_selects_intermediate_features() -> None:
-    first = load_speech_encoder(TINY_SFM_CARD, layer=1)
-    last = load_speech_encoder(TINY_SFM_CARD)
+    first = load_speech_encoder(TINY_SPEECH_ENCODER_CARD, layer=1)
+    last = load_speech_encoder(TINY_SPEECH_ENCODER_CARD)
 
     assert last.layer == 2
 
@@ -82,7 +82,7 @@ def test_layer_selects_intermediate_features() -> None:
 
 
 def test_bad_waveforms_are_refused() -> None:
-    encoder = load_speech_encoder(TINY_SFM_CARD)
+    encoder = load_speech_encoder(TINY_SPEECH_ENCODER_CARD)
 
     with pytest.raises(ValueError, match="16 kHz"):
         encoder.prepare_input(torch.zeros(8_000), 8_000)

@@ -15,6 +15,12 @@ from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.models import load_model
 from fairseq2.nn import BatchLayout
 
+from fairseq2_speechmapper.cli.tiny_assets import (
+    TINY_LLAMA_CARD,
+    TINY_MAPPER_CARD,
+    TINY_MAPPER_QWEN_CARD,
+    TINY_QWEN_CARD,
+)
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipes.instruct.criterion import InstructLoss
 from fairseq2_speechmapper.speech_llm import (
@@ -33,12 +39,6 @@ from fairseq2_speechmapper.stage1 import (
     Stage1LossSection,
     build_embedding_targets,
     create_stage1_loss,
-)
-from fairseq2_speechmapper.tiny_assets import (
-    TINY_LLAMA_CARD,
-    TINY_MAPPER_CARD,
-    TINY_MAPPER_QWEN_CARD,
-    TINY_QWEN_CARD,
 )
 
 CPU = torch.device("cpu")
@@ -343,13 +343,12 @@ def test_tokenizers_without_a_template_get_llama3s() -> None:
 
 
 def test_lora_adapters_start_neutral_and_then_steer_the_llm_also_under_the_kv_cache() -> None:
-    from fairseq2_speechmapper.generation import (
+    from fairseq2_speechmapper.speech_llm.generation import (
         GenerationOptions,
         generate_from_embeddings,
     )
     from fairseq2_speechmapper.speech_llm.loader import add_llm_lora
-
-    from helpers.generation import generate_greedy_without_cache
+    from fairseq2_speechmapper.speech_llm.uncached_generation import generate_greedy_without_cache
 
     model = load_tiny_speech_llm(TINY_MAPPER_CARD)
 

@@ -10,12 +10,12 @@ from fairseq2.models import load_model
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD
 from fairseq2_speechmapper.models.speechmapper import (
     SpeechMapper,
     SpeechMapperConfig,
     get_speechmapper_model_hub,
 )
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD
 
 
 def count_parameters_from_config(config: SpeechMapperConfig) -> int:

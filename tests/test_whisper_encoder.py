@@ -16,8 +16,8 @@ from fairseq2.assets import AssetCard
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import WHISPER_CARD, DemoAssets
-from fairseq2_speechmapper.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, WhisperWindow, load_speech_encoder
 from fairseq2_speechmapper.speech_encoders.whisper import WhisperSpeechEncoder
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 # Before anything imports torch: its OpenMP runtime reads the wait policy once.
-from fairseq2_speechmapper.openmp import configure_openmp
+from fairseq2_speechmapper.cli.openmp import configure_openmp
 
 configure_openmp()
 

@@ -55,7 +55,7 @@ def get_speechmapper_commands() -> list[SubCommand]:
         ),
         SubCommand(
             name="make-tiny-assets",
-            summary="write tiny random-weight SFM, LLMs, tokenizers and mappers with their asset cards",
+            summary="write tiny random-weight speech encoder, LLMs, tokenizers and mappers with their asset cards",
             run=_run_make_tiny_assets,
         ),
         SubCommand(
@@ -129,7 +129,7 @@ def _mapper_card_name(mapper: str) -> str:
     if not path.is_dir():
         return mapper
 
-    from fairseq2_speechmapper.paths import default_mapper_card_name
+    from fairseq2_speechmapper.asset_store.paths import default_mapper_card_name
 
     if not (path / "checkpoints").is_dir():
         fail(f"{path}: not the output directory of `pretrain` or `instruct` (it has no checkpoints/).")
@@ -226,7 +226,7 @@ def _run_evaluate(prog: str, args: list[str]) -> int:
 def _run_generate(prog: str, args: list[str]) -> int:
     parser = ArgumentParser(
         prog=prog,
-        description="Runs a speech LLM (an instruction-tuned mapper's card, or the output directory of `instruct`, with its SFM and LLM) on audio files and prints one reply per file: `FILE<TAB>REPLY`, or JSON lines with --jsonl. Audio in any format libsndfile reads, resampled to 16 kHz mono.",
+        description="Runs a speech LLM (an instruction-tuned mapper's card, or the output directory of `instruct`, with its speech encoder and LLM) on audio files and prints one reply per file: `FILE<TAB>REPLY`, or JSON lines with --jsonl. Audio in any format libsndfile reads, resampled to 16 kHz mono.",
     )
     parser.add_argument("--model", required=True, help="the mapper's card name or the `instruct` output directory")
     parser.add_argument("audio", nargs="+", type=Path, help="audio files")
@@ -243,7 +243,10 @@ def _run_generate(prog: str, args: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument(
-        "--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="the SFM's and LLM's data type"
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="the speech encoder's and LLM's data type",
     )
     parser.add_argument("--jsonl", action="store_true", help="print JSON lines (file, instruction, reply, stop reason)")
     namespace = parser.parse_args(args)
@@ -259,9 +262,9 @@ def _run_generate(prog: str, args: list[str]) -> int:
 
         import torch
 
-        from fairseq2_speechmapper.generation import GenerationOptions
         from fairseq2_speechmapper.speech_llm import SpeechLLMSection
         from fairseq2_speechmapper.speech_llm.generate import generate_replies
+        from fairseq2_speechmapper.speech_llm.generation import GenerationOptions
 
         options = GenerationOptions(
             strategy=namespace.strategy,
@@ -324,7 +327,7 @@ def _run_extract_features(prog: str, args: list[str]) -> int:
     if args[:1] in (["-h"], ["--help"]):
         print(
             f"usage: {prog} OUTPUT_DIR [--config-file FILE] [--config KEY=VALUE ...] [--dump-config] [--no-rich]\n\n"
-            "Runs the frozen SFM (speech_encoder.name, .layer, .dtype) over the manifests (dataset.*, as in pretraining; splits: dataset.train_split and\n"
+            "Runs the frozen speech encoder (speech_encoder.name, .layer, .dtype) over the manifests (dataset.*, as in pretraining; splits: dataset.train_split and\n"
             "dataset.valid_split, or splits=[...]) and writes its features to OUTPUT_DIR in shards (storage.dtype float16 by default,\n"
             "storage.frame_average, storage.shard_size), with an index of every utterance. Pretrain from it with --config dataset.feature_cache=OUTPUT_DIR.\n"
             "Run it again to finish a killed extraction (finished shards are kept, checked, and damaged ones extracted anew); under torchrun, shard i goes to rank i % world size.\n"
@@ -381,13 +384,13 @@ def _check_demo_extra_installed() -> None:
 def _run_self_check(prog: str, args: list[str]) -> int:
     parser = ArgumentParser(
         prog=prog,
-        description="Writes tiny random-weight models of real fairseq2 families with their cards (once, into the cache directory), loads them through fairseq2's model and tokenizer hubs, and runs a padded batch of waveforms through SFM -> mapper -> LLM chat prompt.",
+        description="Writes tiny random-weight models of real fairseq2 families with their cards (once, into the cache directory), loads them through fairseq2's model and tokenizer hubs, and runs a padded batch of waveforms through speech encoder -> mapper -> LLM chat prompt.",
     )
     parser.parse_args(args)
 
+    from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir, get_cache_dir
     from fairseq2_speechmapper.cli.self_check import run_self_check
-    from fairseq2_speechmapper.paths import get_cache_cards_dir, get_cache_dir
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     # Before fairseq2 starts: its asset store reads the cards directory once.
     assets = write_tiny_assets(get_cache_dir() / "tiny", get_cache_cards_dir())
@@ -405,7 +408,7 @@ def _run_make_tiny_assets(prog: str, args: list[str]) -> int:
     _add_output_dir_argument(parser)
     namespace = parser.parse_args(args)
 
-    from fairseq2_speechmapper.tiny_assets import write_tiny_assets
+    from fairseq2_speechmapper.cli.tiny_assets import write_tiny_assets
 
     output_dir: Path = namespace.dir
 
@@ -503,7 +506,7 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
 
 
 def _add_output_dir_argument(parser: ArgumentParser) -> None:
-    from fairseq2_speechmapper.paths import get_cache_dir
+    from fairseq2_speechmapper.asset_store.paths import get_cache_dir
 
     parser.add_argument(
         "dir", nargs="?", type=Path, default=get_cache_dir(), help="output directory (default: %(default)s)"

@@ -15,13 +15,13 @@ from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_MAPPER_CARD, TINY_MAPPER_QWEN_CARD
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.speech_encoders import load_speech_encoder
-from fairseq2_speechmapper.tiny_assets import TINY_MAPPER_CARD, TINY_MAPPER_QWEN_CARD
 
 
 def run_self_check() -> int:
-    """Runs a padded batch of two synthetic utterances through SFM -> mapper ->
+    """Runs a padded batch of two synthetic utterances through speech encoder -> mapper ->
     LLM chat prompt for each tiny mapper card; returns the exit code."""
     start_time = time.perf_counter()
 
@@ -41,11 +41,11 @@ def run_self_check() -> int:
 def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
     card = get_asset_store().retrieve_card(mapper_card_name)
 
-    sfm_name = card.field("speech_encoder").as_(str)
-    sfm_layer = card.field("speech_encoder_layer").as_(int)
+    speech_encoder_name = card.field("speech_encoder").as_(str)
+    speech_encoder_layer = card.field("speech_encoder_layer").as_(int)
     llm_name = card.field("llm").as_(str)
 
-    sfm = load_speech_encoder(sfm_name, layer=sfm_layer, device=torch.device("cpu"))
+    speech_encoder = load_speech_encoder(speech_encoder_name, layer=speech_encoder_layer, device=torch.device("cpu"))
 
     mapper = load_model(card, device=torch.device("cpu")).eval()
     if not isinstance(mapper, SpeechMapper):
@@ -58,12 +58,14 @@ def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
     tokenizer = load_tokenizer(llm_name)
 
     print(
-        f"ok  loaded {mapper_card_name}: SFM {sfm_name} (layer {sfm_layer}), LLM {llm_name}, tokenizer (vocabulary {tokenizer.vocab_info.size})"
+        f"ok  loaded {mapper_card_name}: speech encoder {speech_encoder_name} (layer {speech_encoder_layer}), LLM {llm_name}, tokenizer (vocabulary {tokenizer.vocab_info.size})"
     )
 
-    sfm_inputs, sfm_inputs_layout = pad_seqs([sfm.prepare_input(w, 16_000) for w in waveforms])
+    speech_encoder_inputs, speech_encoder_inputs_layout = pad_seqs(
+        [speech_encoder.prepare_input(w, 16_000) for w in waveforms]
+    )
 
-    features, features_layout = sfm(sfm_inputs, sfm_inputs_layout)
+    features, features_layout = speech_encoder(speech_encoder_inputs, speech_encoder_inputs_layout)
 
     speech_embeds, speech_layout = mapper(features, features_layout)
 
@@ -72,7 +74,7 @@ def _check_mapper_card(mapper_card_name: str, waveforms: list[Tensor]) -> None:
         raise RuntimeError(f"The mapper returned lengths {speech_layout.seq_lens}, not {expected_lens}.")
 
     print(
-        f"ok  {len(waveforms)} utterances -> SFM features {features_layout.seq_lens} frames x {features.size(-1)} -> mapper {speech_layout.seq_lens} vectors x {speech_embeds.size(-1)}"
+        f"ok  {len(waveforms)} utterances -> speech encoder features {features_layout.seq_lens} frames x {features.size(-1)} -> mapper {speech_layout.seq_lens} vectors x {speech_embeds.size(-1)}"
     )
 
     prompt = tokenizer.create_encoder(mode="prompt")("Transcribe the audio:")

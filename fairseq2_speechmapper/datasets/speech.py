@@ -140,11 +140,11 @@ class SpeechManifestDataset:
         sharded over the data-parallel ranks: one pass per data epoch, shuffled
         anew every pass when training; the order depends only on ``seed``.
 
-        :param prepare_input: The SFM frontend's input preparation (audio is
-            read for a model that runs the SFM).
+        :param prepare_input: The speech encoder frontend's input preparation (audio is
+            read for a model that runs the speech encoder).
         """
         if prepare_input is None:
-            raise TypeError("Audio manifests are read for a model that runs no SFM.")
+            raise TypeError("Audio manifests are read for a model that runs no speech encoder.")
 
         records, manifest, left_out = self._read_manifest(split, options)
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, final
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.paths import get_cache_dir
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
-from fairseq2_speechmapper.paths import get_cache_dir
 
 CARD_FILE_NAME: Final = "demo.yaml"
 
@@ -85,7 +85,7 @@ def wait_for_demo_assets(timeout_seconds: float = 1800.0) -> None:
 def make_demo_assets(output_dir: Path, *, cards_dir: Path | None = None) -> DemoAssets:
     """Writes the demo assets into ``output_dir/demo`` and their cards into
     ``cards_dir/demo.yaml`` (default ``output_dir/cards``, the directory that
-    :func:`~fairseq2_speechmapper.paths.get_cache_cards_dir` names for the
+    :func:`~fairseq2_speechmapper.asset_store.paths.get_cache_cards_dir` names for the
     default ``output_dir``); parts already built are skipped.
 
     :raises DemoAssetError: A source package, file or tool is missing or broken.

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.paths import get_cache_dir
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.demo.corpus import (
     VOICES,
@@ -30,7 +31,6 @@ from fairseq2_speechmapper.demo.corpus import (
 from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
 from fairseq2_speechmapper.demo.sentence_grammar import generate_sentences
 from fairseq2_speechmapper.demo.sentences import SENTENCES
-from fairseq2_speechmapper.paths import get_cache_dir
 
 LARGE_CORPUS_CARD: Final = "speechmapper_large_corpus"
 """The dataset card of the large corpus (``train``, ``dev`` and ``test`` splits)."""

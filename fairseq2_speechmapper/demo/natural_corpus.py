@@ -27,7 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.paths import get_cache_dir
 from fairseq2_speechmapper.datasets.speech import SPEECH_MANIFEST_FAMILY
 from fairseq2_speechmapper.demo.corpus import (
     Utterance,
@@ -38,7 +39,6 @@ from fairseq2_speechmapper.demo.corpus import (
 )
 from fairseq2_speechmapper.demo.errors import DemoAssetError
 from fairseq2_speechmapper.demo.parts import PartReport, build_part, read_stamp
-from fairseq2_speechmapper.paths import get_cache_dir
 
 NATURAL_CORPUS_CARD: Final = "speechmapper_natural_corpus"
 """The dataset card of the natural corpus (``train``, ``dev``, ``test`` and

@@ -2,7 +2,7 @@
 
 Layout of a cache directory::
 
-    cache.json                     what the features are: SFM card, checkpoint, layer,
+    cache.json                     what the features are: speech encoder card, checkpoint, layer,
                                    options, compute dtype, frame averaging, storage dtype
     splits/<split>/plan.json       the manifest records (hash), shard size and count
     splits/<split>/shard_NNNNN.safetensors
@@ -17,7 +17,7 @@ Layout of a cache directory::
 Shard ``i`` holds the manifest's utterances ``i*shard_size`` to
 ``(i+1)*shard_size - 1`` (in manifest order, after the duration limits) and is
 written by rank ``i % world_size``. Every shard also carries the cache's
-fingerprint, so that a shard of another SFM, layer or dtype is never read as
+fingerprint, so that a shard of another speech encoder, layer or dtype is never read as
 one of this cache, and the SHA-256 of its index: opening a split checks the
 indices, reading an utterance checks its features, and
 ``extract-features --config verify=true`` (or extracting again) checks every
@@ -42,7 +42,7 @@ from fairseq2.assets import AssetCard
 from fairseq2.data_type import DataType
 
 from fairseq2_speechmapper.errors import SpeechMapperError
-from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.config import SpeechEncoderSection
 
 CACHE_FORMAT: Final = "speechmapper-feature-cache"
 
@@ -60,7 +60,7 @@ INDEX_CHECKSUM_KEY: Final = "index_sha256"
 
 class FeatureCacheError(SpeechMapperError):
     """A feature cache cannot be used: missing, incomplete, corrupt, or made
-    with another SFM, layer, option or dtype than asked for."""
+    with another speech encoder, layer, option or dtype than asked for."""
 
 
 def feature_checksum(features: Tensor) -> str:
@@ -75,7 +75,7 @@ def text_checksum(text: str) -> str:
 
 
 def speech_encoder_setting(key: str) -> str:
-    """Where pretraining and ``extract-features`` set an SFM field."""
+    """Where pretraining and ``extract-features`` set a speech encoder field."""
     return f"`speech_encoder.{key}`"
 
 
@@ -98,25 +98,25 @@ class FeatureCacheHeader:
     interchangeable features."""
 
     speech_encoder: str
-    """The SFM's asset card."""
+    """The speech encoder's asset card."""
 
     speech_encoder_checkpoint: str | None
     """The checkpoint the card pointed at during extraction."""
 
     layer: int
-    """The (1-based) SFM layer the features come from."""
+    """The (1-based) speech encoder layer the features come from."""
 
     last_layer: bool
     """``True`` if ``layer`` was asked for as the last layer (``layer: null``)."""
 
     speech_encoder_options: dict[str, str]
-    """The options of the SFM's family that change its features (Whisper's window)."""
+    """The options of the speech encoder's family that change its features (Whisper's window)."""
 
     speech_encoder_dtype: str
-    """The SFM's compute dtype."""
+    """The speech encoder's compute dtype."""
 
     frame_average: int
-    """Consecutive SFM frames averaged into one stored frame."""
+    """Consecutive speech encoder frames averaged into one stored frame."""
 
     dtype: str
     """The storage dtype."""
@@ -142,29 +142,33 @@ class FeatureCacheHeader:
         )
 
     def mismatches(
-        self, sfm: SFMSection, *, checkpoint: str | None, setting: Callable[[str], str] = speech_encoder_setting
+        self,
+        section: SpeechEncoderSection,
+        *,
+        checkpoint: str | None,
+        setting: Callable[[str], str] = speech_encoder_setting,
     ) -> list[str]:
-        """Says how the features asked for by ``sfm`` (whose card now points at
+        """Says how the features asked for by ``section`` (whose card now points at
         ``checkpoint``) differ from these; empty if they do not. ``setting``
-        names where the user sets each of ``sfm``'s fields."""
+        names where the user sets each of ``section``'s fields."""
         problems = []
 
-        if sfm.name != self.speech_encoder:
-            problems.append(f"its SFM is `{self.speech_encoder}`, not `{sfm.name}` ({setting('name')})")
+        if section.name != self.speech_encoder:
+            problems.append(f"its speech encoder is `{self.speech_encoder}`, not `{section.name}` ({setting('name')})")
         elif checkpoint != self.speech_encoder_checkpoint:
             problems.append(
-                f"the `{sfm.name}` card now points at checkpoint {checkpoint}, but the cache was extracted from {self.speech_encoder_checkpoint}"
+                f"the `{section.name}` card now points at checkpoint {checkpoint}, but the cache was extracted from {self.speech_encoder_checkpoint}"
             )
 
-        if sfm.layer is None:
+        if section.layer is None:
             if not self.last_layer:
                 problems.append(
                     f"it holds layer {self.layer}, but the last layer is asked for ({setting('layer')} is null); set it to {self.layer} if that is the last layer"
                 )
-        elif sfm.layer != self.layer:
-            problems.append(f"it holds layer {self.layer}, not layer {sfm.layer} ({setting('layer')})")
+        elif section.layer != self.layer:
+            problems.append(f"it holds layer {self.layer}, not layer {section.layer} ({setting('layer')})")
 
-        options = {"whisper_window": sfm.whisper_window}
+        options = {"whisper_window": section.whisper_window}
 
         for key, value in sorted(self.speech_encoder_options.items()):
             if options.get(key) != value:
@@ -172,9 +176,9 @@ class FeatureCacheHeader:
                     f"it was extracted with `{key}={value}`, not `{key}={options.get(key)}` ({setting(key)})"
                 )
 
-        if dtype_name(sfm.dtype) != self.speech_encoder_dtype:
+        if dtype_name(section.dtype) != self.speech_encoder_dtype:
             problems.append(
-                f"the SFM ran in {self.speech_encoder_dtype}, not {dtype_name(sfm.dtype)} ({setting('dtype')})"
+                f"the speech encoder ran in {self.speech_encoder_dtype}, not {dtype_name(section.dtype)} ({setting('dtype')})"
             )
 
         return problems
@@ -421,7 +425,7 @@ class FeatureCache:
 
         if fingerprint != self.header.fingerprint:
             raise FeatureCacheError(
-                f"{features_file}: the shard belongs to another feature cache (fingerprint {fingerprint}, this cache's is {self.header.fingerprint}); features of another SFM, layer or dtype are never mixed: run `extract-features {self.directory}` again to extract it anew."
+                f"{features_file}: the shard belongs to another feature cache (fingerprint {fingerprint}, this cache's is {self.header.fingerprint}); features of another speech encoder, layer or dtype are never mixed: run `extract-features {self.directory}` again to extract it anew."
             )
 
         if num_frames != num_indexed_frames:

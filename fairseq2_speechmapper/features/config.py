@@ -11,17 +11,18 @@ from fairseq2_speechmapper.speech_encoders import SpeechEncoderOptions, WhisperW
 
 
 @dataclass(kw_only=True)
-class SFMSection:
-    """The frozen speech foundation model (SFM) and the features taken from it."""
+class SpeechEncoderSection:
+    """The frozen speech encoder (the paper's speech foundation model, SFM) and
+    the features taken from it."""
 
     name: str = "w2vbert2_600m"
-    """The SFM's asset card."""
+    """The speech encoder's asset card."""
 
     layer: int | None = 24
     """The encoder layer (1-based) whose output the mapper reads; ``None`` for the last."""
 
     dtype: DataType = torch.float32
-    """The SFM's compute dtype (``bfloat16``/``float16`` on GPUs)."""
+    """The speech encoder's compute dtype (``bfloat16``/``float16`` on GPUs)."""
 
     whisper_window: WhisperWindow = "30s"
     """Whisper encoders only: ``30s`` encodes every utterance in Whisper's
@@ -35,7 +36,7 @@ class SFMSection:
         result = ValidationResult()
 
         if not self.name:
-            result.add_error("`name` must name the SFM's asset card.")
+            result.add_error("`name` must name the speech encoder's asset card.")
 
         if self.layer is not None and self.layer < 1:
             result.add_error(f"`layer` must be at least 1 (1-based) or null for the last, but is {self.layer}.")

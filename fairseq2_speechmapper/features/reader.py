@@ -1,5 +1,5 @@
 """Reads a feature cache with the speech reader's own bucketing, sharding and
-resume, and hands its features to the mapper in place of the SFM's."""
+resume, and hands its features to the mapper in place of the speech encoder's."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from fairseq2_speechmapper.features.cache import (
     checksum_problem,
     speech_encoder_setting,
 )
-from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.config import SpeechEncoderSection
 
 
 @final
@@ -115,10 +115,10 @@ class FeatureCacheDataset:
         """As :meth:`SpeechManifestDataset.create_reader`: the same utterances
         (manifest order, the same duration limits) give the same batches.
 
-        :param prepare_input: ``None``: the features are read, no SFM runs.
+        :param prepare_input: ``None``: the features are read, no speech encoder runs.
         """
         if prepare_input is not None:
-            raise TypeError("A feature cache is read for a model that runs the SFM.")
+            raise TypeError("A feature cache is read for a model that runs the speech encoder.")
 
         cache_split = self.cache.read_split(split)
 
@@ -173,11 +173,11 @@ class FeatureCacheDataset:
 
 @final
 class CachedFeatureEncoder:
-    """Stands in for the SFM when a batch's ``inputs`` are cached features.
+    """Stands in for the speech encoder when a batch's ``inputs`` are cached features.
 
     Features averaged over k frames at extraction are repeated k times: the
     mapper, which averages its own ``frame_average`` frames, then sees the
-    averages it would have computed from the SFM's frames (k must divide it),
+    averages it would have computed from the speech encoder's frames (k must divide it),
     so mapper and loss stay exactly as they are.
     """
 
@@ -212,17 +212,17 @@ def check_frame_average(cache: FeatureCache, *, mapper_frame_average: int) -> No
 
 def open_cached_features(
     cache: FeatureCache,
-    sfm: SFMSection,
+    section: SpeechEncoderSection,
     *,
     mapper_frame_average: int,
     asked_by: str = "`speech_encoder`",
     setting: Callable[[str], str] = speech_encoder_setting,
 ) -> CachedFeatureEncoder:
-    """Refuses a cache of other features than ``sfm`` (set by ``asked_by``)
-    asks for: another SFM card or checkpoint, layer, option or compute dtype."""
-    card = get_asset_store().retrieve_card(sfm.name)
+    """Refuses a cache of other features than ``section`` (set by ``asked_by``)
+    asks for: another speech encoder card or checkpoint, layer, option or compute dtype."""
+    card = get_asset_store().retrieve_card(section.name)
 
-    problems = cache.header.mismatches(sfm, checkpoint=card_checkpoint(card), setting=setting)
+    problems = cache.header.mismatches(section, checkpoint=card_checkpoint(card), setting=setting)
     if problems:
         raise FeatureCacheError(
             f"{cache.directory}: the feature cache does not hold the features {asked_by} asks for: {'; '.join(problems)}. Extract them with `extract-features` into another directory, or point `dataset.feature_cache` at a cache of these."
@@ -231,7 +231,7 @@ def open_cached_features(
     check_frame_average(cache, mapper_frame_average=mapper_frame_average)
 
     log.info(
-        "Reading the SFM features from the cache {} ({}); the SFM is not loaded.",
+        "Reading the speech encoder features from the cache {} ({}); the speech encoder is not loaded.",
         cache.directory,
         cache.header.describe(),
     )

@@ -117,7 +117,7 @@ class FeatureCacheWriter:
 
             if existing != header:
                 raise FeatureCacheError(
-                    f"{self.cache.directory}: the directory holds features of {existing.describe()}, not of {header.describe()}; features of another SFM, layer, option or dtype are never mixed into a cache: extract into another directory."
+                    f"{self.cache.directory}: the directory holds features of {existing.describe()}, not of {header.describe()}; features of another speech encoder, layer, option or dtype are never mixed into a cache: extract into another directory."
                 )
         elif self._rank == 0:
             write_json_atomically(header_file, header.to_json())
@@ -174,7 +174,7 @@ class FeatureCacheWriter:
         return finished
 
     def add_features(self, shard: PendingShard, position: int, features: Tensor, source: object) -> None:
-        """Stores an utterance's SFM features *Shape:* :math:`(S,M)` as the
+        """Stores an utterance's speech encoder features *Shape:* :math:`(S,M)` as the
         cache's header says: averaged, in the storage dtype, on the CPU."""
         header = self.cache.header
 

@@ -44,9 +44,9 @@ class SpeechDatasetSection(DatasetSection, SpeechReadOptions):
 
     feature_cache: Path | None = None
     """A directory written by ``extract-features``: its features are read
-    instead of running the SFM on audio, and the SFM is not loaded. It must
+    instead of running the speech encoder on audio, and the speech encoder is not loaded. It must
     hold the splits read and the features asked for (pretraining:
-    ``speech_encoder``; instruct and evaluate: the mapper card's SFM); no
+    ``speech_encoder``; instruct and evaluate: the mapper card's speech encoder); no
     manifest is needed."""
 
     def validate(self) -> ValidationResult:

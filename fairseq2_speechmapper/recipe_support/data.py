@@ -1,5 +1,5 @@
 """Opening a recipe's speech data: the manifests, or the feature cache in
-their place, and a split reader that feeds the SFM or reads its features."""
+their place, and a split reader that feeds the speech encoder or reads its features."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from fairseq2_speechmapper.datasets import (
     TextEncoder,
 )
 from fairseq2_speechmapper.datasets.audio import InputPreparer
-from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, SFMFeatures
+from fairseq2_speechmapper.features import FeatureCache, FeatureCacheDataset, SpeechEncoderFeatures
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
 
 
@@ -48,8 +48,8 @@ class SpeechDataset(Protocol):
         seed: int,
         num_accumulate: int = 1,
     ) -> DataReader[SpeechBatch]:
-        """A reader of ``split``; ``prepare_input`` is the SFM frontend's when
-        audio is read for a model that runs the SFM, ``None`` when it reads
+        """A reader of ``split``; ``prepare_input`` is the speech encoder frontend's when
+        audio is read for a model that runs the speech encoder, ``None`` when it reads
         cached features."""
 
 
@@ -92,7 +92,7 @@ def create_split_reader(
     dataset: SpeechDataset,
     split: str,
     section: SpeechDatasetSection,
-    features: SFMFeatures,
+    features: SpeechEncoderFeatures,
     tokenizer: Tokenizer,
     gangs: Gangs,
     *,
@@ -100,7 +100,7 @@ def create_split_reader(
     seed: int,
     num_accumulate: int = 1,
 ) -> DataReader[SpeechBatch]:
-    """Reads ``split`` as ``features`` needs it: audio through the SFM's
+    """Reads ``split`` as ``features`` needs it: audio through the speech encoder's
     frontend, or cached features; the transcripts as the LLM's token ids."""
     return dataset.create_reader(
         split,
@@ -125,7 +125,7 @@ class SplitReaderFactory:
         context: RecipeContext,
         dataset: SpeechDataset,
         section: SpeechDatasetSection,
-        features: SFMFeatures,
+        features: SpeechEncoderFeatures,
         tokenizer: Tokenizer,
         *,
         seed: int,
@@ -144,7 +144,7 @@ class SplitReaderFactory:
         context: RecipeContext,
         dataset: SpeechDataset,
         config: SpeechTrainingConfig,
-        features: SFMFeatures,
+        features: SpeechEncoderFeatures,
         tokenizer: Tokenizer,
     ) -> SplitReaderFactory:
         """A training recipe's factory: ``config``'s dataset section and seed."""

@@ -38,9 +38,9 @@ from fairseq2.recipe.config import RegimeSection
 from fairseq2.task import Task
 from fairseq2.trainer import Trainer
 
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch
 from fairseq2_speechmapper.errors import SpeechMapperError, describe_error_chain
-from fairseq2_speechmapper.mapper_card import MapperCard
 
 
 class CorruptCheckpointError(SpeechMapperError):

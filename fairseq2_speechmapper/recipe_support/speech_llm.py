@@ -9,7 +9,7 @@ from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.gang import Gang, ReduceOperation
 from fairseq2.recipe.base import RecipeContext
 
-from fairseq2_speechmapper.mapper_card import MapperCard
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SpeechDataset
 from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors
@@ -23,9 +23,9 @@ def load_recipe_speech_llm(
     dataset: SpeechDataset,
 ) -> tuple[SpeechLLM, Tokenizer, MapperCard]:
     """Puts the mapper fairseq2 loaded for the recipe (not yet wrapped for
-    data parallelism) between the SFM and the LLM its card names; the SFM is
+    data parallelism) between the speech encoder and the LLM its card names; the speech encoder is
     not loaded when ``dataset`` is a feature cache."""
-    # The mapper, SFM and LLM checkpoints: a damaged one is one line naming it.
+    # The mapper, speech encoder and LLM checkpoints: a damaged one is one line naming it.
     with reporting_model_load_errors():
         mapper = context.get_model_as(SpeechMapper)
 

@@ -9,7 +9,7 @@ from fairseq2.models.wav2vec2 import Wav2Vec2Model
 from fairseq2.nn import BatchLayout
 from fairseq2.nn.utils.padding import pad_seqs
 
-from fairseq2_speechmapper.nn import zero_padding
+from fairseq2_speechmapper.models.padding import zero_padding
 from fairseq2_speechmapper.speech_encoders.base import (
     SpeechEncoder,
     check_waveform,

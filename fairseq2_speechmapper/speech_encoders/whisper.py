@@ -22,7 +22,7 @@ from torch.nn.functional import dropout, gelu
 
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.nn import zero_padding
+from fairseq2_speechmapper.models.padding import zero_padding
 from fairseq2_speechmapper.speech_encoders.base import SpeechEncoder, check_waveform
 
 if TYPE_CHECKING:

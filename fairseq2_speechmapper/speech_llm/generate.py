@@ -18,8 +18,8 @@ from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2_speechmapper.datasets import BadSampleError, SpeechBatch
 from fairseq2_speechmapper.datasets.audio import UtteranceLoader
 from fairseq2_speechmapper.features import SpeechFeatureEncoder
-from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
+from fairseq2_speechmapper.speech_llm.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.speech_llm.loader import SpeechLLMSection, SpeechLLMSetupError, load_speech_llm
 from fairseq2_speechmapper.speech_llm.tasks import DEFAULT_ASR_PROMPTS
 
@@ -74,7 +74,7 @@ def generate_replies(
 
     text_decoder = tokenizer.create_decoder(skip_special_tokens=True)
 
-    # Loaded without a feature cache: the SFM runs on the audio.
+    # Loaded without a feature cache: the speech encoder runs on the audio.
     assert isinstance(model.speech_encoder, SpeechFeatureEncoder)
 
     loader = UtteranceLoader(model.speech_encoder.speech_encoder.prepare_input, convert_audio=True)

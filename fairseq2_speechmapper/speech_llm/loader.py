@@ -1,4 +1,4 @@
-"""Assembles a speech LLM from a trained mapper's card: the SFM and the LLM it
+"""Assembles a speech LLM from a trained mapper's card: the speech encoder and the LLM it
 names (or another LLM with the same embeddings), frozen, around the mapper."""
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from fairseq2.logging import log
 from fairseq2.models import load_model
 from fairseq2.models.transformer_lm import TransformerLM
 
-from fairseq2_speechmapper.embedding_table import EmbeddingTableError, load_embedding_table
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.errors import SpeechMapperError
-from fairseq2_speechmapper.features import FeatureCache, load_sfm_features
-from fairseq2_speechmapper.mapper_card import MapperCard
+from fairseq2_speechmapper.features import FeatureCache, load_speech_encoder_features
 from fairseq2_speechmapper.models.speechmapper import LLMLoRA, LLMLoRAConfig, LLMLoRAError, SpeechMapper
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate
 from fairseq2_speechmapper.speech_llm.model import SpeechLLM
+from fairseq2_speechmapper.stage1.embedding_table import EmbeddingTableError, load_embedding_table
 
 
 class SpeechLLMSetupError(SpeechMapperError):
-    """The mapper, the SFM and the LLM do not fit together."""
+    """The mapper, the speech encoder and the LLM do not fit together."""
 
 
 @dataclass(kw_only=True)
@@ -41,7 +41,7 @@ class SpeechLLMSection:
     speech_encoder_dtype: DataType = torch.float32
 
     cache_features_in_memory: bool = False
-    """Keep each utterance's SFM features in memory after the first epoch."""
+    """Keep each utterance's speech encoder features in memory after the first epoch."""
 
     chat_template: str | None = None
     """A Jinja chat template replacing the LLM tokenizer's own."""
@@ -63,10 +63,10 @@ def load_speech_llm(
     device: torch.device,
     feature_cache: FeatureCache | None = None,
 ) -> tuple[SpeechLLM, Tokenizer, MapperCard]:
-    """Loads the SFM and the LLM of ``mapper_card``, frozen and in eval mode,
+    """Loads the speech encoder and the LLM of ``mapper_card``, frozen and in eval mode,
     and checks that ``unwrapped_mapper`` fits between them. With
-    ``feature_cache`` the SFM is not loaded: the cache must hold the features
-    of the SFM, layer and options the card names.
+    ``feature_cache`` the speech encoder is not loaded: the cache must hold the features
+    of the speech encoder, layer and options the card names.
 
     An instruction-tuned mapper's card records its prompt format; ``section``'s
     own ``chat_template``/``system_prompt`` win over it.
@@ -75,8 +75,8 @@ def load_speech_llm(
 
     llm_name = section.llm or info.llm
 
-    features = load_sfm_features(
-        info.sfm_section(section.speech_encoder_dtype),
+    features = load_speech_encoder_features(
+        info.speech_encoder_section(section.speech_encoder_dtype),
         device=device,
         cache_in_memory=section.cache_features_in_memory,
         feature_cache=feature_cache,
@@ -203,7 +203,7 @@ def _check_same_embeddings(info: MapperCard, llm: TransformerLM, llm_name: str, 
 
 
 def _mapper_card_setting(key: str) -> str:
-    """Where a speech LLM's SFM settings come from: its mapper card, but for
+    """Where a speech LLM's speech encoder settings come from: its mapper card, but for
     the compute dtype."""
     if key == "dtype":
         return "`speech_llm.speech_encoder_dtype`"

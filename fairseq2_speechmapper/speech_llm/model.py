@@ -1,4 +1,4 @@
-"""The speech LLM: frozen SFM → mapper → frozen LLM, the mapper's output
+"""The speech LLM: frozen speech encoder → mapper → frozen LLM, the mapper's output
 spliced into the LLM's chat prompt in place of token embeddings."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.features import SFMFeatures
-from fairseq2_speechmapper.nn import to_device
+from fairseq2_speechmapper.datasets.batch import to_device
+from fairseq2_speechmapper.features import SpeechEncoderFeatures
 from fairseq2_speechmapper.speech_llm.chat import ChatTemplate, SpeechPrompt
 
 
@@ -46,7 +46,7 @@ class SpeechLLM:
     """Runs the pieces of a speech LLM; only the mapper is trainable."""
 
     def __init__(
-        self, speech_encoder: SFMFeatures, mapper: Module, llm: TransformerLM, chat_template: ChatTemplate
+        self, speech_encoder: SpeechEncoderFeatures, mapper: Module, llm: TransformerLM, chat_template: ChatTemplate
     ) -> None:
         self.speech_encoder = speech_encoder
         self.mapper = mapper

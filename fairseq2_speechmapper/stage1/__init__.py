@@ -4,7 +4,7 @@ decoding, and the assembly of SFM, mapper and targets from cards."""
 
 from __future__ import annotations
 
-from fairseq2_speechmapper.stage1.config import SpeechEncoderSection as SpeechEncoderSection
+from fairseq2_speechmapper.stage1.config import Stage1SpeechEncoderSection as Stage1SpeechEncoderSection
 from fairseq2_speechmapper.stage1.config import TargetLLMSection as TargetLLMSection
 from fairseq2_speechmapper.stage1.decoding import EmbeddingDecodingScorer as EmbeddingDecodingScorer
 from fairseq2_speechmapper.stage1.decoding import NearestEmbeddingDecoder as NearestEmbeddingDecoder

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from fairseq2.utils.validation import ValidationResult
 
-from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.config import SpeechEncoderSection
 
 
 @dataclass(kw_only=True)
-class SpeechEncoderSection(SFMSection):
+class Stage1SpeechEncoderSection(SpeechEncoderSection):
     """The frozen speech foundation model."""
 
     cache_features_in_memory: bool = False

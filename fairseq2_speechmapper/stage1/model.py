@@ -16,12 +16,12 @@ from fairseq2.data.tokenizers import Tokenizer, load_tokenizer
 from fairseq2.logging import log
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.embedding_table import load_embedding_table
 from fairseq2_speechmapper.errors import SpeechMapperError
-from fairseq2_speechmapper.features import FeatureCache, SFMSection
-from fairseq2_speechmapper.features.sfm import SFMFeatures, load_sfm_features
+from fairseq2_speechmapper.features import FeatureCache, SpeechEncoderSection
+from fairseq2_speechmapper.features.speech_encoder import SpeechEncoderFeatures, load_speech_encoder_features
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.stage1.config import TargetLLMSection
+from fairseq2_speechmapper.stage1.embedding_table import load_embedding_table
 from fairseq2_speechmapper.stage1.firing import fire_count_targets
 from fairseq2_speechmapper.stage1.pad_token import decode_token, resolve_pad_idx
 from fairseq2_speechmapper.stage1.targets import EmbeddingTargets, build_embedding_targets
@@ -35,7 +35,7 @@ class Stage1SetupError(SpeechMapperError):
 class Stage1Model:
     """The frozen SFM followed by the (trainable) mapper."""
 
-    def __init__(self, speech_encoder: SFMFeatures, mapper: Module) -> None:
+    def __init__(self, speech_encoder: SpeechEncoderFeatures, mapper: Module) -> None:
         self.speech_encoder = speech_encoder
         self.mapper = mapper
 
@@ -67,7 +67,7 @@ class TargetEmbeddings:
 
 
 def load_stage1_model(
-    speech_encoder_section: SFMSection,
+    speech_encoder_section: SpeechEncoderSection,
     llm_section: TargetLLMSection,
     *,
     mapper: Module,
@@ -82,7 +82,7 @@ def load_stage1_model(
     its DDP/FSDP wrapper). With ``feature_cache`` the SFM is not loaded: the
     cache must hold the features ``speech_encoder_section`` asks for.
     ``pad_idx`` (a mapper card's) wins over ``llm_section.pad_token``."""
-    features = load_sfm_features(
+    features = load_speech_encoder_features(
         speech_encoder_section,
         device=device,
         cache_in_memory=cache_in_memory,

@@ -10,7 +10,7 @@ from typing import final
 import torch
 from torch import Tensor
 
-from fairseq2_speechmapper.nn import to_device
+from fairseq2_speechmapper.datasets.batch import to_device
 
 
 @final

@@ -9,9 +9,9 @@ from typing import ClassVar
 from fairseq2.recipe.config import GeneratorSection, ReferenceModelSection
 from fairseq2.utils.validation import ValidationResult
 
-from fairseq2_speechmapper.generation import GenerationOptions
 from fairseq2_speechmapper.scoring.config import EvalConfig
 from fairseq2_speechmapper.speech_llm import SpeechLLMSection, SpeechTaskSection
+from fairseq2_speechmapper.speech_llm.generation import GenerationOptions
 
 
 @dataclass(kw_only=True)

@@ -22,7 +22,6 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.generation import GenerationOptions, generate_text
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, describe_split, open_dataset
 from fairseq2_speechmapper.recipe_support.speech_llm import load_recipe_speech_llm
 from fairseq2_speechmapper.recipes.evaluate.config import ScoringSection, SpeechEvalConfig
@@ -30,6 +29,7 @@ from fairseq2_speechmapper.recipes.evaluate.scores import read_hypotheses, score
 from fairseq2_speechmapper.recipes.evaluate.units import HypothesisFile, SpeechGenerationUnit
 from fairseq2_speechmapper.scoring import format_scores_table, write_scores
 from fairseq2_speechmapper.speech_llm import ChatTemplate, InstructionBuilder, SpeechLLMSetupError
+from fairseq2_speechmapper.speech_llm.generation import GenerationOptions, generate_text
 from fairseq2_speechmapper.stage1 import register_stage1_metric_descriptors
 
 

@@ -15,8 +15,8 @@ from fairseq2.generator import GeneratorUnit
 from fairseq2.metrics import MetricBag, Sum
 
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.generation import GenerationOptions, generate_from_embeddings
 from fairseq2_speechmapper.speech_llm import InstructionBuilder, SpeechLLM, SpeechTask
+from fairseq2_speechmapper.speech_llm.generation import GenerationOptions, generate_from_embeddings
 
 
 @final

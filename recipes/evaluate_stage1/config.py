@@ -19,7 +19,7 @@ class Stage1EvalConfig(EvalConfig):
 
     model: ReferenceModelSection = field(default_factory=lambda: ReferenceModelSection(name="speechmapper_demo"))
     """The trained mapper's card (``pretrain`` writes ``speechmapper_<output dir name>``);
-    its SFM, layer, LLM and pad token are read from the card."""
+    its speech encoder, layer, LLM and pad token are read from the card."""
 
     loss: Stage1LossSection = field(default_factory=Stage1LossSection)
 

@@ -14,8 +14,8 @@ from fairseq2.evaluator import Evaluator
 from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard
 from fairseq2_speechmapper.datasets import SpeechBatch
-from fairseq2_speechmapper.mapper_card import MapperCard
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_speech_dataset
 from fairseq2_speechmapper.recipe_support.faults import reporting_model_load_errors
@@ -44,12 +44,12 @@ class Stage1EvalRecipe(Recipe):
 
         gangs = context.gangs
 
-        # The mapper, SFM and embedding-table checkpoints.
+        # The mapper, speech encoder and embedding-table checkpoints.
         with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 
             model, targets, tokenizer = load_stage1_model(
-                card.sfm_section(),
+                card.speech_encoder_section(),
                 TargetLLMSection(name=card.llm),
                 mapper=mapper,
                 unwrapped_mapper=mapper,

@@ -1,4 +1,4 @@
-"""The configuration of ``fairseq2 speechmapper extract-features``: the SFM,
+"""The configuration of ``fairseq2 speechmapper extract-features``: the speech encoder,
 the manifests (as in pretraining) and how the features are stored."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from fairseq2.recipe.config import CommonSection, GangSection
 from fairseq2.utils.validation import ValidationResult
 
-from fairseq2_speechmapper.features import FeatureStorageSection, SFMSection
+from fairseq2_speechmapper.features import FeatureStorageSection, SpeechEncoderSection
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 
 
 @dataclass(kw_only=True)
 class ExtractFeaturesConfig:
-    speech_encoder: SFMSection = field(default_factory=SFMSection)
+    speech_encoder: SpeechEncoderSection = field(default_factory=SpeechEncoderSection)
 
     dataset: SpeechDatasetSection = field(
         default_factory=lambda: SpeechDatasetSection(
@@ -32,7 +32,7 @@ class ExtractFeaturesConfig:
 
     verify: bool = False
     """Check every shard of the cache in OUTPUT_DIR against its checksums
-    (the SFM is not loaded), instead of extracting."""
+    (the speech encoder is not loaded), instead of extracting."""
 
     gang: GangSection = field(default_factory=GangSection)
 

@@ -1,13 +1,13 @@
-"""``fairseq2 speechmapper extract-features OUTPUT_DIR``: runs the frozen SFM
+"""``fairseq2 speechmapper extract-features OUTPUT_DIR``: runs the frozen speech encoder
 once over a speech manifest and stores its features in shards (see
 :mod:`fairseq2_speechmapper.features.cache`), so that pretraining reads them
-instead of running the SFM every epoch (paper: "SFM features can be computed
+instead of running the speech encoder every epoch (paper: "speech encoder features can be computed
 once and cached").
 
 A fairseq2 inference recipe: ``--config``/``--config-file``, logs in
 ``OUTPUT_DIR/logs``, data parallel under ``torchrun`` (shard ``i`` goes to
 rank ``i % world_size``). Running it again finishes what a killed run left:
-finished shards are kept, and a directory holding features of another SFM,
+finished shards are kept, and a directory holding features of another speech encoder,
 layer, option or dtype is refused. With ``--config verify=true`` it checks
 every shard against its checksums instead (one line naming a damaged shard,
 exit code 2; extracting again repairs it).
@@ -62,7 +62,7 @@ class ExtractFeaturesRecipe(Recipe):
             speech_encoder_checkpoint=card_checkpoint(context.asset_store.retrieve_card(section.name)),
             layer=speech_encoder.layer,
             last_layer=section.layer is None,
-            # Only the options of the SFM's own family change its features.
+            # Only the options of the speech encoder's own family change its features.
             speech_encoder_options=(
                 {"whisper_window": section.whisper_window} if isinstance(speech_encoder, WhisperSpeechEncoder) else {}
             ),

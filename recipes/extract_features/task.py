@@ -1,5 +1,5 @@
 """The extraction task: this rank's unfinished shards of each split, through
-the frozen SFM, into the feature cache; each shard written whole or not at all."""
+the frozen speech encoder, into the feature cache; each shard written whole or not at all."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``extract-features --config verify=true``: checks a feature cache against
-the checksums its shards carry, without loading the SFM."""
+the checksums its shards carry, without loading the speech encoder."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ class InstructConfig(SpeechTrainingConfig):
         default_factory=lambda: ModelSection(name="speechmapper_paper_llama3_1_8b_instruct", family=SPEECHMAPPER_FAMILY)
     )
     """The pretrained mapper's card (``pretrain`` writes ``speechmapper_<output dir name>``);
-    its SFM, layer and LLM are read from the card."""
+    its speech encoder, layer and LLM are read from the card."""
 
     dataset: SpeechDatasetSection = field(
         default_factory=lambda: SpeechDatasetSection(

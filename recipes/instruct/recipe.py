@@ -16,7 +16,7 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, open_dataset
 from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard, reporting_model_load_errors, training_task

@@ -1,4 +1,4 @@
-"""The stage-2 train and validation units: speech → frozen SFM → mapper →
+"""The stage-2 train and validation units: speech → frozen speech encoder → mapper →
 chat prompt → frozen LLM → cross-entropy of the response."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fairseq2.recipe.config import CosineAnnealingLRConfig, LRSchedulerSection, 
 
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection, SpeechTrainingConfig
-from fairseq2_speechmapper.stage1 import SpeechEncoderSection, Stage1LossSection, TargetLLMSection
+from fairseq2_speechmapper.stage1 import Stage1LossSection, Stage1SpeechEncoderSection, TargetLLMSection
 
 
 @dataclass(kw_only=True)
@@ -44,7 +44,7 @@ class PretrainConfig(SpeechTrainingConfig):
     )
 
     # Stage 1's own sections.
-    speech_encoder: SpeechEncoderSection = field(default_factory=SpeechEncoderSection)
+    speech_encoder: Stage1SpeechEncoderSection = field(default_factory=Stage1SpeechEncoderSection)
 
     llm: TargetLLMSection = field(default_factory=TargetLLMSection)
 

@@ -11,7 +11,7 @@ from fairseq2.recipe.base import Recipe, RecipeContext
 from fairseq2.runtime.dependency import DependencyContainer
 from fairseq2.task import Task
 
-from fairseq2_speechmapper.mapper_card import MapperCard, default_mapper_card_name
+from fairseq2_speechmapper.asset_store.mapper_card import MapperCard, default_mapper_card_name
 from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.data import SplitReaderFactory, feature_cache_of, open_dataset
 from fairseq2_speechmapper.recipe_support.faults import (
@@ -46,7 +46,7 @@ class PretrainRecipe(Recipe):
 
         dataset = open_dataset(context, config.dataset)
 
-        # The mapper (a base card, when given), SFM and embedding-table checkpoints.
+        # The mapper (a base card, when given), speech encoder and embedding-table checkpoints.
         with reporting_model_load_errors():
             mapper = context.get_model_as(SpeechMapper)
 

@@ -1,4 +1,4 @@
-"""The stage-1 train unit: speech → frozen SFM → mapper → loss against the
+"""The stage-1 train unit: speech → frozen speech encoder → mapper → loss against the
 LLM's embeddings of the transcript (validation: :class:`Stage1EvalUnit`)."""
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ import yaml
 
 from fairseq2.recipe import run
 
+from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SPEECH_ENCODER_CARD
 from fairseq2_speechmapper.recipe_support.config import SpeechDatasetSection
 from fairseq2_speechmapper.recipes.extract_features.config import ExtractFeaturesConfig
 from fairseq2_speechmapper.recipes.extract_features.recipe import ExtractFeaturesRecipe
-from fairseq2_speechmapper.tiny_assets import TINY_LLAMA_CARD, TINY_MAPPER_CARD, TINY_SFM_CARD
 
 KILLER = Path(__file__).parent / "kill_at_step.py"
 
@@ -98,7 +98,7 @@ def write_config(path: Path, recipe: str, dataset: dict[str, object], **regime: 
 
     if recipe == "pretrain":
         config["model"] = {"family": "speechmapper", "arch": "tiny", "config_overrides": {"dropout_p": 0.1}}
-        config["speech_encoder"] = {"name": TINY_SFM_CARD, "layer": 2}
+        config["speech_encoder"] = {"name": TINY_SPEECH_ENCODER_CARD, "layer": 2}
         config["llm"] = {"name": TINY_LLAMA_CARD}
     else:
         config["model"] = {"name": TINY_MAPPER_CARD}
@@ -114,7 +114,7 @@ def write_config(path: Path, recipe: str, dataset: dict[str, object], **regime: 
 def extract_features(output_dir: Path, corpus_dir: Path) -> Path:
     config = ExtractFeaturesConfig()
 
-    config.speech_encoder.name = TINY_SFM_CARD
+    config.speech_encoder.name = TINY_SPEECH_ENCODER_CARD
     config.speech_encoder.layer = 2
     config.dataset = SpeechDatasetSection(**{**dataset_config(corpus_dir), "manifest_dir": corpus_dir})  # type: ignore[arg-type]
     config.storage.shard_size = 4

@@ -10,8 +10,8 @@ from torch.nn import Conv1d, Dropout, Module, ModuleList, Parameter
 from fairseq2.models.transformer import TransformerEncoder
 from fairseq2.nn import BatchLayout, PositionEncoder, Projection
 
+from fairseq2_speechmapper.models.padding import zero_padding
 from fairseq2_speechmapper.models.speechmapper.lora import LLMLoRA
-from fairseq2_speechmapper.nn import zero_padding
 
 
 @final

@@ -10,7 +10,7 @@ from fairseq2.models.transformer import AttentionBiasCache, StandardTransformerE
 from fairseq2.models.wav2vec2 import Wav2Vec2Frontend
 from fairseq2.nn import BatchLayout
 
-from fairseq2_speechmapper.nn import zero_padding
+from fairseq2_speechmapper.models.padding import zero_padding
 
 
 @final

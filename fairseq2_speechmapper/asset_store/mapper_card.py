@@ -1,5 +1,5 @@
 """The asset card of a trained mapper: it names the mapper's checkpoint and
-the set-up it was trained for (SFM, layer, LLM, pad token id), so that later
+the set-up it was trained for (speech encoder, layer, LLM, pad token id), so that later
 stages load it by name and can check that they attach it to the right LLM."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from fairseq2.data.tokenizers import Tokenizer
 from fairseq2.data_type import DataType
 from fairseq2.logging import log
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.paths import default_mapper_card_name as default_mapper_card_name
+from fairseq2_speechmapper.asset_store.paths import get_cache_cards_dir
 from fairseq2_speechmapper.errors import SpeechMapperError
-from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.config import SpeechEncoderSection
 from fairseq2_speechmapper.models.speechmapper import SPEECHMAPPER_FAMILY
-from fairseq2_speechmapper.paths import default_mapper_card_name as default_mapper_card_name
-from fairseq2_speechmapper.paths import get_cache_cards_dir
 from fairseq2_speechmapper.stage1.pad_token import resolve_pad_idx
 
 if TYPE_CHECKING:
@@ -46,10 +46,10 @@ class MapperCard:
     name: str
 
     speech_encoder: str
-    """The SFM card whose features the mapper reads."""
+    """The speech encoder card whose features the mapper reads."""
 
     speech_encoder_layer: int | None
-    """The SFM layer (1-based) the features come from; ``None`` for the last."""
+    """The speech encoder layer (1-based) the features come from; ``None`` for the last."""
 
     speech_encoder_options: dict[str, object] = field(default_factory=dict)
 
@@ -133,9 +133,9 @@ class MapperCard:
 
         return resolve_pad_idx(tokenizer, None, llm_name=llm_name or self.llm)
 
-    def sfm_section(self, dtype: DataType = torch.float32) -> SFMSection:
-        """The SFM the card names, computing in ``dtype``."""
-        return SFMSection(
+    def speech_encoder_section(self, dtype: DataType = torch.float32) -> SpeechEncoderSection:
+        """The speech encoder the card names, computing in ``dtype``."""
+        return SpeechEncoderSection(
             name=self.speech_encoder,
             layer=self.speech_encoder_layer,
             dtype=dtype,

@@ -20,20 +20,20 @@ from fairseq2.models.llama import LLaMAConfig, create_llama_model
 from fairseq2.models.qwen import QwenConfig, create_qwen_model
 from fairseq2.models.wav2vec2 import Wav2Vec2Config, create_wav2vec2_model
 
-from fairseq2_speechmapper.card_files import write_card_file
+from fairseq2_speechmapper.asset_store.card_files import write_card_file
 from fairseq2_speechmapper.models.speechmapper import (
     create_speechmapper_model,
     tiny_speechmapper_config,
 )
 
-TINY_SFM_CARD: Final = "speechmapper_tiny_wav2vec2"
+TINY_SPEECH_ENCODER_CARD: Final = "speechmapper_tiny_wav2vec2"
 TINY_LLAMA_CARD: Final = "speechmapper_tiny_llama_instruct"
 TINY_QWEN_CARD: Final = "speechmapper_tiny_qwen_chat"
 TINY_MAPPER_CARD: Final = "speechmapper_tiny"
 TINY_MAPPER_QWEN_CARD: Final = "speechmapper_tiny_qwen"
 
-TINY_SFM_DIM: Final = 64
-TINY_SFM_NUM_LAYERS: Final = 2
+TINY_SPEECH_ENCODER_DIM: Final = 64
+TINY_SPEECH_ENCODER_NUM_LAYERS: Final = 2
 TINY_LLM_DIM: Final = 64
 
 # Bumped whenever what is written changes, so stale directories are rebuilt.
@@ -96,7 +96,7 @@ class TinyAssets:
 
 
 def write_tiny_assets(root_dir: Path, cards_dir: Path, *, seed: int = 0) -> TinyAssets:
-    """Writes the tiny SFM, LLMs, tokenizers and mapper to ``root_dir`` and their
+    """Writes the tiny speech encoder, LLMs, tokenizers and mapper to ``root_dir`` and their
     cards to ``cards_dir/tiny.yaml``; a no-op when they are already there."""
     card_file = cards_dir / "tiny.yaml"
 
@@ -136,8 +136,8 @@ def _read_stamp(stamp_file: Path) -> int | None:
 
 
 def _write_all(root_dir: Path) -> list[dict[str, object]]:
-    sfm_config = tiny_wav2vec2_config()
-    _save_model(create_wav2vec2_model(sfm_config), root_dir / "wav2vec2.pt")
+    speech_encoder_config = tiny_wav2vec2_config()
+    _save_model(create_wav2vec2_model(speech_encoder_config), root_dir / "wav2vec2.pt")
 
     llama_tokenizer_dir = root_dir / "llama_tokenizer"
     llama_vocab_size = write_tiny_hg_tokenizer(
@@ -172,10 +172,10 @@ def _write_all(root_dir: Path) -> list[dict[str, object]]:
 
     return [
         {
-            "name": TINY_SFM_CARD,
+            "name": TINY_SPEECH_ENCODER_CARD,
             "model_family": "wav2vec2",
             "model_arch": "base",
-            "model_config": _wav2vec2_overrides(sfm_config),
+            "model_config": _wav2vec2_overrides(speech_encoder_config),
             "checkpoint": "wav2vec2.pt",
         },
         {
@@ -203,8 +203,8 @@ def _write_all(root_dir: Path) -> list[dict[str, object]]:
             "model_family": "speechmapper",
             "model_arch": "tiny",
             "checkpoint": "mapper.pt",
-            "speech_encoder": TINY_SFM_CARD,
-            "speech_encoder_layer": TINY_SFM_NUM_LAYERS,
+            "speech_encoder": TINY_SPEECH_ENCODER_CARD,
+            "speech_encoder_layer": TINY_SPEECH_ENCODER_NUM_LAYERS,
             "llm": TINY_LLAMA_CARD,
         },
         {
@@ -212,8 +212,8 @@ def _write_all(root_dir: Path) -> list[dict[str, object]]:
             "model_family": "speechmapper",
             "model_arch": "tiny",
             "checkpoint": "mapper_qwen.pt",
-            "speech_encoder": TINY_SFM_CARD,
-            "speech_encoder_layer": TINY_SFM_NUM_LAYERS,
+            "speech_encoder": TINY_SPEECH_ENCODER_CARD,
+            "speech_encoder_layer": TINY_SPEECH_ENCODER_NUM_LAYERS,
             "llm": TINY_QWEN_CARD,
         },
     ]
@@ -223,11 +223,11 @@ def tiny_wav2vec2_config() -> Wav2Vec2Config:
     config = Wav2Vec2Config()
 
     encoder_config = config.encoder_config
-    encoder_config.model_dim = TINY_SFM_DIM
+    encoder_config.model_dim = TINY_SPEECH_ENCODER_DIM
     encoder_config.feature_dim = 32
     # The 320-sample stride of wav2vec2 base, with narrower convolutions.
     encoder_config.feature_extractor_layer_descs = [(32, 10, 5)] + [(32, 3, 2)] * 4 + [(32, 2, 2)] * 2
-    encoder_config.num_encoder_layers = TINY_SFM_NUM_LAYERS
+    encoder_config.num_encoder_layers = TINY_SPEECH_ENCODER_NUM_LAYERS
     encoder_config.num_encoder_attn_heads = 4
     encoder_config.ffn_inner_dim = 128
     encoder_config.pos_conv_kernel_size = 16

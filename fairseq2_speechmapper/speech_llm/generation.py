@@ -16,7 +16,7 @@ stepped and finished:
   padded, so rows cannot simply be right-padded to a common length);
 - an example's rows leave the batch (and the cache) as soon as it is done.
 
-``tests/helpers/generation.py`` holds the reference without a cache (the whole
+:mod:`.uncached_generation` holds the reference without a cache (the whole
 padded batch recomputed every step) that the tests and
 ``benchmarks/generation.py`` compare against.
 """

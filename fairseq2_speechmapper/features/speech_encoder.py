@@ -1,4 +1,4 @@
-"""The frozen SFM's features of a batch: computed on audio, or read from the
+"""The frozen speech encoder's features of a batch: computed on audio, or read from the
 feature cache; stage 1 and the speech LLM read them the same way."""
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from fairseq2.nn.utils.padding import pad_seqs
 from fairseq2_speechmapper.datasets import SpeechBatch
 from fairseq2_speechmapper.datasets.audio import InputPreparer
 from fairseq2_speechmapper.features.cache import FeatureCache, speech_encoder_setting
-from fairseq2_speechmapper.features.config import SFMSection
+from fairseq2_speechmapper.features.config import SpeechEncoderSection
 from fairseq2_speechmapper.features.reader import open_cached_features
 from fairseq2_speechmapper.speech_encoders import SpeechEncoder, load_speech_encoder
 
 
 @final
 class SpeechFeatureEncoder:
-    """Runs the frozen SFM on a batch, optionally remembering each utterance's
-    features in memory: the SFM never trains, so later epochs reuse them (the
+    """Runs the frozen speech encoder on a batch, optionally remembering each utterance's
+    features in memory: the speech encoder never trains, so later epochs reuse them (the
     paper precomputes them once). Meant for corpora whose features fit in RAM."""
 
     def __init__(self, speech_encoder: SpeechEncoder, *, cache_in_memory: bool) -> None:
@@ -67,13 +67,13 @@ class SpeechFeatureEncoder:
         return pad_seqs([cache[source] for source in batch.sources])
 
 
-class SFMFeatures(Protocol):
-    """The SFM's features of a batch: computed (:class:`SpeechFeatureEncoder`)
+class SpeechEncoderFeatures(Protocol):
+    """The speech encoder's features of a batch: computed (:class:`SpeechFeatureEncoder`)
     or read from a feature cache (:class:`CachedFeatureEncoder`)."""
 
     @property
     def layer(self) -> int:
-        """The SFM layer the features come from."""
+        """The speech encoder layer the features come from."""
 
     @property
     def output_dim(self) -> int:
@@ -81,14 +81,14 @@ class SFMFeatures(Protocol):
 
     @property
     def prepare_input(self) -> InputPreparer | None:
-        """How a waveform becomes the SFM's input when audio is read; ``None``
+        """How a waveform becomes the speech encoder's input when audio is read; ``None``
         when the features are read from a cache."""
 
     def __call__(self, batch: SpeechBatch) -> tuple[Tensor, BatchLayout]: ...
 
 
-def load_sfm_features(
-    sfm: SFMSection,
+def load_speech_encoder_features(
+    section: SpeechEncoderSection,
     *,
     device: torch.device,
     cache_in_memory: bool,
@@ -96,17 +96,18 @@ def load_sfm_features(
     mapper_frame_average: int,
     asked_by: str = "`speech_encoder`",
     setting: Callable[[str], str] = speech_encoder_setting,
-) -> SFMFeatures:
-    """The features of the frozen SFM ``sfm`` names: computed on audio, or,
-    with ``feature_cache``, read from it without loading the SFM (the cache
-    must hold what ``sfm``, set by ``asked_by``, asks for)."""
+) -> SpeechEncoderFeatures:
+    """The features of the frozen speech encoder ``section`` names: computed
+    on audio, or, with ``feature_cache``, read from it without loading the
+    speech encoder (the cache must hold what ``section``, set by ``asked_by``,
+    asks for)."""
     if feature_cache is not None:
         return open_cached_features(
-            feature_cache, sfm, mapper_frame_average=mapper_frame_average, asked_by=asked_by, setting=setting
+            feature_cache, section, mapper_frame_average=mapper_frame_average, asked_by=asked_by, setting=setting
         )
 
     speech_encoder = load_speech_encoder(
-        sfm.name, layer=sfm.layer, device=device, dtype=sfm.dtype, options=sfm.encoder_options()
+        section.name, layer=section.layer, device=device, dtype=section.dtype, options=section.encoder_options()
     )
 
     return SpeechFeatureEncoder(speech_encoder, cache_in_memory=cache_in_memory)

@@ -1,6 +1,8 @@
 """Greedy decoding without a KV cache: the obviously-correct reference of
-:func:`fairseq2_speechmapper.generation.generate_from_embeddings` in the tests
-and its baseline in ``benchmarks/generation.py``."""
+:func:`~fairseq2_speechmapper.speech_llm.generation.generate_from_embeddings`
+that the tests check it against, and the baseline of
+``benchmarks/generation.py``; not for use (it recomputes the whole batch every
+step)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from torch.nn.functional import log_softmax
 from fairseq2.models.transformer_lm import TransformerLM
 from fairseq2.nn.utils.padding import pad_seqs
 
-from fairseq2_speechmapper.generation import (
+from fairseq2_speechmapper.speech_llm.generation import (
     GeneratedSequence,
     GenerationOptions,
     StopReason,
