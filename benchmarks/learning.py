@@ -2,9 +2,9 @@
 
 Run from the repository root (CPU; hours on 2 cores, resumable)::
 
-    .venv/bin/python benchmarks/learning.py [--corpus natural|large] [--output-dir DIR]
+    .venv/bin/python -m benchmarks.learning [--corpus natural|large] [--output-dir DIR]
         [--steps N N N] [--it-steps N] [--train-split SPLIT] [--rows ROW ...] [--quick]
-    .venv/bin/python benchmarks/learning.py --compare DIR DIR ...   # one table and plot of several runs
+    .venv/bin/python -m benchmarks.learning --compare DIR DIR ...   # one table and plot of several runs
 
 Everything goes through the command line a user runs, on the real small models
 (Whisper tiny.en's encoder, SmolLM2-135M-Instruct) and a spoken corpus whose
