@@ -11,7 +11,11 @@ import torch
 
 from fairseq2.nn import BatchLayout, Linear
 
-from fairseq2_speechmapper.models.speechmapper import create_speechmapper_model, tiny_speechmapper_config
+from fairseq2_speechmapper.models.speechmapper import (
+    create_speechmapper_model,
+    get_speechmapper_model_hub,
+    tiny_speechmapper_config,
+)
 from fairseq2_speechmapper.models.speechmapper.config import SpeechMapperConfig
 from fairseq2_speechmapper.models.speechmapper.model import SpeechMapperIntegrateAndFire
 from fairseq2_speechmapper.stage1.firing import fire_count_errors
@@ -137,3 +141,24 @@ def test_blocks_after_the_firing_one_must_not_downsample() -> None:
     config.fire_block = 2
 
     assert "`fire_block` must be the index of a block" in " ".join(config.validate().errors)
+
+
+@pytest.mark.parametrize("arch", ["small_cif", "small_cif_ctc"])
+def test_the_registered_firing_mappers_fire_after_their_first_block(arch: str) -> None:
+    hub = get_speechmapper_model_hub()
+
+    mapper = hub.create_new_model(hub.get_arch_config(arch), device=torch.device("cpu"))
+
+    assert mapper.integrates_and_fires and mapper.fire_block == 0
+    assert (mapper.ctc_head is not None) == (arch == "small_cif_ctc")
+
+    # Whisper's 50 Hz into 12.5 Hz frames, then one vector per token.
+    assert mapper.downsampling_factor == 4
+
+    features = torch.randn(2, 200, 384)
+
+    mapper.train()
+
+    outputs, layout = mapper(features, BatchLayout.of(features, [200, 120]), target_counts=[9, 4])
+
+    assert outputs.shape == (2, 9, 576) and layout.seq_lens == [9, 4]

@@ -15,8 +15,11 @@ from fairseq2_speechmapper.stage1.loss import Stage1LossOutput, sum_kept
 from fairseq2_speechmapper.stage1.targets import EmbeddingTargets
 
 
-def add_stage1_loss_metrics(bag: MetricBag) -> None:
-    add_stage1_distance_metrics(bag, loss_name="loss")
+def add_stage1_loss_metrics(bag: MetricBag, *, pad_distance: bool = True) -> None:
+    """``pad_distance=False`` for a mapper that never has pad positions in
+    training (one that integrates and fires): an always-zero mean would only
+    print torcheval's "no calls to update()" warning at every publication."""
+    add_stage1_distance_metrics(bag, loss_name="loss", pad_distance=pad_distance)
 
     bag.add("cosine", Mean())
     bag.add("norm_ratio", Mean())
@@ -24,12 +27,14 @@ def add_stage1_loss_metrics(bag: MetricBag) -> None:
     bag.add("num_bad_samples", Sum())
 
 
-def add_stage1_distance_metrics(bag: MetricBag, *, loss_name: str) -> None:
+def add_stage1_distance_metrics(bag: MetricBag, *, loss_name: str, pad_distance: bool = True) -> None:
     """The stage-1 loss (as ``loss_name``), its distances and the skipped
     count: what stage 1 and instruction tuning with a stage-1 term share."""
     bag.add(loss_name, Mean())
     bag.add("word_distance", Mean())
-    bag.add("pad_distance", Mean())
+
+    if pad_distance:
+        bag.add("pad_distance", Mean())
     bag.add("num_skipped_too_long", Sum())
 
 
@@ -74,7 +79,9 @@ def update_stage1_distance_metrics(
         # Masked sums and host counts: no value is read back from the device.
         bag.get(loss_name, Mean).update(sum_kept(output.loss, keep) / num_kept, weight=num_kept)
         bag.get("word_distance", Mean).update(sum_kept(output.word_distance, keep) / num_kept, weight=num_kept)
-        bag.get("pad_distance", Mean).update(sum_kept(output.pad_distance, keep) / num_kept, weight=num_kept)
+
+        if "pad_distance" in bag.metrics:
+            bag.get("pad_distance", Mean).update(sum_kept(output.pad_distance, keep) / num_kept, weight=num_kept)
 
     bag.get("num_skipped_too_long", Sum).update(num_skipped)
 

@@ -79,8 +79,14 @@ class PretrainRecipe(Recipe):
         if mapper.integrates_and_fires and config.loss.count_weight > 0.0:
             auxiliary_terms.append(AuxiliaryTerm.fire_count(config.loss.count_weight, mapper))
 
+        # Trained on its targets' counts, such a mapper has no pad positions.
         unit = PretrainUnit(
-            model, targets, loss, NonFiniteStepGuard.for_recipe(context, config.regime), auxiliary_terms
+            model,
+            targets,
+            loss,
+            NonFiniteStepGuard.for_recipe(context, config.regime),
+            auxiliary_terms,
+            pad_distance=not mapper.integrates_and_fires,
         )
 
         train_reader = readers.create(

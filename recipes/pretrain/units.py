@@ -63,16 +63,19 @@ class PretrainUnit(TrainUnit[SpeechBatch]):
         loss: EmbeddingRegressionLoss,
         guard: NonFiniteStepGuard,
         auxiliary_terms: Sequence[AuxiliaryTerm] = (),
+        *,
+        pad_distance: bool = True,
     ) -> None:
         self._model = model
         self._targets = targets
         self._loss = loss
         self._guard = guard
         self._auxiliary_terms = auxiliary_terms
+        self._pad_distance = pad_distance
 
     @override
     def prepare_metric_bag(self, metric_bag: MetricBag) -> None:
-        add_stage1_loss_metrics(metric_bag)
+        add_stage1_loss_metrics(metric_bag, pad_distance=self._pad_distance)
 
         for term in self._auxiliary_terms:
             metric_bag.add(term.metric_name, Mean())

@@ -239,6 +239,16 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
 
         return config
 
+    @arch("small_cif_ctc")
+    def small_cif_ctc() -> SpeechMapperConfig:
+        # `small_cif` with the auxiliary CTC head on its first block, before
+        # it fires: the CTC term teaches which token each stretch holds.
+        config = small_cif()
+
+        config.ctc_block = 0
+
+        return config
+
     @arch("slam_asr_small")
     def slam_asr_small() -> SpeechMapperConfig:
         # The connector of SLAM-ASR (Ma et al., 2024), trained end to end
