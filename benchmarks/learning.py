@@ -106,6 +106,10 @@ class Setup:
     instruct_config: list[str] = field(default_factory=list)
     evaluate_config: list[str] = field(default_factory=list)
 
+    stage1_chain: bool = True
+    """Whether the ``stage1_only`` row also has the frozen LLM transcribe
+    the test split after the largest budget (minutes of generation)."""
+
 
 @dataclass(kw_only=True)
 class ChainRow:
@@ -522,7 +526,7 @@ def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -
 
             # The frozen LLM transcribes after the largest budget only: each
             # generation pass over the test split costs minutes.
-            if step == max(setup.steps):
+            if setup.stage1_chain and step == max(setup.steps):
                 chain_row(setup, work_dir, budget_card(step), f"eval_stage1_only_s{step}", row, num_examples)
 
             results.append(row)
@@ -745,6 +749,12 @@ def parse_args() -> Namespace:
         "--stage1-config", nargs="*", default=[], help="extra `pretrain --config` overrides (ablations)"
     )
     parser.add_argument("--instruct-config", nargs="*", default=[], help="extra `instruct --config` overrides")
+    parser.add_argument(
+        "--no-stage1-chain",
+        dest="stage1_chain",
+        action="store_false",
+        help="stage-1 rows without the frozen LLM's transcription (row (b)): e.g. a scaling curve's points",
+    )
     parser.add_argument("--examples", type=int, default=5, help="test hypotheses to print per row")
     parser.add_argument("--compare", type=Path, nargs="+", help="tabulate and plot these runs' stage-1 rows instead")
 
@@ -770,6 +780,7 @@ def main() -> int:
 
     setup.steps = sorted(setup.steps)
     setup.it_budgets = sorted(args.it_budgets)
+    setup.stage1_chain = args.stage1_chain
 
     if not set(setup.it_budgets) <= set(setup.steps):
         raise SystemExit("--it-budgets: every budget must be one of --steps.")

@@ -449,7 +449,7 @@ def _run_make_demo_assets(prog: str, args: list[str]) -> int:
     parser.add_argument(
         "--natural-corpus",
         action="store_true",
-        help="also synthesise the natural spoken corpus (DIR/demo/natural_corpus, card speechmapper_natural_corpus: WordNet's example sentences by 23 voices, train/dev/test with test-only sentences and voices, train_2h/train_8h subsets; ~45 min for 20 h on 2 busy cores, 1.9 GB; needs `apt-get install wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`)",
+        help="also synthesise the natural spoken corpus (DIR/demo/natural_corpus, card speechmapper_natural_corpus: WordNet's example sentences by 23 voices, train/dev/test with test-only sentences and voices, train_2h/train_8h subsets; ~20 min for 20 h on 2 busy cores, 2.3 GiB; needs `apt-get install wordnet-base festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`)",
     )
     parser.add_argument(
         "--hours",

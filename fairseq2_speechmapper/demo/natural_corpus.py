@@ -270,8 +270,9 @@ def build_natural_corpus(
 ) -> tuple[Path, PartReport]:
     """Returns the directory of the natural corpus's manifests and what its
     build took, synthesising it into ``output_dir/demo/natural_corpus`` first
-    unless a corpus of this plan and ``hours`` is there (43 minutes for 15.6
-    hours on two cores shared with other jobs; 1.9 GB), and writes its card (:data:`NATURAL_CORPUS_CARD`) into
+    unless a corpus of this plan and ``hours`` is there (19 minutes for the
+    default 20 hours on two cores shared with other jobs; 2.3 GiB), and writes
+    its card (:data:`NATURAL_CORPUS_CARD`) into
     ``cards_dir/natural_corpus.yaml``.
 
     ``output_dir`` defaults to the cache directory, ``cards_dir`` to
