@@ -116,7 +116,7 @@ def test_feature_cache_benchmark_quick_reports_the_three_figures(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> None:
+def test_instruct_benchmark_quick_recipe_and_its_unit_without_trainer_agree(tmp_path: Path) -> None:
     json_file = tmp_path / "instruct.json"
 
     result = subprocess.run(
@@ -136,8 +136,8 @@ def test_instruct_benchmark_quick_recipe_and_bare_loop_agree(tmp_path: Path) -> 
     rows = json.loads(json_file.read_text(encoding="utf-8"))
 
     assert [(r["section"], r["value_name"], r["baseline_name"]) for r in rows] == [
-        ("step time", "recipe", "bare loop"),
-        ("step time", "recipe", "bare+reader"),
+        ("step time", "recipe", "unit, no trainer"),
+        ("step time", "recipe", "unit+reader"),
         ("step time", "speech encoder on the fly", "feature cache"),
     ]
 
