@@ -16,7 +16,7 @@ from fairseq2_speechmapper.models.speechmapper import (
     get_speechmapper_model_hub,
     tiny_speechmapper_config,
 )
-from fairseq2_speechmapper.models.speechmapper.config import SpeechMapperConfig
+from fairseq2_speechmapper.models.speechmapper.config import SpeechMapperConfig, fire_after_block
 from fairseq2_speechmapper.models.speechmapper.model import SpeechMapperIntegrateAndFire
 from fairseq2_speechmapper.stage1.firing import fire_count_errors
 
@@ -83,14 +83,7 @@ def test_the_loss_reaches_the_firing_weights() -> None:
 
 
 def _tiny_cif_config() -> SpeechMapperConfig:
-    config = tiny_speechmapper_config()
-
-    config.blocks[1].conv_kernel_size = 1
-    config.blocks[1].conv_stride = 1
-
-    config.fire_block = 0
-
-    return config
+    return fire_after_block(tiny_speechmapper_config(), 0)
 
 
 def test_a_mapper_that_fires_gives_one_output_per_token_in_training() -> None:

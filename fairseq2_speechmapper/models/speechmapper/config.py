@@ -230,14 +230,7 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
     def small_cif() -> SpeechMapperConfig:
         # `small`'s first block (12.5 Hz), then integrate-and-fire to one
         # vector per token, which the second block contextualises in place.
-        config = small()
-
-        config.blocks[1].conv_kernel_size = 1
-        config.blocks[1].conv_stride = 1
-
-        config.fire_block = 0
-
-        return config
+        return fire_after_block(small(), 0)
 
     @arch("small_cif_ctc")
     def small_cif_ctc() -> SpeechMapperConfig:
@@ -271,6 +264,18 @@ def register_speechmapper_configs(container: DependencyContainer) -> None:
     @arch("tiny")
     def tiny() -> SpeechMapperConfig:
         return tiny_speechmapper_config()
+
+
+def fire_after_block(config: SpeechMapperConfig, block: int) -> SpeechMapperConfig:
+    """``config`` with integrate-and-fire after ``block``: the blocks after it
+    work on one vector per token, so their convolutions keep the length."""
+    for later_block in config.blocks[block + 1 :]:
+        later_block.conv_kernel_size = 1
+        later_block.conv_stride = 1
+
+    config.fire_block = block
+
+    return config
 
 
 def tiny_speechmapper_config() -> SpeechMapperConfig:
