@@ -70,7 +70,7 @@ from fairseq2_speechmapper.cli.openmp import configure_openmp  # noqa: E402
 configure_openmp()
 
 # One set of conventions with `pretrain.py`: its assets, recipe runs and rows.
-from benchmarks.common import (  # noqa: E402  # noqa: E402
+from benchmarks.common import (  # noqa: E402
     Comparison,
     add_timing_options,
     best_of_rounds,

@@ -74,20 +74,11 @@ from typing import Any
 from fairseq2_speechmapper.demo.large_corpus import LARGE_CORPUS_CARD
 from fairseq2_speechmapper.demo.natural_corpus import NATURAL_CORPUS_CARD
 
+from benchmarks.learning_report import ROW_TITLES, ROWS, ChainRow, compare, format_table, plot
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 VENV_BIN = Path(sys.executable).parent
-
-
-ROWS = ("untrained", "stage1_only", "it_only", "stage1_it", "slam")
-
-ROW_TITLES = {
-    "untrained": "(a) untrained chain",
-    "stage1_only": "(b) stage 1 only",
-    "it_only": "(c) IT only",
-    "stage1_it": "(e) stage 1 + IT",
-    "slam": "(d) SLAM-ASR connector, end to end",
-}
 
 
 @dataclass(kw_only=True)
@@ -109,25 +100,6 @@ class Setup:
     stage1_chain: bool = True
     """Whether the ``stage1_only`` row also has the frozen LLM transcribe
     the test split after the largest budget (minutes of generation)."""
-
-
-@dataclass(kw_only=True)
-class ChainRow:
-    row: str
-    """One of :data:`ROWS`."""
-
-    stage1_steps: int
-    it_steps: int
-    cpu_minutes: float
-    """Stage 1 and IT, user + system time of the commands."""
-
-    word_token_accuracy: float | None = None
-    stage1_ter: float | None = None
-    output_target_norm: float | None = None
-    it_accuracy: float | None = None
-    wer: float | None = None
-    shuffled_wer: float | None = None
-    examples: list[dict[str, str]] = field(default_factory=list)
 
 
 def run_dir(work_dir: Path, name: str) -> Path:
@@ -392,6 +364,13 @@ def chain_wers(records: list[dict[str, Any]]) -> tuple[float, float]:
     return score_wer(hypotheses, references).wer, score_wer(hypotheses, shuffled).wer
 
 
+def train_hours(manifest_dir: Path, setup: Setup) -> float:
+    """Hours of training speech: the x axis of a data-scaling curve."""
+    records = read_jsonl(manifest_dir / f"{setup.train_split}.jsonl")
+
+    return sum(float(record["duration"]) for record in records) / 3600.0
+
+
 def frequent_token_baseline(manifest_dir: Path, setup: Setup) -> dict[str, float]:
     """What a mapper that ignores the audio gets at word positions: the most
     frequent training token everywhere, or the most frequent one at each
@@ -592,137 +571,6 @@ def run_rows(setup: Setup, work_dir: Path, rows: list[str], num_examples: int) -
     return results
 
 
-def format_table(rows: list[ChainRow], limit: dict[str, Any] | None, baseline: float) -> str:
-    def cell(value: float | None, digits: int = 1) -> str:
-        return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-    lines = [
-        "| row | stage-1 steps | IT steps | CPU minutes | test word-token acc % (baseline) | test TER % | IT response acc % | test WER % | WER vs shuffled refs % |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    for row in rows:
-        accuracy = "–" if row.word_token_accuracy is None else f"{row.word_token_accuracy:.1f} ({baseline:.1f})"
-
-        lines.append(
-            f"| {ROW_TITLES[row.row]} | {row.stage1_steps} | {row.it_steps} | {cell(row.cpu_minutes)} | {accuracy} "
-            f"| {cell(row.stage1_ter)} | {cell(row.it_accuracy)} | {cell(row.wer)} | {cell(row.shuffled_wer)} |"
-        )
-
-    if limit is not None:
-        lines.append(
-            f"| Whisper tiny.en's own decoder (the limit) | – | – | {cell(limit['cpu_minutes'])} | – | – | – | {cell(limit['wer'])} | {cell(limit['shuffled_wer'])} |"
-        )
-
-    return "\n".join(lines)
-
-
-def plot(rows: list[ChainRow], limit: dict[str, Any] | None, baseline: float, file: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    import matplotlib.pyplot as plt
-
-    figure, (stage1_axes, chain_axes) = plt.subplots(1, 2, figsize=(11, 4))
-
-    stage1 = [row for row in rows if row.row == "stage1_only"]
-
-    stage1_axes.plot(
-        [row.stage1_steps for row in stage1],
-        [row.word_token_accuracy for row in stage1],
-        "o-",
-        label="word-token accuracy",
-    )
-    stage1_axes.axhline(baseline, color="grey", linestyle="--", label="frequent-token baseline")
-    stage1_axes.set_xlabel("stage-1 steps")
-    stage1_axes.set_ylabel("%, unseen test split")
-    stage1_axes.set_title("Stage 1: embedding-space decoding")
-    stage1_axes.legend()
-
-    for name in ROWS:
-        selected = [row for row in rows if row.row == name and row.wer is not None]
-        if selected:
-            chain_axes.plot(
-                [row.cpu_minutes for row in selected], [row.wer for row in selected], "o-", label=ROW_TITLES[name]
-            )
-
-    if limit is not None:
-        chain_axes.axhline(limit["wer"], color="green", linestyle=":", label="Whisper tiny.en's own decoder")
-
-    chain_axes.set_xlabel("CPU minutes (stage 1 + IT)")
-    chain_axes.set_ylabel("WER %, unseen test split")
-    chain_axes.set_title("Speech LLM: greedy transcription")
-    chain_axes.legend(fontsize=8)
-
-    figure.tight_layout()
-    figure.savefig(file, dpi=110)
-
-
-def compare(work_dirs: list[Path], output_dir: Path) -> int:
-    """One table and plot of the stage-1 rows of several runs (a data-scaling
-    curve, or ablations at equal budget), from their ``learning.json``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-
-    import matplotlib.pyplot as plt
-
-    lines = [
-        "| run | train split | stage-1 config | stage-1 steps | CPU minutes | test word-token acc % | test TER % | out/target norm | stage-1-only WER % (shuffled) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-
-    figure, axes = plt.subplots(figsize=(6, 4))
-
-    baseline = math.nan
-
-    for work_dir in work_dirs:
-        summary = json.loads((work_dir / "learning.json").read_text(encoding="utf-8"))
-
-        setup = summary["setup"]
-
-        baseline = summary["baseline"]
-
-        rows = [row for row in summary["rows"] if row["row"] == "stage1_only"]
-
-        config = " ".join(setup["stage1_config"]) or "the demo preset"
-
-        for row in rows:
-            chain = "–" if row["wer"] is None else f"{row['wer']:.1f} ({row['shuffled_wer']:.1f})"
-
-            lines.append(
-                f"| {work_dir.name} | {setup['train_split']} | {config} | {row['stage1_steps']} | {row['cpu_minutes']:.1f} "
-                f"| {row['word_token_accuracy']:.1f} | {row['stage1_ter']:.1f} | {row['output_target_norm']:.2f} | {chain} |"
-            )
-
-        axes.plot(
-            [row["stage1_steps"] for row in rows],
-            [row["word_token_accuracy"] for row in rows],
-            "o-",
-            label=f"{work_dir.name} ({setup['train_split']})",
-        )
-
-    axes.axhline(baseline, color="grey", linestyle="--", label="frequent-token baseline")
-    axes.set_xlabel("stage-1 steps")
-    axes.set_ylabel("word-token accuracy %, unseen test split")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    figure.savefig(output_dir / "compare.png", dpi=110)
-
-    table = "\n".join(lines)
-
-    (output_dir / "compare.md").write_text(table + "\n", encoding="utf-8")
-
-    print(table)
-    print(f"\n{output_dir / 'compare.png'}")
-
-    return 0
-
-
 def parse_args() -> Namespace:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=REPO_DIR / "runs" / "learning")
@@ -818,6 +666,7 @@ def main() -> int:
         "setup": {**asdict(setup), "feature_cache": str(setup.feature_cache)},
         "frequent_token_baselines": baselines,
         "baseline": baseline,
+        "train_hours": train_hours(manifest_dir, setup),
         "whisper_limit": limit,
         "rows": [asdict(row) for row in rows],
         "minutes": (time.monotonic() - started) / 60.0,

@@ -1,5 +1,6 @@
-"""``benchmarks/learning.py``: its shuffled-reference control, and its
-miniature run end to end on the real small models."""
+"""``benchmarks/learning.py``: its shuffled-reference control, its
+comparison of runs (the data-scaling curve), and its miniature run end to end
+on the real small models."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
 
 from benchmarks.learning import chain_wers
+from benchmarks.learning_report import compare, scaling_points
 
 # The benchmarks run as modules of the `benchmarks` package, from the repository root.
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +40,62 @@ def test_shuffled_references_separate_following_the_audio_from_ignoring_it() -> 
     wer, shuffled_wer = chain_wers(records(["please close the door"] * 4))
 
     assert wer == pytest.approx(shuffled_wer)
+
+
+def _write_run(
+    work_dir: Path, *, train_split: str, hours: float | None, config: list[str], accuracies: dict[int, float]
+) -> Path:
+    rows = [
+        {"row": "stage1_only", "stage1_steps": steps, "it_steps": 0, "cpu_minutes": steps / 100, "word_token_accuracy": accuracy,
+         "stage1_ter": 100 - accuracy, "output_target_norm": 1.0, "it_accuracy": None, "wer": None, "shuffled_wer": None, "examples": []}
+        for steps, accuracy in accuracies.items()
+    ]  # fmt: skip
+
+    summary: dict[str, object] = {
+        "setup": {"train_split": train_split, "stage1_config": config},
+        "baseline": 8.9,
+        "rows": rows,
+    }
+
+    if hours is not None:
+        summary["train_hours"] = hours
+
+    work_dir.mkdir()
+
+    (work_dir / "learning.json").write_text(json.dumps(summary), encoding="utf-8")
+
+    return work_dir
+
+
+def test_compare_plots_accuracy_against_hours_for_one_configuration_at_equal_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cif = ["model.arch=small_cif_ctc"]
+
+    runs = [
+        _write_run(tmp_path / "h20", train_split="train", hours=20.1, config=cif, accuracies={1000: 21.0, 2000: 30.0}),
+        _write_run(tmp_path / "h2", train_split="train_2h", hours=2.0, config=cif, accuracies={1000: 20.0, 2000: 22.0}),
+        # Another configuration: its own curve, never mixed into the first.
+        _write_run(tmp_path / "paper", train_split="train", hours=20.1, config=[], accuracies={1000: 11.0}),
+        # From before `train_hours` was recorded: in the table, not on the curve.
+        _write_run(tmp_path / "old", train_split="train_8h", hours=None, config=cif, accuracies={1000: 99.0}),
+    ]
+
+    assert compare(runs, tmp_path / "out") == 0
+
+    table = (tmp_path / "out" / "compare.md").read_text(encoding="utf-8").splitlines()
+
+    assert len(table) == 2 + 6
+    assert "| h2 | train_2h | 2.0 | model.arch=small_cif_ctc | 2000 |" in "\n".join(table)
+    assert "| old | train_8h | – |" in "\n".join(table)
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 0
+
+    summaries = [(run, json.loads((run / "learning.json").read_text(encoding="utf-8"))) for run in runs]
+
+    assert scaling_points(summaries) == {
+        ("model.arch=small_cif_ctc", 1000): [(2.0, 20.0), (20.1, 21.0)],
+        ("model.arch=small_cif_ctc", 2000): [(2.0, 22.0), (20.1, 30.0)],
+    }
 
 
 @pytest.mark.slow
