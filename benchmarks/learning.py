@@ -371,22 +371,19 @@ def train_hours(manifest_dir: Path, setup: Setup) -> float:
     return sum(float(record["duration"]) for record in records) / 3600.0
 
 
-def frequent_token_baseline(manifest_dir: Path, setup: Setup) -> dict[str, float]:
+def token_lists(manifest_dir: Path, split: str) -> list[list[int]]:
+    """The transcripts of ``split`` as SmolLM2's tokens: the targets."""
+    from fairseq2.data.tokenizers import load_tokenizer
+
+    encode = load_tokenizer("smollm2_135m_instruct").create_raw_encoder()
+
+    return [encode(entry["text"]).tolist() for entry in read_jsonl(manifest_dir / f"{split}.jsonl")]
+
+
+def frequent_token_baseline(train_tokens: list[list[int]], test_tokens: list[list[int]]) -> dict[str, float]:
     """What a mapper that ignores the audio gets at word positions: the most
     frequent training token everywhere, or the most frequent one at each
     position."""
-    from fairseq2.data.tokenizers import load_tokenizer
-
-    tokenizer = load_tokenizer("smollm2_135m_instruct")
-
-    encode = tokenizer.create_raw_encoder()
-
-    def token_lists(split: str) -> list[list[int]]:
-        return [encode(entry["text"]).tolist() for entry in read_jsonl(manifest_dir / f"{split}.jsonl")]
-
-    train_tokens = token_lists(setup.train_split)
-    test_tokens = token_lists(setup.test_split)
-
     overall = Counter(token for tokens in train_tokens for token in tokens)
 
     most_frequent = overall.most_common(1)[0][0]
@@ -410,6 +407,21 @@ def frequent_token_baseline(manifest_dir: Path, setup: Setup) -> dict[str, float
     return {
         "most_frequent_token": 100.0 * global_hits / num_tokens,
         "most_frequent_token_per_position": 100.0 * positional_hits / num_tokens,
+    }
+
+
+def token_coverage(train_tokens: list[list[int]], test_tokens: list[list[int]]) -> dict[str, float]:
+    """The share of test tokens that training has at least 1, 5 and 20 times:
+    on an open vocabulary, how much a mapper could have learned of each
+    token grows with the hours of speech (a data-scaling curve's x axis in
+    words)."""
+    counts = Counter(token for tokens in train_tokens for token in tokens)
+
+    num_tokens = sum(len(tokens) for tokens in test_tokens)
+
+    return {
+        f"seen_{times}": 100.0 * sum(counts[token] >= times for tokens in test_tokens for token in tokens) / num_tokens
+        for times in (1, 5, 20)
     }
 
 
@@ -653,8 +665,13 @@ def main() -> int:
 
     extract_features(setup, work_dir)
 
-    baselines = frequent_token_baseline(manifest_dir, setup)
+    train_tokens = token_lists(manifest_dir, setup.train_split)
+    test_tokens = token_lists(manifest_dir, setup.test_split)
+
+    baselines = frequent_token_baseline(train_tokens, test_tokens)
     baseline = max(baselines.values())
+
+    coverage = token_coverage(train_tokens, test_tokens)
 
     limit = None if args.quick else whisper_limit(manifest_dir, setup)
 
@@ -667,6 +684,7 @@ def main() -> int:
         "frequent_token_baselines": baselines,
         "baseline": baseline,
         "train_hours": train_hours(manifest_dir, setup),
+        "test_token_coverage": coverage,
         "whisper_limit": limit,
         "rows": [asdict(row) for row in rows],
         "minutes": (time.monotonic() - started) / 60.0,
@@ -680,6 +698,7 @@ def main() -> int:
     print(table)
     print()
     print(f"Frequent-token baselines (word-token accuracy, %): {baselines}")
+    print(f"Test tokens that the train split has at least 1 / 5 / 20 times (%): {coverage}")
 
     for row in rows:
         print(f"\nTest hypotheses, {ROW_TITLES[row.row]}, {row.stage1_steps} stage-1 steps + {row.it_steps} IT steps:")

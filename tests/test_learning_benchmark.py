@@ -15,7 +15,7 @@ import pytest
 from fairseq2_speechmapper.asset_store.paths import CACHE_DIR_ENV
 from fairseq2_speechmapper.demo import DemoAssets
 
-from benchmarks.learning import chain_wers
+from benchmarks.learning import chain_wers, frequent_token_baseline, token_coverage
 from benchmarks.learning_report import compare, scaling_points
 
 # The benchmarks run as modules of the `benchmarks` package, from the repository root.
@@ -40,6 +40,23 @@ def test_shuffled_references_separate_following_the_audio_from_ignoring_it() -> 
     wer, shuffled_wer = chain_wers(records(["please close the door"] * 4))
 
     assert wer == pytest.approx(shuffled_wer)
+
+
+def test_text_only_baselines_and_token_coverage_count_every_test_token() -> None:
+    train = [[1, 2, 3], [1, 2, 4], [1, 5], [6, 2], [2]]
+    test = [[1, 2, 7], [6, 2, 3, 8]]
+
+    # Token 2 is the most frequent; 1, 2, 3 lead each position most often.
+    assert frequent_token_baseline(train, test) == {
+        "most_frequent_token": pytest.approx(100 * 2 / 7),
+        "most_frequent_token_per_position": pytest.approx(100 * 4 / 7),
+    }
+
+    # 7 and 8 never occur in training; 3 once; 1 three times, 2 four times.
+    coverage = token_coverage(train, test)
+
+    assert coverage["seen_1"] == pytest.approx(100 * 5 / 7)
+    assert coverage["seen_5"] == 0.0
 
 
 def _write_run(
