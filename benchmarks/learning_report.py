@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROWS = ("untrained", "stage1_only", "it_only", "stage1_it", "slam")
 
 ROW_TITLES = {
@@ -166,21 +168,30 @@ def compare(work_dirs: list[Path], output_dir: Path) -> int:
     if scaling:
         scaling_axes = all_axes[0][1]
 
-        for (config, steps), points in sorted(scaling.items()):
-            points.sort()
+        configs = {config for config, _ in scaling}
 
+        # Shades of one colour map: a curve per budget, unlike the other panel's runs.
+        colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(scaling)))
+
+        for colour, ((config, steps), points) in zip(colours, sorted(scaling.items())):
             scaling_axes.plot(
                 [hours for hours, _ in points],
                 [accuracy for _, accuracy in points],
                 "o-",
-                label=f"{steps} steps: {config}",
+                color=colour,
+                label=f"{steps} steps" if len(configs) == 1 else f"{steps} steps: {config}",
             )
+
+        all_hours = sorted({hours for points in scaling.values() for hours, _ in points})
 
         scaling_axes.axhline(baseline, color="grey", linestyle="--", label="frequent-token baseline")
         scaling_axes.set_xscale("log")
+        scaling_axes.set_xticks(all_hours, [f"{hours:.3g}" for hours in all_hours])
+        scaling_axes.minorticks_off()
         scaling_axes.set_xlabel("hours of training speech")
         scaling_axes.set_ylabel("word-token accuracy %, unseen test split")
-        scaling_axes.set_title("Data scaling at equal steps")
+        title = "Data scaling at equal steps"
+        scaling_axes.set_title(f"{title}: {next(iter(configs))}" if len(configs) == 1 else title, fontsize=9)
         scaling_axes.legend(fontsize=7)
 
     figure.tight_layout()
