@@ -260,7 +260,7 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
     if assets.demo_corpus_dir is not None:
         config.dataset.manifest_dir = assets.demo_corpus_dir
 
-        label = "demo: whisper tiny.en + small mapper + SmolLM2 table"
+        label = f"demo: whisper tiny.en + {config.model.arch} mapper + SmolLM2 table"
     else:
         from fairseq2_speechmapper.cli.tiny_assets import TINY_LLAMA_CARD, TINY_SPEECH_ENCODER_CARD
 
@@ -277,6 +277,9 @@ def make_step_config(assets: Assets, work_dir: Path, *, num_steps: int, num_thre
 
         # The demo's pad token is SmolLM2's; the tiny tokenizer's own serves.
         config.llm.pad_token = None
+
+        # The tiny mapper has no CTC head.
+        config.loss.ctc_weight = 0.0
 
         label = "tiny: wav2vec2 + tiny mapper + tiny llama table"
 
@@ -340,13 +343,23 @@ def measure_steps(
         return open_train_reader(config, model.speech_encoder.prepare_input, tokenizer)
 
     def run_unit(batches: Iterable[SpeechBatch]) -> UnitRun:
-        from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit
+        from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, create_auxiliary_terms
         from fairseq2_speechmapper.stage1 import create_stage1_loss
 
         mapper.load_state_dict(initial_mapper)
 
         return run_train_unit(
-            config, mapper, lambda guard: PretrainUnit(model, targets, create_stage1_loss(config.loss), guard), batches
+            config,
+            mapper,
+            lambda guard: PretrainUnit(
+                model,
+                targets,
+                create_stage1_loss(config.loss),
+                guard,
+                create_auxiliary_terms(config.loss, mapper, targets, arch=config.model.arch),
+                pad_distance=not mapper.integrates_and_fires,
+            ),
+            batches,
         )
 
     initial_mapper = {k: v.detach().clone() for k, v in mapper.state_dict().items()}

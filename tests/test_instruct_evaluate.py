@@ -359,6 +359,9 @@ PRESET_SETTINGS = {
         ("regime", "num_steps"): 1000,
         ("dataset", "name"): "speechmapper_large_corpus",
         ("llm", "pad_token"): "<empty_output>",
+        # What benchmarks/learning.py measured best (README, "Does it learn?").
+        ("model", "arch"): "small_cif_ctc",
+        ("loss", "ctc_weight"): 20.0,
     },
     ("instruct", "paper_asr"): {
         ("task", "task"): "asr",

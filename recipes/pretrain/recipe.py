@@ -20,16 +20,14 @@ from fairseq2_speechmapper.recipe_support.faults import (
     training_task,
 )
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
-from fairseq2_speechmapper.recipes.pretrain.units import AuxiliaryTerm, PretrainUnit
+from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, create_auxiliary_terms
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
-    Stage1SetupError,
     create_decoding_scorer,
     create_stage1_loss,
     load_stage1_model,
     register_stage1_metric_descriptors,
 )
-from fairseq2_speechmapper.stage1.ctc import BatchVocabularyCTCLoss
 
 
 @final
@@ -64,20 +62,7 @@ class PretrainRecipe(Recipe):
 
         loss = create_stage1_loss(config.loss)
 
-        auxiliary_terms = []
-
-        if config.loss.ctc_weight > 0.0:
-            if mapper.ctc_head is None:
-                raise Stage1SetupError(
-                    f"`loss.ctc_weight` is {config.loss.ctc_weight}, but the mapper architecture `{config.model.arch}` has no CTC head; use one with `ctc_block` set (e.g. `small_ctc`) or set `loss.ctc_weight=0`."
-                )
-
-            auxiliary_terms.append(
-                AuxiliaryTerm.ctc(config.loss.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper)
-            )
-
-        if mapper.integrates_and_fires and config.loss.count_weight > 0.0:
-            auxiliary_terms.append(AuxiliaryTerm.fire_count(config.loss.count_weight, mapper))
+        auxiliary_terms = create_auxiliary_terms(config.loss, mapper, targets, arch=config.model.arch)
 
         # Trained on its targets' counts, such a mapper has no pad positions.
         unit = PretrainUnit(

@@ -17,7 +17,9 @@ from fairseq2_speechmapper.models.speechmapper import SpeechMapper
 from fairseq2_speechmapper.recipe_support.faults import NonFiniteStepGuard
 from fairseq2_speechmapper.stage1 import (
     EmbeddingRegressionLoss,
+    Stage1LossSection,
     Stage1Model,
+    Stage1SetupError,
     TargetEmbeddings,
     add_stage1_loss_metrics,
     sum_kept,
@@ -52,6 +54,28 @@ class AuxiliaryTerm:
             weight,
             lambda target_ids: fire_count_errors(mapper.pop_fire_weight_sums(), target_ids),
         )
+
+
+def create_auxiliary_terms(
+    section: Stage1LossSection, mapper: SpeechMapper, targets: TargetEmbeddings, *, arch: str | None
+) -> list[AuxiliaryTerm]:
+    """The terms ``section`` asks for besides the paper's, on the (unwrapped)
+    ``mapper``: CTC where ``ctc_weight`` is set, the count term where the
+    mapper integrates and fires."""
+    terms = []
+
+    if section.ctc_weight > 0.0:
+        if mapper.ctc_head is None:
+            raise Stage1SetupError(
+                f"`loss.ctc_weight` is {section.ctc_weight}, but the mapper architecture `{arch}` has no CTC head; use one with `ctc_block` set (e.g. `small_ctc`) or set `loss.ctc_weight=0`."
+            )
+
+        terms.append(AuxiliaryTerm.ctc(section.ctc_weight, BatchVocabularyCTCLoss(targets.embedding_table), mapper))
+
+    if mapper.integrates_and_fires and section.count_weight > 0.0:
+        terms.append(AuxiliaryTerm.fire_count(section.count_weight, mapper))
+
+    return terms
 
 
 @final
