@@ -364,20 +364,14 @@ def chain_wers(records: list[dict[str, Any]]) -> tuple[float, float]:
     return score_wer(hypotheses, references).wer, score_wer(hypotheses, shuffled).wer
 
 
-def train_hours(manifest_dir: Path, setup: Setup) -> float:
-    """Hours of training speech: the x axis of a data-scaling curve."""
-    records = read_jsonl(manifest_dir / f"{setup.train_split}.jsonl")
-
-    return sum(float(record["duration"]) for record in records) / 3600.0
-
-
-def token_lists(manifest_dir: Path, split: str) -> list[list[int]]:
-    """The transcripts of ``split`` as SmolLM2's tokens: the targets."""
+def transcript_tokens(*splits: list[dict[str, Any]]) -> list[list[list[int]]]:
+    """The transcripts of each split's records as SmolLM2's tokens: the
+    targets (one tokenizer for all)."""
     from fairseq2.data.tokenizers import load_tokenizer
 
     encode = load_tokenizer("smollm2_135m_instruct").create_raw_encoder()
 
-    return [encode(entry["text"]).tolist() for entry in read_jsonl(manifest_dir / f"{split}.jsonl")]
+    return [[encode(record["text"]).tolist() for record in records] for records in splits]
 
 
 def frequent_token_baseline(train_tokens: list[list[int]], test_tokens: list[list[int]]) -> dict[str, float]:
@@ -665,8 +659,9 @@ def main() -> int:
 
     extract_features(setup, work_dir)
 
-    train_tokens = token_lists(manifest_dir, setup.train_split)
-    test_tokens = token_lists(manifest_dir, setup.test_split)
+    train_records = read_jsonl(manifest_dir / f"{setup.train_split}.jsonl")
+
+    train_tokens, test_tokens = transcript_tokens(train_records, read_jsonl(manifest_dir / f"{setup.test_split}.jsonl"))
 
     baselines = frequent_token_baseline(train_tokens, test_tokens)
     baseline = max(baselines.values())
@@ -683,7 +678,8 @@ def main() -> int:
         "setup": {**asdict(setup), "feature_cache": str(setup.feature_cache)},
         "frequent_token_baselines": baselines,
         "baseline": baseline,
-        "train_hours": train_hours(manifest_dir, setup),
+        # Hours of training speech: the x axis of a data-scaling curve.
+        "train_hours": sum(float(record["duration"]) for record in train_records) / 3600.0,
         "test_token_coverage": coverage,
         "whisper_limit": limit,
         "rows": [asdict(row) for row in rows],

@@ -343,7 +343,7 @@ def measure_steps(
         return open_train_reader(config, model.speech_encoder.prepare_input, tokenizer)
 
     def run_unit(batches: Iterable[SpeechBatch]) -> UnitRun:
-        from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, create_auxiliary_terms
+        from fairseq2_speechmapper.recipes.pretrain.units import create_pretrain_unit
         from fairseq2_speechmapper.stage1 import create_stage1_loss
 
         mapper.load_state_dict(initial_mapper)
@@ -351,13 +351,8 @@ def measure_steps(
         return run_train_unit(
             config,
             mapper,
-            lambda guard: PretrainUnit(
-                model,
-                targets,
-                create_stage1_loss(config.loss),
-                guard,
-                create_auxiliary_terms(config.loss, mapper, targets, arch=config.model.arch),
-                pad_distance=not mapper.integrates_and_fires,
+            lambda guard: create_pretrain_unit(
+                model, targets, create_stage1_loss(config.loss), guard, config.loss, mapper, arch=config.model.arch
             ),
             batches,
         )

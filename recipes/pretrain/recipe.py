@@ -20,7 +20,7 @@ from fairseq2_speechmapper.recipe_support.faults import (
     training_task,
 )
 from fairseq2_speechmapper.recipes.pretrain.config import PretrainConfig
-from fairseq2_speechmapper.recipes.pretrain.units import PretrainUnit, create_auxiliary_terms
+from fairseq2_speechmapper.recipes.pretrain.units import create_pretrain_unit
 from fairseq2_speechmapper.stage1 import (
     Stage1EvalUnit,
     create_decoding_scorer,
@@ -62,16 +62,14 @@ class PretrainRecipe(Recipe):
 
         loss = create_stage1_loss(config.loss)
 
-        auxiliary_terms = create_auxiliary_terms(config.loss, mapper, targets, arch=config.model.arch)
-
-        # Trained on its targets' counts, such a mapper has no pad positions.
-        unit = PretrainUnit(
+        unit = create_pretrain_unit(
             model,
             targets,
             loss,
             NonFiniteStepGuard.for_recipe(context, config.regime),
-            auxiliary_terms,
-            pad_distance=not mapper.integrates_and_fires,
+            config.loss,
+            mapper,
+            arch=config.model.arch,
         )
 
         train_reader = readers.create(

@@ -56,7 +56,25 @@ class AuxiliaryTerm:
         )
 
 
-def create_auxiliary_terms(
+def create_pretrain_unit(
+    model: Stage1Model,
+    targets: TargetEmbeddings,
+    loss: EmbeddingRegressionLoss,
+    guard: NonFiniteStepGuard,
+    section: Stage1LossSection,
+    mapper: SpeechMapper,
+    *,
+    arch: str | None,
+) -> PretrainUnit:
+    """The recipe's train unit: the paper's ``loss`` and the terms ``section``
+    adds on the (unwrapped) ``mapper``. Trained on its targets' counts, a
+    mapper that integrates and fires has no pad positions to report."""
+    terms = _auxiliary_terms(section, mapper, targets, arch=arch)
+
+    return PretrainUnit(model, targets, loss, guard, terms, pad_distance=not mapper.integrates_and_fires)
+
+
+def _auxiliary_terms(
     section: Stage1LossSection, mapper: SpeechMapper, targets: TargetEmbeddings, *, arch: str | None
 ) -> list[AuxiliaryTerm]:
     """The terms ``section`` asks for besides the paper's, on the (unwrapped)
